@@ -1,0 +1,102 @@
+"""The backend interface. One module per backend; heavy imports happen inside it."""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ..errors import BackendUnavailable
+
+if TYPE_CHECKING:  # torch stays out of the runtime import graph of runners
+    from torch import nn
+
+    from ..artifact import Artifact
+    from ..spec import ModelSpec
+    from ..targets import Target
+
+
+@dataclass
+class BuildRequest:
+    """Everything a backend needs to produce an artifact's model files."""
+
+    model: "nn.Module"
+    spec: "ModelSpec"
+    target: "Target"
+    precision: str
+    out_dir: Path
+    calib: Sequence[np.ndarray] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BuildResult:
+    """What the backend reports back for the manifest."""
+
+    quantization: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    status: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    input_name: str = "input"
+
+
+class Runner(ABC):
+    """Runs one artifact: float32 clips (N, C, T, H, W) in, float32 logits (N, classes) out."""
+
+    input_shape: tuple[int, ...]
+    description: str = ""
+
+    @abstractmethod
+    def __call__(self, clip: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None:
+        """Release native resources (sessions, contexts)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Backend(ABC):
+    """Builds artifacts for targets of one runtime and opens them as Runners."""
+
+    name: str
+    #: python module -> pip requirement; checked before build/open
+    requirements: dict[str, str] = {}
+    #: extra that installs the requirements
+    extra: str = ""
+    #: modules needed only to build (e.g. torch-side exporters), not to run
+    build_requirements: dict[str, str] = {}
+    precisions: tuple[str, ...] = ("fp32",)
+
+    def missing(self, for_build: bool = False) -> list[str]:
+        reqs = dict(self.requirements)
+        if for_build:
+            reqs.update(self.build_requirements)
+        return [pip for module, pip in reqs.items() if importlib.util.find_spec(module) is None]
+
+    def available(self, for_build: bool = False) -> bool:
+        return not self.missing(for_build)
+
+    def check(self, for_build: bool = False) -> None:
+        """Raise a one-line ``BackendUnavailable`` naming the pip command that fixes it."""
+        missing = self.missing(for_build)
+        if missing:
+            raise BackendUnavailable(
+                f"backend {self.name} needs {', '.join(missing)}: pip install 'edgevid[{self.extra}]'"
+            )
+
+    @abstractmethod
+    def build(self, request: BuildRequest) -> BuildResult:
+        """Write the model files into ``request.out_dir`` (a staging folder)."""
+
+    @abstractmethod
+    def open(self, artifact: "Artifact", threads: int | None = None, mode: str = "latency") -> Runner:
+        """Open a verified artifact for inference; ``mode`` is 'latency' or 'throughput'."""

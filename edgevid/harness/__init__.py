@@ -1,0 +1,1 @@
+"""Accuracy harness: evaluation against labels and the FP32 reference."""
