@@ -29,6 +29,14 @@ def build_artifact(
     track: Callable[[Iterable, str, int], Iterable] | None = None,
 ) -> Artifact:
     """Build ``model`` for ``target``; the artifact appears at ``out/<model>-<target>-<precision>``."""
+    if options and options.get("from_onnx"):  # TensorRT: finish a host-built artifact on the device (torch-free)
+        from .backends.tensorrt import build_from_onnx
+
+        return build_from_onnx(options["from_onnx"], model, target, precision, out, options.get("dla_core"))
+    if options and options.get("dla_core") is not None:  # fail before export/calibration, not after
+        from .backends.tensorrt import check_dla_request
+
+        check_dla_request(get_target(target), options["dla_core"])
     from .calibration import calibration_set
     from .models import canonical_name, create_model, get_spec
     from .models.weights import resolve_weights
@@ -53,6 +61,7 @@ def build_artifact(
     started = time.perf_counter()
     with staging_dir(final) as tmp:
         handler = logging.FileHandler(tmp / "build.log")
+        handler.setLevel(logging.DEBUG)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         try:

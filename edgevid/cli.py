@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterable, Optional
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -38,10 +40,11 @@ def _fmt(value, digits: int = 1) -> str:
 
 @app.callback()
 def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs.")) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=err, show_time=False, show_path=False)])
-    for noisy in ("onnxscript", "onnx_ir", "torch", "root"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.DEBUG)
+    handler = RichHandler(console=err, show_time=False, show_path=False, level=logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
+    log.setLevel(logging.DEBUG)  # build.log gets everything; the console gets INFO unless --verbose
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 @app.command()
@@ -91,15 +94,23 @@ def build(
     calib_size: Optional[int] = typer.Option(None, help="Number of calibration clips (default: the recipe's)."),
     num_classes: Optional[int] = typer.Option(None, help="Re-initialise the classifier with this many classes."),
     out_dir: Path = typer.Option(Path("artifacts"), "--out", help="Folder that receives the artifact folder."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="INT8: allowed top-1 drop in points; keeps the most sensitive layers in float (OpenVINO accuracy control)."),
+    val_data: Optional[str] = typer.Option(None, "--val-data", help="Labelled videos (folder or CSV) that --max-drop validates on (default for SynthMotion models: its val split)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Compile for this device now (e.g. OpenVINO CPU, GPU, NPU); it must be present."),
+    from_onnx: Optional[Path] = typer.Option(None, "--from-onnx", help="TensorRT: build the engine on this device from a host-built artifact's ONNX."),
+    dla_core: Optional[int] = typer.Option(None, "--dla-core", help="TensorRT on Jetson: run on this DLA core (GPU fallback, static shapes)."),
 ) -> None:
     """Build an artifact folder for MODEL on TARGET."""
     from .build import build_artifact
 
-    artifact = build_artifact(model, target, precision, weights, calib, calib_size, out_dir, num_classes, track=track)
+    options = {k: v for k, v in {"max_drop": max_drop, "val_data": val_data, "device": device}.items() if v is not None}
+    options.update({k: v for k, v in {"from_onnx": from_onnx, "dla_core": dla_core}.items() if v is not None})
+    artifact = build_artifact(model, target, precision, weights, calib, calib_size, out_dir, num_classes,
+                              options=options, track=track)
     m = artifact.manifest
     err.print(f"[green]built[/] {artifact.path}  ({m.backend} {m.precision}, {m.build_seconds:.1f} s)")
     for note in m.notes:
-        err.print(f"[yellow]note:[/] {note}")
+        err.print(f"[yellow]note:[/] {escape(note)}")
     out.print(str(artifact.path))
 
 
@@ -182,7 +193,7 @@ def main() -> None:
     try:
         app()
     except EdgevidError as exc:
-        err.print(f"[red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("[red]interrupted[/]")

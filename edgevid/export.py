@@ -13,6 +13,8 @@ from torch import nn
 from .errors import EdgevidError
 
 log = logging.getLogger("edgevid")
+# The exporter warns once per torchvision op that torchvision is absent; we never use torchvision.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 ONNX_OPSET = 18  # >= 17 so LayerNorm is one node (TensorRT's normalization layer)
 INPUT_NAME = "input"

@@ -64,6 +64,13 @@ class Runner(ABC):
         self.close()
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module blocked in sys.modules
+        return False
+
+
 class Backend(ABC):
     """Builds artifacts for targets of one runtime and opens them as Runners."""
 
@@ -80,7 +87,7 @@ class Backend(ABC):
         reqs = dict(self.requirements)
         if for_build:
             reqs.update(self.build_requirements)
-        return [pip for module, pip in reqs.items() if importlib.util.find_spec(module) is None]
+        return [pip for module, pip in reqs.items() if not _importable(module)]
 
     def available(self, for_build: bool = False) -> bool:
         return not self.missing(for_build)

@@ -1,0 +1,371 @@
+"""X3D (Feichtenhofer, CVPR 2020, arXiv 2004.04730): channel-wise 3D ResNets expanded from a tiny base.
+
+The architecture follows the reference implementation in facebookresearch/SlowFast:
+
+* stem: 1x3x3 conv (spatial stride 2) -> depthwise 5x1x1 temporal conv -> BN -> ReLU;
+* four stages of bottleneck blocks: 1x1x1 conv -> BN -> ReLU -> depthwise 3x3x3 conv (spatial
+  stride 2 in each stage's first block) -> BN -> squeeze-excitation (blocks 0, 2, 4, ...) -> SiLU
+  -> 1x1x1 conv -> BN, plus a projection shortcut (1x1x1 conv + BN) on each stage's first block,
+  ReLU after the residual sum;
+* head: 1x1x1 conv -> BN -> ReLU -> global average pool -> 1x1x1 conv (no bias) -> ReLU ->
+  dropout -> linear classifier. The model returns logits.
+
+Official checkpoints load from SlowFast ``.pyth`` files and from pytorchvideo's hub files; both
+layouts are registered below. The reference evaluation pools the head with a fixed window of the
+training crop size and averages softmax scores over what remains at larger test crops; we pool
+globally (export-clean, size-agnostic), which differs slightly at test crops larger than the
+training crop.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from ..spec import KINETICS_NORM, ClipSpec, ModelSpec, Published
+from .checkpoint import StateDict, register_layout
+from .registry import register_model
+
+__all__ = ["X3D", "X3DBlock", "SqueezeExcite", "round_width", "x3d_xs", "x3d_s", "x3d_m", "x3d_l", "x3d_synth"]
+
+
+def round_width(width: float, multiplier: float = 1.0, min_width: int = 8, divisor: int = 8) -> int:
+    """X3D's channel rounding: ``width * multiplier`` to the nearest multiple of ``divisor``,
+    never below ``min_width`` nor more than 10% under the unrounded value."""
+    width = width * multiplier
+    rounded = max(min_width, int(width + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * width:
+        rounded += divisor
+    return int(rounded)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gating: global average -> 1x1x1 conv -> ReLU -> 1x1x1 conv -> sigmoid -> scale."""
+
+    def __init__(self, channels: int, ratio: float) -> None:
+        super().__init__()
+        hidden = round_width(channels, ratio)
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.reduce = nn.Conv3d(channels, hidden, kernel_size=1, bias=True)
+        self.act = nn.ReLU()
+        self.expand = nn.Conv3d(hidden, channels, kernel_size=1, bias=True)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
+
+
+class X3DBlock(nn.Module):
+    """Bottleneck residual block with a depthwise 3x3x3 conv, optional SE, and SiLU inside."""
+
+    def __init__(self, in_width: int, inner_width: int, out_width: int, spatial_stride: int = 1,
+                 se_ratio: float = 0.0) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(in_width, inner_width, kernel_size=1, bias=False)
+        self.norm1 = nn.BatchNorm3d(inner_width)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv3d(inner_width, inner_width, kernel_size=3, padding=1, groups=inner_width,
+                               stride=(1, spatial_stride, spatial_stride), bias=False)
+        self.norm2 = nn.BatchNorm3d(inner_width)
+        self.se = SqueezeExcite(inner_width, se_ratio) if se_ratio > 0 else nn.Identity()
+        self.act2 = nn.SiLU()
+        self.conv3 = nn.Conv3d(inner_width, out_width, kernel_size=1, bias=False)
+        self.norm3 = nn.BatchNorm3d(out_width)
+        self.shortcut = None
+        if in_width != out_width or spatial_stride != 1:
+            self.shortcut = nn.Sequential(OrderedDict(
+                conv=nn.Conv3d(in_width, out_width, kernel_size=1, bias=False,
+                               stride=(1, spatial_stride, spatial_stride)),
+                norm=nn.BatchNorm3d(out_width),
+            ))
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.norm1(self.conv1(x)))
+        out = self.act2(self.se(self.norm2(self.conv2(out))))
+        out = self.norm3(self.conv3(out))
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return self.act(out + identity)
+
+
+class X3DHead(nn.Module):
+    """1x1x1 conv -> BN -> ReLU -> global pool -> 1x1x1 conv -> ReLU -> dropout -> linear."""
+
+    def __init__(self, in_width: int, conv_width: int, fc_width: int, num_classes: int,
+                 dropout: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(in_width, conv_width, kernel_size=1, bias=False)
+        self.norm = nn.BatchNorm3d(conv_width)
+        self.act = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Conv3d(conv_width, fc_width, kernel_size=1, bias=False)
+        self.fc_act = nn.ReLU()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(fc_width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.act(self.norm(self.conv(x))))
+        x = torch.flatten(self.fc_act(self.fc(x)), 1)
+        return self.classifier(self.dropout(x))
+
+
+class X3D(nn.Module):
+    """X3D network on clips of shape (N, 3, T, H, W); returns logits (N, num_classes).
+
+    There is no temporal striding and the total spatial stride is 32, so any T >= 1 and H, W >= 1
+    are accepted; H = W = 32 is the smallest size at which the last stage sees one full pixel.
+    """
+
+    classifier_keys = ("head.classifier.weight", "head.classifier.bias")
+
+    def __init__(
+        self,
+        num_classes: int = 400,
+        stem_width: int = 24,
+        stage_widths: tuple[int, ...] = (24, 48, 96, 192),
+        stage_depths: tuple[int, ...] = (3, 5, 11, 7),
+        bottleneck_factor: float = 2.25,
+        se_ratio: float = 0.0625,
+        head_conv_width: int | None = None,
+        head_fc_width: int = 2048,
+        stem_temporal_kernel: int = 5,
+        dropout: float = 0.5,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if len(stage_widths) != len(stage_depths):
+            raise ValueError("stage_widths and stage_depths must have the same length")
+        self.num_classes = num_classes
+        self.stem = nn.Sequential(OrderedDict(
+            spatial=nn.Conv3d(in_channels, stem_width, kernel_size=(1, 3, 3), stride=(1, 2, 2),
+                              padding=(0, 1, 1), bias=False),
+            temporal=nn.Conv3d(stem_width, stem_width, kernel_size=(stem_temporal_kernel, 1, 1),
+                               padding=(stem_temporal_kernel // 2, 0, 0), groups=stem_width, bias=False),
+            norm=nn.BatchNorm3d(stem_width),
+            act=nn.ReLU(),
+        ))
+        stages, width = [], stem_width
+        for out_width, depth in zip(stage_widths, stage_depths):
+            inner = int(bottleneck_factor * out_width)
+            blocks = [
+                X3DBlock(width if i == 0 else out_width, inner, out_width, spatial_stride=2 if i == 0 else 1,
+                         se_ratio=se_ratio if i % 2 == 0 else 0.0)
+                for i in range(depth)
+            ]
+            stages.append(nn.Sequential(*blocks))
+            width = out_width
+        self.stages = nn.Sequential(*stages)
+        head_conv_width = head_conv_width or int(bottleneck_factor * width)
+        self.head = X3DHead(width, head_conv_width, head_fc_width, num_classes, dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """SlowFast's initialisation: MSRA convs, BN 1/0 with the residual branch's last BN at 0,
+        classifier N(0, 0.01)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm3d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.01)
+                nn.init.zeros_(module.bias)
+        for module in self.modules():
+            if isinstance(module, X3DBlock):
+                nn.init.zeros_(module.norm3.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+
+# --------------------------------------------------------------------------------------------
+# Variants. Figures: SlowFast MODEL_ZOO.md (params rounded to 0.1M; GFLOPs = multiply-adds per
+# view as counted by SlowFast/fvcore), top-1 on Kinetics-400 with 30 views (10 clips x 3 crops).
+# --------------------------------------------------------------------------------------------
+
+_ZOO = "https://dl.fbaipublicfiles.com/pyslowfast/x3d_models"
+_SOURCE = "SlowFast MODEL_ZOO.md; Feichtenhofer, X3D, CVPR 2020 (arXiv 2004.04730)"
+_LAYOUTS = ("slowfast", "pytorchvideo")
+
+
+def _kinetics_spec(name: str, frames: int, stride: int, crop: int, params_m: float, gflops: float,
+                   train_crop: int, ptv_gflops: float, top1: float) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        family="x3d",
+        clip=ClipSpec(frames=frames, stride=stride, crop=crop, short_side=crop, test_clips=10, test_crops=3),
+        norm=KINETICS_NORM,
+        num_classes=400,
+        label_set="kinetics400",
+        published=Published(
+            params_m=params_m,
+            gflops=gflops,
+            flops_note=(f"SlowFast count, multiply-adds per {frames}x{train_crop}x{train_crop} view;"
+                        f" pytorchvideo's model zoo lists {ptv_gflops} GFLOPs"),
+            top1=top1,
+            dataset="Kinetics-400",
+            source=_SOURCE,
+        ),
+        checkpoint_url=f"{_ZOO}/{name}.pyth",
+        checkpoint_layouts=_LAYOUTS,
+    )
+
+
+_DEPTHS_XS_S_M = (3, 5, 11, 7)  # ceil(2.2 * (1, 2, 5, 3))
+_DEPTHS_L = (5, 10, 25, 15)  # ceil(5.0 * (1, 2, 5, 3))
+
+
+@register_model(_kinetics_spec("x3d_xs", 4, 12, 182, 3.8, 0.60, 160, 0.91, 69.5))
+def x3d_xs(num_classes: int = 400, **kwargs) -> X3D:
+    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **kwargs)
+
+
+@register_model(_kinetics_spec("x3d_s", 13, 6, 182, 3.8, 1.96, 160, 2.96, 73.5))
+def x3d_s(num_classes: int = 400, **kwargs) -> X3D:
+    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **kwargs)
+
+
+@register_model(_kinetics_spec("x3d_m", 16, 5, 256, 3.8, 4.73, 224, 6.72, 76.2))
+def x3d_m(num_classes: int = 400, **kwargs) -> X3D:
+    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **kwargs)
+
+
+@register_model(_kinetics_spec("x3d_l", 16, 5, 356, 6.2, 18.37, 312, 26.64, 77.5))
+def x3d_l(num_classes: int = 400, **kwargs) -> X3D:
+    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_L, **kwargs)
+
+
+SYNTH_SPEC = ModelSpec(
+    name="x3d_synth",
+    family="x3d",
+    clip=ClipSpec(frames=8, stride=3, crop=80, short_side=92, test_clips=1, test_crops=1),
+    norm=KINETICS_NORM,
+    num_classes=8,
+    label_set="synthmotion",
+    published=Published(dataset="SynthMotion", source="edgevid reference model"),
+)
+
+
+@register_model(SYNTH_SPEC)
+def x3d_synth(num_classes: int = 8, **kwargs) -> X3D:
+    """Small X3D for the synthetic motion set: X3D-XS widths, depths (1, 2, 3, 2), 512-wide head.
+
+    Temporal receptive field: 5 (stem) + 2 per block x 8 blocks = 21 frames, more than a clip.
+    """
+    config = dict(stage_depths=(1, 2, 3, 2), head_fc_width=512, dropout=0.2)
+    config.update(kwargs)
+    return X3D(num_classes=num_classes, **config)
+
+
+# --------------------------------------------------------------------------------------------
+# Official checkpoint layouts -> our names.
+# --------------------------------------------------------------------------------------------
+
+_BN_EPS = 1e-5  # BatchNorm eps in SlowFast, pytorchvideo and here
+
+_SLOWFAST_RULES = [
+    (r"^s1\.pathway0_stem\.conv_xy\.", "stem.spatial."),
+    (r"^s1\.pathway0_stem\.conv\.", "stem.temporal."),
+    (r"^s1\.pathway0_stem\.bn\.", "stem.norm."),
+    (r"^s(\d+)\.pathway0_res(\d+)\.", lambda m: f"stages.{int(m[1]) - 2}.{m[2]}."),
+    (r"\.branch1\.", ".shortcut.conv."),
+    (r"\.branch1_bn\.", ".shortcut.norm."),
+    (r"\.branch2\.a\.", ".conv1."),
+    (r"\.branch2\.a_bn\.", ".norm1."),
+    (r"\.branch2\.b\.", ".conv2."),
+    (r"\.branch2\.b_bn\.", ".norm2."),
+    (r"\.branch2\.se\.fc1\.", ".se.reduce."),
+    (r"\.branch2\.se\.fc2\.", ".se.expand."),
+    (r"\.branch2\.c\.", ".conv3."),
+    (r"\.branch2\.c_bn\.", ".norm3."),
+    (r"^head\.conv_5\.", "head.conv."),
+    (r"^head\.conv_5_bn\.", "head.norm."),
+    (r"^head\.lin_5\.", "head.fc."),
+    (r"^head\.projection\.", "head.classifier."),
+]
+
+_PYTORCHVIDEO_RULES = [
+    # pytorchvideo names the 1x3x3 spatial conv ``conv_t`` and the 5x1x1 temporal one ``conv_xy``.
+    (r"^blocks\.0\.conv\.conv_t\.", "stem.spatial."),
+    (r"^blocks\.0\.conv\.conv_xy\.", "stem.temporal."),
+    (r"^blocks\.0\.norm\.", "stem.norm."),
+    (r"^blocks\.(\d+)\.res_blocks\.(\d+)\.", lambda m: f"stages.{int(m[1]) - 1}.{m[2]}."),
+    (r"\.branch1_conv\.", ".shortcut.conv."),
+    (r"\.branch1_norm\.", ".shortcut.norm."),
+    (r"\.branch2\.conv_a\.", ".conv1."),
+    (r"\.branch2\.norm_a\.", ".norm1."),
+    (r"\.branch2\.conv_b\.", ".conv2."),
+    (r"\.branch2\.norm_b\.0\.", ".norm2."),
+    (r"\.branch2\.norm_b\.1\.block\.0\.", ".se.reduce."),
+    (r"\.branch2\.norm_b\.1\.block\.2\.", ".se.expand."),
+    (r"\.branch2\.conv_c\.", ".conv3."),
+    (r"\.branch2\.norm_c\.", ".norm3."),
+    (r"^blocks\.\d+\.pool\.pre_conv\.", "head.conv."),
+    (r"^blocks\.\d+\.pool\.pre_norm\.", "head.norm."),
+    (r"^blocks\.\d+\.pool\.post_conv\.", "head.fc."),
+    (r"^blocks\.\d+\.proj\.", "head.classifier."),
+]
+
+
+def _apply_rules(sd: StateDict, rules) -> StateDict:
+    """Rename every key by the ordered regex rules; keys no rule touches are kept (and reported
+    as unexpected by the loader)."""
+    out = {}
+    for key, value in sd.items():
+        new = key
+        for pattern, repl in rules:
+            new = re.sub(pattern, repl, new)
+        out[new] = value
+    return out
+
+
+def _fill_bn_counters(sd: StateDict) -> StateDict:
+    """Add ``num_batches_tracked`` (unused at inference) to BN layers saved without it."""
+    for key in [k for k in sd if k.endswith(".running_mean")]:
+        sd.setdefault(key[: -len("running_mean")] + "num_batches_tracked", torch.tensor(0, dtype=torch.long))
+    return sd
+
+
+def _identity_bn(channels: int, prefix: str) -> StateDict:
+    """BatchNorm parameters that compute the identity in eval mode."""
+    return {
+        prefix + "weight": torch.ones(channels),
+        prefix + "bias": torch.zeros(channels),
+        prefix + "running_mean": torch.zeros(channels),
+        prefix + "running_var": torch.full((channels,), 1.0 - _BN_EPS),
+        prefix + "num_batches_tracked": torch.tensor(0, dtype=torch.long),
+    }
+
+
+def _detect_slowfast(sd) -> bool:
+    return any(k.startswith("s1.pathway0_stem.") for k in sd)
+
+
+def _convert_slowfast(sd: StateDict) -> StateDict:
+    return _fill_bn_counters(_apply_rules(sd, _SLOWFAST_RULES))
+
+
+def _detect_pytorchvideo(sd) -> bool:
+    return any(k.startswith("blocks.0.conv.conv_t.") for k in sd)
+
+
+def _convert_pytorchvideo(sd: StateDict) -> StateDict:
+    out = _fill_bn_counters(_apply_rules(sd, _PYTORCHVIDEO_RULES))
+    # pytorchvideo puts no BN on a strided shortcut whose width does not change (the first block
+    # of the first stage, 24 -> 24 channels); SlowFast and this model do. Use an identity BN.
+    for key in [k for k in out if k.endswith(".shortcut.conv.weight")]:
+        weight = out[key]
+        norm = key[: -len("conv.weight")] + "norm."
+        if weight.shape[0] == weight.shape[1] and norm + "weight" not in out:
+            out.update(_identity_bn(weight.shape[0], norm))
+    return out
+
+
+register_layout("x3d", "slowfast", _detect_slowfast, _convert_slowfast)
+register_layout("x3d", "pytorchvideo", _detect_pytorchvideo, _convert_pytorchvideo)

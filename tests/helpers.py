@@ -1,0 +1,32 @@
+"""Shared test helpers: run the real CLI in a subprocess, find reference weights."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from edgevid.models.weights import SHIPPED
+
+
+def run_cli(*args: str, env: dict | None = None, prelude: str = "", timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``edgevid ARGS`` exactly as a user would (through ``main()``), optionally after ``prelude``."""
+    code = f"{prelude}\nimport sys\nfrom edgevid.cli import main\nsys.argv = ['edgevid', *{list(args)!r}]\nmain()"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Non-zero exit, no traceback, one error line that contains every fragment."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def reference_weights(model: str) -> Path | None:
+    path = SHIPPED / f"{model}.pt"
+    return path if path.is_file() else None

@@ -1,0 +1,137 @@
+"""The CLI end to end, and every bad input of the Foundation issue: one line, non-zero exit, nothing half-written."""
+
+import json
+
+import pytest
+
+from helpers import assert_one_line_error, run_cli
+
+
+def test_models_lists_every_registered_variant_with_counts():
+    proc = run_cli("models")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("x3d_xs", "x3d_s", "x3d_m", "x3d_l", "x3d_synth"):
+        assert name in proc.stdout
+
+
+def test_targets_show_backend_status():
+    proc = run_cli("targets")
+    assert proc.returncode == 0, proc.stderr
+    assert "onnx-cpu" in proc.stdout and "installed" in proc.stdout and "jetson" in proc.stdout
+
+
+def test_build_eval_bench_round_trip(tmp_path):
+    out = tmp_path / "art"
+    proc = run_cli("build", "--model", "x3d_synth", "--target", "onnx-cpu", "--precision", "fp32", "--weights", "random",
+                   "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    artifact = out / "x3d_synth-onnx-cpu-fp32"
+    assert proc.stdout.strip().endswith(str(artifact))
+    assert "random weights" in proc.stderr
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["weights"]["random"] and set(manifest["files"]) == {"model.onnx"}
+
+    val = run_cli("synth", "--split", "val", "--n", "8")
+    assert val.returncode == 0, val.stderr
+    ev = run_cli("eval", str(artifact), "--data", val.stdout.strip(), "--threads", "1")
+    assert ev.returncode == 0, ev.stderr
+    report = json.loads((artifact / "report.json").read_text())["eval"]
+    assert report["videos"] == 8 and report["agreement"] == 100.0  # FP32 ONNX vs FP32 eager: same predictions
+
+    bench_json = tmp_path / "bench.json"
+    bench = run_cli("bench", str(artifact), "--threads", "1", "--seconds", "0.2", "--baseline", "eager", "--json", str(bench_json))
+    assert bench.returncode == 0, bench.stderr
+    figures = json.loads(bench_json.read_text())
+    run = figures["runs"]["artifact"]
+    assert run["p50_ms"] > 0 and run["peak_rss_mb"] > 0 and figures["runs"]["eager"]["p50_ms"] > 0
+    assert run["speedup_vs_eager"] > 0
+    rep = run_cli("report", str(out))
+    assert rep.returncode == 0 and "x3d_synth-onnx-cpu-fp32" in rep.stdout
+    assert (out / "report.md").is_file()
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["build", "--model", "x3d_smal", "--target", "onnx-cpu"], ["unknown model 'x3d_smal'", "Did you mean", "x3d_s"]),
+    (["build", "--model", "x3d_s", "--target", "jetsn"], ["unknown target 'jetsn'", "jetson"]),
+    (["build", "--model", "x3d_s", "--target", "onnx-cpu", "--precision", "fp16"], ["--precision fp16", "onnx-cpu"]),
+    (["build", "--model", "x3d_s", "--target", "onnx-cpu", "--weights", "/nonexistent/x3d.pyth"], ["--weights", "no such file"]),
+    (["build", "--model", "x3d_s", "--target", "onnx-cpu"], ["no weights for x3d_s", "dl.fbaipublicfiles.com", "--weights random"]),
+    (["build", "--model", "x3d_s", "--target", "onnx-cpu", "--weights", "random"], ["trained on kinetics400", "--calib"]),
+])
+def test_bad_build_input(args, fragments, tmp_path):
+    proc = run_cli(*args, "--out", str(tmp_path / "out"), env={"EDGEVID_HOME": str(tmp_path / "home")})
+    assert_one_line_error(proc, *fragments)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "x3d_xs.pyth"
+    bad.write_bytes(b"\x80\x02not a checkpoint")
+    proc = run_cli("build", "--model", "x3d_xs", "--target", "onnx-cpu", "--precision", "fp32", "--weights", str(bad),
+                   "--out", str(tmp_path / "out"))
+    assert_one_line_error(proc, "cannot read checkpoint", str(bad))
+    assert not (tmp_path / "out").exists()
+
+
+def test_mismatched_checkpoint(tmp_path):
+    import torch
+
+    from edgevid.models import create_model
+
+    path = tmp_path / "synth_as_xs.pt"
+    torch.save(create_model("x3d_synth").state_dict(), path)
+    proc = run_cli("build", "--model", "x3d_xs", "--target", "onnx-cpu", "--precision", "fp32", "--weights", str(path),
+                   "--out", str(tmp_path / "out"))
+    assert_one_line_error(proc, "does not fit the model", "missing")
+
+
+def test_calibration_folder_without_usable_clips(tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    (calib / "broken.mp4").write_bytes(b"not a video")
+    proc = run_cli("build", "--model", "x3d_synth", "--target", "onnx-cpu", "--precision", "int8", "--weights", "random",
+                   "--calib", str(calib), "--out", str(tmp_path / "out"))
+    assert_one_line_error(proc, f"--calib {calib}", "could be decoded")
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_calibration_folder(tmp_path):
+    proc = run_cli("build", "--model", "x3d_synth", "--target", "onnx-cpu", "--precision", "int8", "--weights", "random",
+                   "--calib", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert_one_line_error(proc, "has no videos")
+
+
+def test_output_dir_not_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = run_cli("build", "--model", "x3d_synth", "--target", "onnx-cpu", "--precision", "fp32", "--weights", "random",
+                   "--out", str(blocker / "out"))
+    assert_one_line_error(proc, "pass a writable --out")
+
+
+def test_backend_not_installed(tmp_path):
+    proc = run_cli("build", "--model", "x3d_synth", "--target", "onnx-cpu", "--precision", "fp32", "--weights", "random",
+                   "--out", str(tmp_path / "out"), prelude="import sys; sys.modules['onnxruntime'] = None")
+    assert_one_line_error(proc, "backend onnxruntime needs onnxruntime", "pip install 'edgevid[onnx]'")
+
+
+def test_eval_with_missing_and_corrupt_videos(tmp_path):
+    build = run_cli("build", "--model", "x3d_synth", "--target", "torch-cpu", "--weights", "random", "--out", str(tmp_path))
+    assert build.returncode == 0, build.stderr
+    artifact = tmp_path / "x3d_synth-torch-cpu-fp32"
+    csv = tmp_path / "data.csv"
+    csv.write_text("path,label\nmissing.mp4,move_left\n")
+    assert_one_line_error(run_cli("eval", str(artifact), "--data", str(csv)), "missing.mp4")
+    (tmp_path / "corrupt.mp4").write_bytes(b"garbage")
+    csv.write_text("path,label\ncorrupt.mp4,move_left\n")
+    assert_one_line_error(run_cli("eval", str(artifact), "--data", str(csv)), "corrupt.mp4")
+
+
+def test_tampered_artifact_is_refused(tmp_path):
+    build = run_cli("build", "--model", "x3d_synth", "--target", "onnx-cpu", "--precision", "fp32", "--weights", "random",
+                    "--out", str(tmp_path))
+    assert build.returncode == 0, build.stderr
+    artifact = tmp_path / "x3d_synth-onnx-cpu-fp32"
+    with open(artifact / "model.onnx", "ab") as handle:
+        handle.write(b"tamper")
+    assert_one_line_error(run_cli("bench", str(artifact), "--seconds", "0.1"), "does not match its sha256", "edgevid build")

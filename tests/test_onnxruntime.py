@@ -1,0 +1,91 @@
+"""ONNX Runtime backend: FP32 equivalence, INT8 Q/DQ structure, torch-free runner, reference accuracy."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'edgevid[onnx]'")
+import onnx  # noqa: E402
+from onnx import numpy_helper  # noqa: E402
+
+from edgevid.artifact import Artifact  # noqa: E402
+from edgevid.backends import open_runner  # noqa: E402
+from edgevid.build import build_artifact  # noqa: E402
+from edgevid.data.synthmotion import ensure_split  # noqa: E402
+from edgevid.harness.eval import evaluate, reference_runner  # noqa: E402
+from helpers import reference_weights  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory):
+    return build_artifact("x3d_synth", "onnx-cpu", "fp32", weights="random", out=tmp_path_factory.mktemp("ort"))
+
+
+@pytest.fixture(scope="module")
+def int8(tmp_path_factory):
+    return build_artifact("x3d_synth", "onnx-cpu", "int8", weights="random", calib="synthetic", calib_size=8,
+                          out=tmp_path_factory.mktemp("ort8"))
+
+
+def test_fp32_matches_eager(fp32):
+    clip = np.random.default_rng(0).standard_normal(fp32.manifest.input_shape).astype(np.float32)
+    with open_runner(fp32.path) as runner:
+        ours = runner(clip)
+    reference = reference_runner(fp32.manifest)(clip)
+    assert ours.shape == (1, 8)
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+def test_int8_is_symmetric_per_channel_qdq(int8):
+    m = int8.manifest
+    assert m.calibration is not None and m.calibration.clips == 8 and len(m.calibration.digest) == 64
+    graph = onnx.load(int8.file("model.onnx")).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    dq = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    assert convs and all(n.input[0] in dq and n.input[1] in dq for n in convs), "every Conv reads Q/DQ input and weight"
+    for conv in convs:
+        weight_dq = dq[conv.input[1]]
+        scale = inits[weight_dq.input[1]]
+        out_channels = inits[weight_dq.input[0]].shape[0]
+        assert scale.shape == (out_channels,), "weights are quantized per output channel"
+        axis = next((a.i for a in weight_dq.attribute if a.name == "axis"), 1)
+        assert axis == 0
+    zero_points = [inits[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zero_points and all((z == 0).all() for z in zero_points), "activations are symmetric (TensorRT needs it)"
+
+
+def test_int8_output_tracks_fp32(int8, fp32):
+    clips = np.random.default_rng(1).standard_normal((4, *int8.manifest.input_shape[1:])).astype(np.float32)
+    with open_runner(int8.path) as q, open_runner(fp32.path) as f:
+        a = np.concatenate([q(c[None]) for c in clips])
+        b = np.concatenate([f(c[None]) for c in clips])
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.9, cos
+
+
+def test_runner_path_imports_no_torch(fp32):
+    code = (
+        "import sys, numpy as np\n"
+        "from edgevid.backends import open_runner\n"
+        f"r = open_runner({str(fp32.path)!r})\n"
+        "r(np.zeros(r.input_shape, np.float32))\n"
+        "bad = [m for m in ('torch', 'av') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.skipif(reference_weights("x3d_synth") is None, reason="x3d_synth reference weights not trained yet")
+def test_reference_model_int8_keeps_accuracy(tmp_path):
+    """Reference model: INT8 ORT top-1 within 1.0 point of FP32 with >= 97% agreement (200 fresh val clips)."""
+    val = ensure_split("val", 200)
+    art = build_artifact("x3d_synth", "onnx-cpu", "int8", calib="synthetic", calib_size=100, out=tmp_path)
+    result = evaluate(art.path, val)
+    print({k: result[k] for k in ("top1", "ref_top1", "agreement", "sqnr_db")})
+    assert result["ref_top1"] - result["top1"] <= 1.0
+    assert result["agreement"] >= 97.0
+    assert Artifact(art.path).read_report()["eval"]["videos"] == 200
