@@ -53,10 +53,10 @@ def models(counts: bool = typer.Option(True, help="Count params/GFLOPs of every 
     from .models import get_entry, list_models
     from .models.flops import count
 
-    table = Table(title="edgevid models  (GFLOPs: ours = 2 x MACs per view; published as the authors count)")
-    for col in ("model", "aliases", "clip (T x stride @ crop)", "views", "params (M)", "GFLOPs", "published params",
-                "published GFLOPs", "top-1", "dataset"):
-        table.add_column(col, justify="right" if col not in ("model", "aliases", "dataset") else "left")
+    table = Table(title="edgevid models: our counts per view at the test clip (1 MAC = 2 FLOPs; papers' 'FLOPs' are MACs)")
+    for col in ("model", "aliases", "clip T x stride @ crop", "views", "params M", "GMACs", "GFLOPs",
+                "paper params M", "paper GFLOPs", "top-1", "labels"):
+        table.add_column(col, justify="left" if col in ("model", "aliases", "labels") else "right")
     for name in list_models():
         entry = get_entry(name)
         spec, pub = entry.spec, entry.spec.published
@@ -64,7 +64,8 @@ def models(counts: bool = typer.Option(True, help="Count params/GFLOPs of every 
         table.add_row(
             name, ", ".join(entry.aliases), f"{spec.clip.frames} x {spec.clip.stride} @ {spec.clip.crop}",
             f"{spec.clip.test_clips}x{spec.clip.test_crops}", _fmt(params / 1e6 if params else None, 2),
-            _fmt(gflops, 2), _fmt(pub.params_m, 2), _fmt(pub.gflops, 2), _fmt(pub.top1), spec.label_set,
+            _fmt(gflops / 2 if gflops else None, 2), _fmt(gflops, 2), _fmt(pub.params_m, 2), _fmt(pub.gflops, 2),
+            _fmt(pub.top1), spec.label_set,
         )
     out.print(table)
 
@@ -99,14 +100,25 @@ def build(
     device: Optional[str] = typer.Option(None, "--device", help="Compile for this device now (e.g. OpenVINO CPU, GPU, NPU); it must be present."),
     from_onnx: Optional[Path] = typer.Option(None, "--from-onnx", help="TensorRT: build the engine on this device from a host-built artifact's ONNX."),
     dla_core: Optional[int] = typer.Option(None, "--dla-core", help="TensorRT on Jetson: run on this DLA core (GPU fallback, static shapes)."),
+    option: list[str] = typer.Option([], "--option", help="Backend option KEY=VALUE (YAML value), e.g. calibrate_method=minmax, op_types_to_quantize=null (quantize every op)."),
+    val_size: Optional[int] = typer.Option(None, "--val-size", help="--max-drop: validation videos (default 200)."),
+    sensitivity_file: Optional[Path] = typer.Option(None, "--sensitivity", help="--max-drop: reuse a ranking written by `edgevid sensitivity`."),
 ) -> None:
     """Build an artifact folder for MODEL on TARGET."""
     from .build import build_artifact
 
     options = {k: v for k, v in {"max_drop": max_drop, "val_data": val_data, "device": device}.items() if v is not None}
     options.update({k: v for k, v in {"from_onnx": from_onnx, "dla_core": dla_core}.items() if v is not None})
-    artifact = build_artifact(model, target, precision, weights, calib, calib_size, out_dir, num_classes,
-                              options=options, track=track)
+    options.update(_parse_options(option))
+    if max_drop is not None:  # every backend: the harness's search, or the backend's own accuracy control
+        from .harness.mixed import build_with_budget
+
+        artifact = build_with_budget(model, target, max_drop, weights, calib, calib_size, out_dir, num_classes,
+                                     options=options, val_data=val_data, val_size=val_size, precision=precision,
+                                     ranking_file=sensitivity_file, track=track)
+    else:
+        artifact = build_artifact(model, target, precision, weights, calib, calib_size, out_dir, num_classes,
+                                  options=options, track=track)
     m = artifact.manifest
     err.print(f"[green]built[/] {artifact.path}  ({m.backend} {m.precision}, {m.build_seconds:.1f} s)")
     for note in m.notes:
@@ -116,64 +128,251 @@ def build(
 
 @app.command("eval")
 def eval_(
-    artifact: Path = typer.Argument(..., help="Artifact folder."),
-    data: str = typer.Option(..., "--data", help="Dataset: a folder-per-class or a CSV manifest (path,label)."),
+    artifact: str = typer.Argument(..., help="Artifact folder; or `merge` followed by shard results (JSON files"
+                                   " and/or the artifact folder whose shards to combine)."),
+    merge_paths: Optional[list[Path]] = typer.Argument(None, help="eval merge: shard JSON files / artifact folder."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset: a folder-per-class or a CSV manifest (path,label)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for the runner."),
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N videos."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="Evaluate shard i of n (1-based, e.g. 2/4): every n-th"
+                                        " video; combine with `edgevid eval merge`."),
+    restart: bool = typer.Option(False, "--restart", help="Discard the progress of an interrupted run instead of resuming."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster address: run shards on the nodes advertising"
+                                      " this artifact's target (needs edgevid's ray extra)."),
+    ray_shards: Optional[int] = typer.Option(None, "--ray-shards", help="With --ray: number of shards (default: one per device)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result to this file."),
 ) -> None:
-    """Top-1/top-5 with the model's test views, and agreement with the FP32 reference."""
-    from .harness.eval import evaluate
+    """Top-1/top-5 with the model's test views, and agreement with the FP32 reference (resumable)."""
+    from .harness.eval import evaluate, merge_into
 
-    result = evaluate(artifact, data, threads=threads, limit=limit, track=track)
-    table = Table(title=f"eval {artifact.name}  ({result['label']})")
+    if artifact == "merge":
+        if not merge_paths:
+            raise EdgevidError("eval merge: pass the shard results (JSON files from --json) and/or the artifact folder")
+        result, into = merge_into(merge_paths)
+        err.print(f"merged {result['run']['merged_shards']} shards" + (f" into {into.path / 'report.json'}" if into else ""))
+    else:
+        if merge_paths:
+            raise EdgevidError(f"eval takes one artifact folder, got extra arguments {[str(p) for p in merge_paths]}")
+        if not data:
+            raise EdgevidError("eval needs --data MANIFEST (a CSV manifest or a folder per class)")
+        result = evaluate(artifact, data, threads=threads, limit=limit, track=track, shard=shard, resume=not restart,
+                          ray=ray, ray_shards=ray_shards)
+    _print_result(f"eval {Path(result['artifact']).name}  ({result['label']})" + (f" shard {result['shard']}" if result.get("shard") else ""), result)
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2))
+
+
+def _print_result(title: str, result: dict) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
     for key in ("videos", "top1", "top5", "ref_top1", "top1_drop", "agreement", "cosine", "sqnr_db", "max_abs_diff"):
         if key in result:
             table.add_row(key, _fmt(result[key], 4 if key in ("cosine", "max_abs_diff") else 2))
     out.print(table)
-    if json_path:
-        json_path.write_text(json.dumps(result, indent=2))
+    checks = result.get("gates", {}).get("checks", [])
+    if checks:
+        gates = Table(title=f"gates ({result['gates']['source']})")
+        for col in ("gate", "threshold", "value", "passed"):
+            gates.add_column(col)
+        for c in checks:
+            mark = "-" if c["passed"] is None else ("[green]yes[/]" if c["passed"] else "[red]NO[/]")
+            gates.add_row(c["gate"], _fmt(c["threshold"], 2), _fmt(c["value"], 2), mark)
+        out.print(gates)
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    """--option KEY=VALUE pairs, values read as YAML (null, numbers, lists)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise EdgevidError(f"--option {pair}: write KEY=VALUE, e.g. --option calibrate_method=minmax")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise EdgevidError(f"--option {pair}: the value is not valid YAML") from None
+    return options
 
 
 @app.command()
 def bench(
-    artifact: Path = typer.Argument(..., help="Artifact folder."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (same for the artifact and the baselines)."),
-    baseline: list[str] = typer.Option([], help="Also time 'eager' and/or 'compile' PyTorch FP32 in this run."),
+    artifact: Optional[Path] = typer.Argument(None, help="Artifact folder (or use --all-targets --model M)."),
+    all_targets: bool = typer.Option(False, "--all-targets", help="Build what is missing for every CPU target of this machine and precision, time all in one table."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="With --all-targets: the model."),
+    target: list[str] = typer.Option([], "--target", "-t", help="With --all-targets: only these targets (repeatable)."),
+    precision: list[str] = typer.Option([], "--precision", help="With --all-targets: only these precisions (repeatable)."),
+    weights: Optional[str] = typer.Option(None, help="With --all-targets: weights for builds (default: the reference / cached checkpoint; 'random')."),
+    calib: Optional[str] = typer.Option(None, help="With --all-targets: calibration videos for INT8 builds."),
+    out_dir: Path = typer.Option(Path("artifacts"), "--out", help="With --all-targets: where artifacts are found / built."),
+    rebuild: bool = typer.Option(False, help="With --all-targets: rebuild artifacts that exist."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for every run (default: the cores this process may use)."),
+    baseline: list[str] = typer.Option([], help="Time 'eager' and/or 'compile' PyTorch FP32 in this run (--all-targets default: both)."),
     seconds: float = typer.Option(3.0, help="Minimum timed seconds per measurement."),
+    repeats: int = typer.Option(1, help="Repeat every measurement in rotation; keep the median repeat."),
+    e2e: bool = typer.Option(True, help="Also time end-to-end clips (decode + sampling + preprocessing + inference)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write every figure to this JSON file."),
+    md_path: Optional[Path] = typer.Option(None, "--md", help="Write the table as Markdown to this file."),
 ) -> None:
-    """Latency p50/p90, clips/s, video frames/s and peak RSS; baselines side by side."""
-    from .bench import bench_artifact
+    """Latency mean/p50/p90/p99, clips/s, video frames/s, end-to-end, peak RSS, roofline; baselines side by side."""
+    from .bench import COLUMNS, bench_all_targets, bench_artifact, cell, header_lines, markdown, table_rows
 
-    result = bench_artifact(artifact, threads, tuple(baseline), seconds)
-    table = Table(title=f"bench {artifact.name}  ({result['machine'].get('cpu', '')}, threads={threads or 'default'})")
-    for col in ("run", "p50 ms", "p90 ms", "mean ms", "clips/s", "video frames/s", "peak RSS MB", "speed-up"):
-        table.add_column(col, justify="right")
-    for kind, run in result["runs"].items():
-        speedup = " ".join(f"{run[k]:.2f}x vs {k[11:]}" for k in run if k.startswith("speedup_vs_"))
-        table.add_row(kind, _fmt(run["p50_ms"], 2), _fmt(run["p90_ms"], 2), _fmt(run["mean_ms"], 2),
-                      _fmt(run["clips_per_s"], 2), _fmt(run["video_frames_per_s"], 1), _fmt(run["peak_rss_mb"]), speedup)
+    progress = lambda what: err.print(f"[dim]bench: {escape(what)}[/]")  # noqa: E731
+    if all_targets:
+        if artifact is not None or not model:
+            raise EdgevidError("--all-targets needs --model M and no ARTIFACT argument")
+        result = bench_all_targets(model, out_dir, threads, target, precision, weights, calib, None,
+                                   tuple(baseline) or ("eager", "compile"), seconds, e2e, repeats, rebuild, progress, track)
+    else:
+        if artifact is None:
+            raise EdgevidError("pass an ARTIFACT folder, or --all-targets --model M")
+        result = bench_artifact(artifact, threads, tuple(baseline), seconds, e2e, True, repeats, progress)
+    for line in header_lines(result):
+        err.print(escape(line), soft_wrap=True, highlight=False)
+    table = Table(title=f"edgevid bench {result['model']}  (threads={result['threads']})")
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("run", "target", "precision") else "right")
+    for row in table_rows(result):
+        table.add_row(*[escape(cell(row.get(col), col)) for col in COLUMNS])
     out.print(table)
+    for failure in result.get("failures", []):
+        err.print(f"[yellow]failed:[/] {failure['target']} {failure['precision']}: {escape(failure['error'])}", soft_wrap=True)
     if json_path:
-        json_path.write_text(json.dumps(result, indent=2))
+        json_path.write_text(json.dumps(result, indent=2, default=str))
+    if md_path:
+        md_path.write_text(markdown(result))
 
 
 @app.command()
 def report(folder: Path = typer.Argument(Path("artifacts"), help="Folder holding artifact folders.")) -> None:
-    """One table over every artifact under FOLDER (accuracy from eval, speed from bench)."""
-    from .harness.report import collect, markdown_table
+    """One table over every artifact under FOLDER (accuracy from eval/golden, speed from bench) and an
+    accuracy-vs-FPS plot (FOLDER/report.png; needs matplotlib, from edgevid's report extra)."""
+    from .harness.report import write_folder_report
 
-    rows = collect(folder)
+    if not folder.is_dir():
+        raise EdgevidError(f"{folder}: no such folder; pass the folder holding artifact folders (--out of build)")
+    rows, table_path, plot_path = write_folder_report(folder)
     if not rows:
-        raise EdgevidError(f"no artifacts with reports under {folder}; run `edgevid eval` / `edgevid bench` first")
+        raise EdgevidError(f"no artifacts under {folder}; build some with `edgevid build --out {folder}`")
     table = Table(title=f"edgevid report: {folder}")
     for col in rows[0]:
-        table.add_column(col, justify="left" if col in ("artifact", "backend", "precision", "target") else "right")
+        table.add_column(col, justify="left" if col in ("artifact", "backend", "precision", "target", "accuracy from") else "right")
     for row in rows:
         table.add_row(*[_fmt(v, 2) for v in row.values()])
     out.print(table)
-    (folder / "report.md").write_text(markdown_table(rows))
+    err.print(f"wrote {table_path}" + (f" and {plot_path}" if plot_path else " (no plot: see the note above)"))
+
+
+golden_app = typer.Typer(no_args_is_help=True, help="Golden packs: fixed inputs + FP32 reference logits, run on the device.")
+app.add_typer(golden_app, name="golden")
+
+
+@golden_app.command("make")
+def golden_make(
+    model: str = typer.Option(..., "--model", "-m", help="Model name or alias."),
+    data: str = typer.Option(..., "--data", help="Labelled videos: a CSV manifest or a folder per class."),
+    clips: int = typer.Option(..., "--clips", help="Number of videos in the pack (the first N of --data)."),
+    out_dir: Path = typer.Option(..., "--out", help="Pack folder to write."),
+    weights: Optional[str] = typer.Option(None, help="Checkpoint the artifacts are built from, or 'random'."),
+    views: str = typer.Option("test", help="test: the model's clips x crops per video (as eval); center: one clip."),
+    chunk: int = typer.Option(16, help="Videos per .npz chunk."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for the FP32 reference."),
+) -> None:
+    """Write a golden pack: preprocessed inputs (.npz chunks), FP32 reference logits, labels, spec, digest."""
+    from .harness.golden import load_pack, make_pack
+
+    path = make_pack(model, data, clips, out_dir, weights=weights, views=views, chunk_videos=chunk, threads=threads, track=track)
+    pack = load_pack(path)
+    size = sum(p.stat().st_size for p in path.iterdir()) / 2**20
+    err.print(f"[green]golden pack[/] {path}: {len(pack.videos)} videos x {pack.info['views_per_video']} views,"
+              f" {len(pack.chunks)} chunk(s), {size:.1f} MB")
+    out.print(str(path))
+
+
+@golden_app.command("run")
+def golden_run(
+    artifact: Path = typer.Argument(..., help="Artifact folder."),
+    pack: Path = typer.Argument(..., help="Golden pack folder (from `edgevid golden make`)."),
+    gates: Optional[Path] = typer.Option(None, "--gates", help="Gates YAML (default: the pack's gates.yaml, then"
+                                         " targets/gates/<target>.yaml, then targets/gates/default.yaml)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for the runner."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster address: run the chunks on the nodes"
+                                      " advertising this artifact's target (needs edgevid's ray extra)."),
+    ray_shards: Optional[int] = typer.Option(None, "--ray-shards", help="With --ray: number of shards (default: one per device)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result to this file."),
+) -> None:
+    """Run a golden pack on this device (numpy + the backend's runtime only); exit 1 when a gate fails."""
+    from .harness.golden import raise_for, run_pack
+
+    result = run_pack(artifact, pack, gates=gates, threads=threads, json_path=json_path, ray=ray,
+                      ray_shards=ray_shards, track=track, check=False)
+    _print_result(f"golden {artifact.name}  ({result['backend']} {result['precision']}): {result['status']}", result)
+    raise_for(result)
+
+
+@app.command()
+def regress(
+    artifact: Path = typer.Argument(..., help="Artifact folder (the new build)."),
+    baseline: Path = typer.Option(..., "--baseline", help="report.json of the last good build (or its folder)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Run `eval` on this dataset first."),
+    pack: Optional[Path] = typer.Option(None, "--pack", help="Run this golden pack first."),
+    section: Optional[str] = typer.Option(None, help="Compare 'eval' or 'golden' runs (default: what both have)."),
+    gates: Optional[Path] = typer.Option(None, "--gates", help="Gates YAML (max_top1_drop, min_agreement,"
+                                         " min_sqnr_db, max_sqnr_loss_db)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for the runner."),
+) -> None:
+    """Compare the artifact's accuracy with a baseline run on the same videos; exit 1 on a regression."""
+    from .harness.regress import regress as run_regress
+
+    result = run_regress(artifact, baseline, gates=gates, data=data, pack=str(pack) if pack else None,
+                         threads=threads, section=section, track=track)
+    table = Table(title=f"regress {artifact.name} vs {baseline} ({result['section']}): {result['status']}")
+    for col in ("metric", "baseline", "current", "delta"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    for row in result["table"]:
+        table.add_row(row["metric"], _fmt(row["baseline"], 2), _fmt(row["current"], 2), _fmt(row["delta"], 2))
+    out.print(table)
+    out.print(f"predictions changed on {len(result['changed'])} of {result['metrics']['videos']} videos"
+              f" (newly wrong {len(result['newly_wrong'])}, newly right {len(result['newly_right'])})")
+
+
+@app.command()
+def sensitivity(
+    model: str = typer.Option(..., "--model", "-m", help="Model name or alias."),
+    target: str = typer.Option(..., "--target", "-t", help="Target with an int8 precision."),
+    weights: Optional[str] = typer.Option(None, help="Checkpoint file, or 'random'."),
+    calib: Optional[str] = typer.Option(None, help="Calibration videos: a folder, a manifest, or 'synthetic'."),
+    calib_size: Optional[int] = typer.Option(None, help="Number of calibration clips."),
+    val_data: Optional[str] = typer.Option(None, "--val-data", help="Labelled videos to measure on (default for"
+                                           " SynthMotion models: its val split)."),
+    val_size: int = typer.Option(32, "--val-size", help="Validation videos per measurement."),
+    method: str = typer.Option("quantize-one", help="quantize-one: each layer INT8 alone; keep-float: full INT8"
+                               " minus that layer."),
+    option: list[str] = typer.Option([], "--option", help="Backend option KEY=VALUE (YAML value)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for the runners."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Ranking JSON to write (a .md table goes beside it;"
+                                            " default artifacts/sensitivity/MODEL-TARGET.json)."),
+) -> None:
+    """Rank the quantizable layers by what quantizing each one costs (SQNR, agreement, top-1 vs FP32)."""
+    from .harness.mixed import Workbench, sensitivity as rank, write_ranking
+
+    with Workbench(model, target, weights, calib, calib_size, _parse_options(option), val_data, val_size, threads,
+                   track) as bench:
+        ranking = rank(bench, method, rank_videos=None)
+    path = out_path or Path("artifacts") / "sensitivity" / f"{ranking['model']}-{ranking['target']}.json"
+    json_file, md_file = write_ranking(ranking, path)
+    full = ranking["full_int8"]
+    table = Table(title=f"sensitivity {ranking['model']} on {ranking['target']} ({method}, {ranking['videos']} videos;"
+                        f" full INT8: drop {full['top1_drop']:.2f}, SQNR {full['sqnr_db']:.1f} dB)")
+    for col in ("rank", "layer", "op", "module", "SQNR dB", "agreement %", "top-1 drop"):
+        table.add_column(col, justify="right" if col in ("rank", "SQNR dB", "agreement %", "top-1 drop") else "left")
+    for row in ranking["layers"][:30]:
+        table.add_row(str(row["rank"]), row["layer"], row["op"], row["scope"], _fmt(row["sqnr_db"], 1),
+                      _fmt(row["agreement"], 1), _fmt(row["top1_drop"], 2))
+    out.print(table)
+    err.print(f"wrote {json_file} and {md_file} ({len(ranking['layers'])} layers)")
 
 
 @app.command()
@@ -186,6 +385,33 @@ def synth(
     from .data.synthmotion import ensure_split
 
     out.print(str(ensure_split(split, n, root)))
+
+
+@app.command()
+def demo(
+    artifacts: Optional[list[Path]] = typer.Argument(None, help="Artifact folders, or folders holding them (default: artifacts/demo, else artifacts)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind. Anything but 127.0.0.1 exposes the demo to your network: an explicit opt-in."),
+    port: Optional[int] = typer.Option(None, help="Port (default: Gradio's 7860 or the next free one)."),
+    share: bool = typer.Option(False, "--share", help="Also publish a public Gradio share link (explicit opt-in)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads per runner."),
+) -> None:
+    """Gradio streaming demo: webcam, video file or SynthMotion sample; live top-k and FPS per artifact."""
+    import importlib.util
+
+    from .errors import BackendUnavailable
+    from .paths import data_file
+
+    if importlib.util.find_spec("gradio") is None:
+        raise BackendUnavailable("the demo needs gradio: pip install 'edgevid[demo]'")
+    app_file = data_file("demo") / "app.py"
+    spec = importlib.util.spec_from_file_location("edgevid_demo_app", app_file)
+    if spec is None or not app_file.is_file():
+        raise EdgevidError(f"{app_file} is missing; reinstall edgevid or run from a source checkout")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    paths = artifacts or [next((p for p in (Path("artifacts/demo"), Path("artifacts")) if p.is_dir()), Path("artifacts/demo"))]
+    err.print(f"demo on http://{host}:{port or 7860} (or the next free port){' + a public share link' if share else ''}")
+    module.launch(paths, host=host, port=port, share=share, threads=threads)
 
 
 def main() -> None:

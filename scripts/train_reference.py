@@ -69,13 +69,14 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="x3d_synth")
     parser.add_argument("--train-clips", type=int, default=1200)
     parser.add_argument("--val-clips", type=int, default=200)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=SHIPPED)
+    parser.add_argument("--init", type=Path, help="continue from these weights (a second training phase)")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     frames, labels = decode_all(ensure_split("train", args.train_clips), spec.clip.short_side)
     print(f"decoded {len(labels)} training clips {frames.shape} in {time.time() - started:.0f} s", flush=True)
 
-    model = create_model(args.model).train()
+    model = create_model(args.model, weights=str(args.init) if args.init else None).train()
     steps_per_epoch = len(labels) // args.batch
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
             scheduler.step()
             seen += len(idx)
             correct += int((logits.argmax(1) == y).sum())
-            loss_sum += float(loss) * len(idx)
+            loss_sum += loss.item() * len(idx)
         print(f"epoch {epoch + 1}/{args.epochs}: loss {loss_sum / seen:.3f} train top-1 {100 * correct / seen:.1f}%"
               f" ({time.time() - started:.0f} s)", flush=True)
 
@@ -116,9 +117,11 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     torch.save(state, args.out / f"{args.model}.pt")
+    command = "python scripts/train_reference.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    previous = json.loads(args.init.with_suffix(".json").read_text()) if args.init and args.init.with_suffix(".json").is_file() else None
     meta = {
         "model": args.model,
-        "command": "python scripts/train_reference.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "commands": (previous.get("commands") or [previous["command"]] if previous else []) + [command],
         "train_clips": args.train_clips, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
         "seed": args.seed, "val_clips": args.val_clips, "val_top1": round(val_top1, 2),
         "train_seconds": round(time.time() - started), "torch": torch.__version__, "python": platform.python_version(),

@@ -22,7 +22,7 @@ def test_reference_accuracy_on_fresh_val(name, minimum):
         pytest.skip(f"{name} reference weights not trained yet (scripts/train_reference.py --model {name})")
     assert weights.stat().st_size <= 20 * 2**20
     meta = json.loads((SHIPPED / f"{name}.json").read_text())
-    assert meta["command"].startswith("python scripts/train_reference.py")
+    assert all(c.startswith("python scripts/train_reference.py") for c in meta["commands"])
     model = create_model(name, weights=str(weights))
     spec = get_spec(name)
     dataset = load_dataset(ensure_split("test", 200))  # the test split: never seen in training or model selection

@@ -19,10 +19,10 @@ from .registry import canonical_name, get_entry
 def count(name: str) -> tuple[int, float]:
     """(parameters, GFLOPs per view) of a registered variant at its clip spec."""
     entry = get_entry(canonical_name(name))
-    with torch.device("meta"):
-        model = entry.builder(num_classes=entry.spec.num_classes).eval()
+    with torch.device("meta"), torch.no_grad():
+        model = entry.builder(num_classes=entry.spec.num_classes).eval().requires_grad_(False)
         params = sum(p.numel() for p in model.parameters())
         x = torch.empty(entry.spec.input_shape(1))
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
             model(x)
     return params, counter.get_total_flops() / 1e9
