@@ -137,6 +137,8 @@ def eval_(
     shard: Optional[str] = typer.Option(None, "--shard", help="Evaluate shard i of n (1-based, e.g. 2/4): every n-th"
                                         " video; combine with `edgevid eval merge`."),
     restart: bool = typer.Option(False, "--restart", help="Discard the progress of an interrupted run instead of resuming."),
+    reference: bool = typer.Option(True, "--reference/--no-reference", help="Also run the PyTorch FP32 reference"
+                                   " (agreement, cosine, SQNR); --no-reference: labels only, no torch needed."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster address: run shards on the nodes advertising"
                                       " this artifact's target (needs edgevid's ray extra)."),
     ray_shards: Optional[int] = typer.Option(None, "--ray-shards", help="With --ray: number of shards (default: one per device)."),
@@ -156,7 +158,7 @@ def eval_(
         if not data:
             raise EdgevidError("eval needs --data MANIFEST (a CSV manifest or a folder per class)")
         result = evaluate(artifact, data, threads=threads, limit=limit, track=track, shard=shard, resume=not restart,
-                          ray=ray, ray_shards=ray_shards)
+                          ray=ray, ray_shards=ray_shards, with_reference=reference)
     _print_result(f"eval {Path(result['artifact']).name}  ({result['label']})" + (f" shard {result['shard']}" if result.get("shard") else ""), result)
     if json_path:
         json_path.write_text(json.dumps(result, indent=2))
@@ -408,6 +410,7 @@ def demo(
     if spec is None or not app_file.is_file():
         raise EdgevidError(f"{app_file} is missing; reinstall edgevid or run from a source checkout")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     paths = artifacts or [next((p for p in (Path("artifacts/demo"), Path("artifacts")) if p.is_dir()), Path("artifacts/demo"))]
     err.print(f"demo on http://{host}:{port or 7860} (or the next free port){' + a public share link' if share else ''}")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, EdgevidError
 
 if TYPE_CHECKING:  # torch stays out of the runtime import graph of runners
     from torch import nn
@@ -43,6 +43,44 @@ class BuildResult:
     status: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     input_name: str = "input"
+
+
+@dataclass(frozen=True)
+class QuantLayer:
+    """One quantizable op of a backend's INT8 graph, named as the ``keep_float`` option takes it."""
+
+    name: str  # the backend's own name: ONNX node, OpenVINO op, FX node or module path
+    op: str  # op type: Conv, MatMul, Add, Softmax ...
+    scope: str = ""  # the PyTorch module it comes from (for people reading the ranking)
+
+
+class Int8Plan:
+    """INT8 builds of one model that differ only in which layers stay in float (``keep_float``).
+
+    This generic plan runs a full ``backend.build`` per variant. A backend overrides
+    ``Backend.int8_plan`` to export and calibrate once and only re-quantize per variant (see
+    onnxruntime.py), which is what makes `edgevid sensitivity` and `--max-drop` fast.
+    """
+
+    def __init__(self, backend: "Backend", request: BuildRequest):
+        self.backend = backend
+        self.request = request
+        self._layers: list[QuantLayer] | None = None
+
+    @property
+    def layers(self) -> list[QuantLayer]:
+        if self._layers is None:
+            self._layers = self.backend.quantizable_layers(self.request)
+        return self._layers
+
+    def build(self, keep_float: Sequence[str], out_dir: Path) -> BuildResult:
+        from dataclasses import replace
+
+        options = {**self.request.options, "keep_float": list(keep_float)}
+        return self.backend.build(replace(self.request, out_dir=Path(out_dir), options=options))
+
+    def close(self) -> None:
+        """Remove whatever the plan cached."""
 
 
 class Runner(ABC):
@@ -107,3 +145,24 @@ class Backend(ABC):
     @abstractmethod
     def open(self, artifact: "Artifact", threads: int | None = None, mode: str = "latency") -> Runner:
         """Open a verified artifact for inference; ``mode`` is 'latency' or 'throughput'."""
+
+    # --- mixed precision (`edgevid sensitivity`, `edgevid build --max-drop`) --------------------
+    # To support them, a backend implements ``quantizable_layers`` and honours
+    # ``request.options["keep_float"]`` (a list of QuantLayer.name) in its INT8 build: ONNX
+    # Runtime / ModelOpt pass them as ``nodes_to_exclude``, NNCF as
+    # ``ignored_scope=nncf.IgnoredScope(names=...)``, XNNPACKQuantizer leaves those modules/nodes
+    # unannotated (``set_module_name(name, None)`` or a node filter). Names must be stable
+    # between two exports of the same model. Optionally override ``int8_plan`` to cache the
+    # export and calibration across variants. The manifest's ``quantization`` should list
+    # what was kept in float (``kept_float``).
+
+    def quantizable_layers(self, request: BuildRequest) -> list[QuantLayer]:
+        """Every op the INT8 build of ``request`` would quantize, in graph order."""
+        raise EdgevidError(
+            f"backend {self.name} cannot keep chosen layers in float yet (it needs Backend.quantizable_layers and"
+            " the keep_float build option); --max-drop / sensitivity work with onnxruntime targets"
+        )
+
+    def int8_plan(self, request: BuildRequest) -> Int8Plan:
+        """Variants of one INT8 build that differ in ``keep_float``; close() it when done."""
+        return Int8Plan(self, request)

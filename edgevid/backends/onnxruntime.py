@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Backend, BuildRequest, BuildResult, Runner
+from .base import Backend, BuildRequest, BuildResult, Int8Plan, QuantLayer, Runner
 
 log = logging.getLogger("edgevid")
 
@@ -76,39 +76,129 @@ def quantize_qdq(
     op_types: Sequence[str] | None,
     calibrate_method: str = "entropy",
     nodes_to_exclude: Sequence[str] = (),
+    calibration_cache: Path | None = None,
+    pre_processed: bool = False,
+    per_channel: bool = True,
 ) -> dict:
     """Static INT8 Q/DQ with symmetric activations and per-channel symmetric weights.
 
     Symmetric everything is what TensorRT's explicit quantization needs; ORT runs it as well.
+    ``calibration_cache`` (a JSON file ORT writes on first use) lets later variants of the same
+    model skip calibration; ``pre_processed`` skips shape inference when ``fp32_path`` had it.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     methods = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
                "percentile": CalibrationMethod.Percentile}
+    if calibrate_method not in methods:
+        from ..errors import EdgevidError
+
+        raise EdgevidError(f"calibrate_method {calibrate_method!r}: choose {', '.join(methods)}")
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        prepared = Path(fp32_path) if pre_processed else pre_process(fp32_path, Path(tmp) / "prepared.onnx")
         quantize_static(
             str(prepared),
             str(out_path),
             CalibrationReader(clips, input_name),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(op_types) if op_types else None,
-            per_channel=True,
+            per_channel=per_channel,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=list(nodes_to_exclude),
             calibrate_method=methods[calibrate_method],
             calibration_providers=["CPUExecutionProvider"],
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibTensorRangeSymmetric": True},
+            calibration_cache_path=str(calibration_cache) if calibration_cache else None,
         )
     return {
-        "scheme": "static INT8 Q/DQ, symmetric activations, per-channel symmetric weights",
+        "scheme": "static INT8 Q/DQ, symmetric activations, "
+                  + ("per-channel" if per_channel else "per-tensor") + " symmetric weights",
         "calibrate_method": calibrate_method,
         "op_types": list(op_types) if op_types else "all supported",
         "nodes_kept_float": list(nodes_to_exclude),
     }
+
+
+def pre_process(fp32_path: Path, out_path: Path) -> Path:
+    """ORT's quantization pre-processing (shape inference, graph cleanup): quantize this graph."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=True)
+    return Path(out_path)
+
+
+def _module_scopes(path: Path) -> dict[str, str]:
+    """ONNX node name -> the PyTorch module it was exported from (the dynamo exporter's metadata)."""
+    import ast
+
+    import onnx
+
+    scopes = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        try:
+            names = [s for s in ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]")) if s]
+        except (ValueError, SyntaxError):
+            names = []
+        if len(names) >= 2:  # [..., module path, op name]
+            scopes[node.name] = names[-2]
+    return scopes
+
+
+def quantizable_nodes(path: Path, op_types: Sequence[str] | None, exported: Path | None = None) -> list[QuantLayer]:
+    """Nodes of ``path`` that quantize_static would quantize (``op_types`` or every supported type).
+
+    ``exported``: the graph before ORT's pre-processing, which still carries the module names.
+    """
+    import onnx
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    types = set(op_types) if op_types else set(QDQRegistry) | set(QLinearOpsRegistry)
+    scopes = _module_scopes(exported) if exported else {}
+    return [
+        QuantLayer(name=node.name, op=node.op_type, scope=scopes.get(node.name.split("/")[0], ""))
+        for node in onnx.load(str(path), load_external_data=False).graph.node
+        if node.op_type in types
+    ]
+
+
+def _excluded(options: dict) -> list[str]:
+    """nodes_to_exclude of the target plus the keep_float layers of a mixed-precision build."""
+    return list(dict.fromkeys([*options.get("nodes_to_exclude", ()), *options.get("keep_float", ())]))
+
+
+class OrtInt8Plan(Int8Plan):
+    """Exports and pre-processes once, calibrates once (ORT's calibration cache), then each
+    variant is only a quantize_static pass with other ``nodes_to_exclude``."""
+
+    def __init__(self, backend: "OnnxRuntimeBackend", request: BuildRequest):
+        super().__init__(backend, request)
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgevid-ort-plan-")
+        self.options = {**request.target.options, **request.options}
+        self.exported = backend.export_fp32(request, Path(self._tmp.name) / "fp32.onnx")
+        self.prepared = pre_process(self.exported, Path(self._tmp.name) / "prepared.onnx")
+        self.cache = Path(self._tmp.name) / "calibration.json"
+
+    @property
+    def layers(self) -> list[QuantLayer]:
+        if self._layers is None:
+            self._layers = quantizable_nodes(self.prepared, self.options.get("op_types_to_quantize"), self.exported)
+        return self._layers
+
+    def build(self, keep_float, out_dir: Path) -> BuildResult:
+        options = {**self.options, "keep_float": list(keep_float)}
+        quant = quantize_qdq(
+            self.prepared, Path(out_dir) / MODEL_FILE, self.request.calib, "input",
+            op_types=options.get("op_types_to_quantize"),
+            calibrate_method=options.get("calibrate_method", "entropy"),
+            nodes_to_exclude=_excluded(options), calibration_cache=self.cache, pre_processed=True,
+            per_channel=bool(options.get("per_channel", True)),
+        )
+        return self.backend.result(quant)
+
+    def close(self) -> None:
+        self._tmp.cleanup()
 
 
 class OnnxRuntimeBackend(Backend):
@@ -140,7 +230,8 @@ class OnnxRuntimeBackend(Backend):
                     fp32, out, request.calib, INPUT_NAME,
                     op_types=options.get("op_types_to_quantize"),
                     calibrate_method=options.get("calibrate_method", "entropy"),
-                    nodes_to_exclude=options.get("nodes_to_exclude", ()),
+                    nodes_to_exclude=_excluded(options),
+                    per_channel=bool(options.get("per_channel", True)),
                 )
         import onnx
 
@@ -149,6 +240,33 @@ class OnnxRuntimeBackend(Backend):
             versions={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
             input_name=INPUT_NAME,
         )
+
+    def export_fp32(self, request: BuildRequest, path: Path) -> Path:
+        import torch
+
+        from ..export import export_onnx
+
+        policy = request.target.input_shape
+        dynamic = (policy.min_batch or policy.batch, policy.max_batch) if policy.dynamic else None
+        return export_onnx(request.model, torch.zeros(request.spec.input_shape(policy.batch)), path, dynamic_batch=dynamic)
+
+    def result(self, quant: dict) -> BuildResult:
+        import onnx
+        import onnxruntime
+        import torch
+
+        versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+        return BuildResult(quantization=quant, versions=versions, input_name="input")
+
+    def quantizable_layers(self, request: BuildRequest) -> list[QuantLayer]:
+        with tempfile.TemporaryDirectory() as tmp:
+            exported = self.export_fp32(request, Path(tmp) / "fp32.onnx")
+            prepared = pre_process(exported, Path(tmp) / "prepared.onnx")
+            options = {**request.target.options, **request.options}
+            return quantizable_nodes(prepared, options.get("op_types_to_quantize"), exported)
+
+    def int8_plan(self, request: BuildRequest) -> Int8Plan:
+        return OrtInt8Plan(self, request)
 
     def open(self, artifact, threads=None, mode="latency") -> Runner:
         m = artifact.manifest

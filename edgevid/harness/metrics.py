@@ -48,3 +48,71 @@ def compare(scores: np.ndarray, labels: np.ndarray, ref_logits: np.ndarray | Non
         )
         out["top1_drop"] = out["ref_top1"] - out["top1"]
     return out
+
+
+# --- per-video records and their aggregation (eval, golden runs, shards and merges) -------------
+#
+# A record holds what aggregation needs for one video, so shard results merge into exactly the
+# figures one run gives: sums are taken with ``math.fsum`` (exact, order-independent) and every
+# figure is computed from records only.
+
+
+def video_record(index: int, video: str, label: int, logits: np.ndarray, ref_logits: np.ndarray | None) -> dict:
+    """Metrics of one video from its per-view logits ``[V, classes]`` (and the reference's).
+
+    Predictions use the view-averaged softmax (as top-1/top-5 do); cosine and SQNR compare the
+    view-averaged logits; ``max_abs_diff`` is the largest difference over every view.
+    """
+    logits = np.asarray(logits, dtype=np.float32)
+    scores = softmax(logits).mean(0)
+    top5 = np.argsort(-scores, kind="stable")[:5]
+    record = {
+        "index": int(index),
+        "video": str(video),
+        "label": int(label),
+        "pred": int(top5[0]),
+        "top5": [int(c) for c in top5],
+        "views": int(len(logits)),
+    }
+    if ref_logits is not None:
+        ref_logits = np.asarray(ref_logits, dtype=np.float32)
+        ref_pred = int(np.argsort(-softmax(ref_logits).mean(0), kind="stable")[0])
+        mean, ref_mean = logits.mean(0).astype(np.float64), ref_logits.mean(0).astype(np.float64)
+        noise = float(((mean - ref_mean) ** 2).sum())
+        signal = float((ref_mean**2).sum())
+        record.update(
+            ref_pred=ref_pred,
+            cosine=float(cosine(mean, ref_mean)),
+            signal=signal,
+            noise=noise,
+            sqnr_db=float("inf") if noise == 0 else float(10.0 * np.log10(max(signal, 1e-30) / noise)),
+            max_abs_diff=float(np.abs(logits.astype(np.float64) - ref_logits).max()),
+        )
+    return record
+
+
+def aggregate(records: list[dict]) -> dict:
+    """Dataset figures from per-video records (any order; the result does not depend on it)."""
+    import math
+
+    n = len(records)
+    if n == 0:
+        return {"videos": 0}
+    pct = lambda hits: 100.0 * sum(1 for hit in hits if hit) / n  # noqa: E731
+    out = {
+        "videos": n,
+        "top1": pct(r["pred"] == r["label"] for r in records),
+        "top5": pct(r["label"] in r["top5"] for r in records),
+    }
+    if all("ref_pred" in r for r in records):
+        noise = math.fsum(r["noise"] for r in records)
+        signal = math.fsum(r["signal"] for r in records)
+        out.update(
+            ref_top1=pct(r["ref_pred"] == r["label"] for r in records),
+            agreement=pct(r["pred"] == r["ref_pred"] for r in records),
+            cosine=math.fsum(r["cosine"] for r in records) / n,
+            sqnr_db=float("inf") if noise == 0 else 10.0 * math.log10(max(signal, 1e-30) / noise),
+            max_abs_diff=max(r["max_abs_diff"] for r in records),
+        )
+        out["top1_drop"] = out["ref_top1"] - out["top1"]
+    return out

@@ -1,0 +1,508 @@
+"""OpenVINO on Intel CPU / GPU / NPU: an IR converted from a ``torch.export`` program.
+
+Precisions: FP32, FP16 (weights compressed to FP16 in the IR) and INT8 (NNCF post-training
+quantization with per-family settings; with ``max_drop``, NNCF's accuracy-control quantization
+against a labelled validation split, recording which layers it kept in float).
+
+The artifact carries ``runtime.json`` (device, threads, inference precision) next to
+``model.xml/.bin``. Running needs only numpy + openvino: nothing on the run path imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ArtifactError, DataError, EdgevidError
+from .base import Backend, BuildRequest, BuildResult, Runner
+
+log = logging.getLogger("edgevid")
+
+MODEL_XML = "model.xml"
+MODEL_BIN = "model.bin"
+RUNTIME_FILE = "runtime.json"
+OUTPUT_NAME = "logits"
+#: families whose INT8 recipe is NNCF's ModelType.TRANSFORMER (SmoothQuant; LayerNorm, softmax,
+#: GELU and elementwise ops stay in float)
+TRANSFORMER_FAMILIES = {"uniformerv2", "timesformer", "tubevit"}
+#: ops whose inputs NNCF quantizes: a layer runs INT8 when its activation input is a FakeQuantize
+WEIGHTED_OPS = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData", "GroupConvolutionBackpropData"}
+VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
+HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
+DEFAULT_VAL_SIZE = 200
+
+
+class DeviceUnavailable(EdgevidError):
+    """An OpenVINO device that was asked for explicitly but is not present on this machine."""
+
+
+# --- devices -----------------------------------------------------------------------------------
+
+def available_devices() -> list[str]:
+    import openvino as ov
+
+    return list(ov.Core().available_devices)
+
+
+def device_present(device: str, available: Sequence[str]) -> bool:
+    """``GPU`` matches ``GPU.0``; virtual devices (AUTO, HETERO ...) are always accepted."""
+    if device.split(":")[0].upper() in VIRTUAL_DEVICES:
+        return True
+    return any(device == d or device == d.split(".")[0] for d in available)
+
+
+def require_device(device: str, flag: str) -> None:
+    available = available_devices()
+    if not device_present(device, available):
+        raise DeviceUnavailable(
+            f"{flag} {device}: OpenVINO on this machine sees only {', '.join(available) or 'no device'};"
+            f" run on a machine with that device or choose one of those"
+        )
+
+
+# --- build -------------------------------------------------------------------------------------
+
+def convert(model, spec, policy) -> "Any":
+    """``torch.export`` program -> ``ov.Model`` with input ``input`` [N, C, T, H, W], output ``logits``.
+
+    Weighted layers are renamed after their PyTorch modules (``stages.2.0.conv2``), so build logs,
+    the manifest and accuracy control speak of layers a reader can find in the model code.
+    """
+    import openvino as ov
+    import torch
+
+    from ..export import INPUT_NAME, export_program
+
+    dynamic = (policy.min_batch or policy.batch, policy.max_batch) if policy.dynamic else None
+    program = decompose(export_program(model, torch.zeros(spec.input_shape(policy.batch)), dynamic))
+    try:
+        ov_model = ov.convert_model(program)
+    except Exception as exc:  # the frontend's messages are long; the first line names the op
+        text = str(exc).strip().splitlines()
+        raise EdgevidError(f"OpenVINO could not convert {spec.name}: {(text[0] if text else type(exc).__name__)[:300]}") from None
+    shape = list(spec.input_shape(policy.batch))
+    if dynamic:
+        shape[0] = ov.Dimension(*dynamic)
+    ov_model.reshape({ov_model.inputs[0]: ov.PartialShape(shape)})
+    ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
+    ov_model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
+    name_layers(ov_model, module_names(program))
+    return ov_model
+
+
+def decompose(program):
+    """The decomposition OpenVINO's frontend applies itself (so it is a no-op there), done here so
+    that FX node names match the tensor names in the converted model."""
+    from openvino.frontend.pytorch.torchdynamo.export_decompositions import ops_to_not_decompose
+    from torch.export.decomp_utils import CustomDecompTable
+
+    table = CustomDecompTable()
+    for op in ops_to_not_decompose():
+        table.pop(op, None)
+    return program.run_decompositions(table)
+
+
+def module_names(program) -> dict[str, str]:
+    """FX node name -> PyTorch module path for convolutions, linears and matmuls (a batch-norm's
+    output maps to the convolution it is folded into)."""
+    import operator
+
+    names: dict[str, str] = {}
+    for node in program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        stack = node.meta.get("nn_module_stack")
+        path = list(stack.values())[-1][0] if stack else ""
+        target = str(node.target)
+        if "convolution" in target or "linear" in target or "addmm" in target:
+            names[node.name] = path or node.name
+        elif "mm" in target or "matmul" in target:  # activation x activation (attention)
+            names[node.name] = f"{path}/{node.name}" if path else node.name
+        elif node.target is operator.getitem and node.args and getattr(node.args[0], "args", None):
+            source = node.args[0].args[0]
+            if getattr(source, "name", None) in names and "batch_norm" in str(node.args[0].target):
+                names[node.name] = names[source.name]
+    return names
+
+
+def name_layers(ov_model, names: dict[str, str]) -> None:
+    """Rename weighted ops whose output tensor (or bias Add's) carries exactly one known FX name."""
+    used: set[str] = set()
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() not in WEIGHTED_OPS:
+            continue
+        tensors = set(op.output(0).get_names())
+        consumers = [c.get_node() for c in op.output(0).get_target_inputs()]
+        if len(consumers) == 1 and consumers[0].get_type_name() == "Add":
+            tensors |= consumers[0].output(0).get_names()
+        hits = {names[t.split(":")[0]] for t in tensors if t.split(":")[0] in names}
+        if len(hits) == 1:
+            name = base = hits.pop()
+            index = 1
+            while name in used:
+                index += 1
+                name = f"{base}#{index}"
+            used.add(name)
+            op.set_friendly_name(name)
+
+
+def nncf_target_device(device: str):
+    import nncf
+
+    kind = device.split(".")[0].upper()
+    return {"CPU": nncf.TargetDevice.CPU, "GPU": nncf.TargetDevice.GPU, "NPU": nncf.TargetDevice.NPU}.get(
+        kind, nncf.TargetDevice.ANY)
+
+
+def quantization_settings(family: str, device: str, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """NNCF keyword arguments for ``family`` on ``device``, and a description for the manifest.
+
+    Transformers (UniFormerV2, TimeSformer, TubeViT): ``ModelType.TRANSFORMER`` (SmoothQuant;
+    LayerNorm / softmax / GELU / elementwise stay float), MIXED preset. Convolutional nets (X3D and
+    the rest): MIXED preset (symmetric per-channel weights, asymmetric activations, for SiLU
+    outputs), full bias correction, which matters for the many small depthwise convolutions.
+    Target options ``fast_bias_correction`` / ``preset`` / ``subset_size`` / ``smooth_quant_alpha``
+    override.
+    """
+    import nncf
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters, AdvancedSmoothQuantParameters, QuantizationParameters)
+
+    transformer = family in TRANSFORMER_FAMILIES
+    preset = getattr(nncf.QuantizationPreset, str(options.get("preset", "mixed")).upper())
+    fast_bias = bool(options.get("fast_bias_correction", transformer))
+    advanced = AdvancedQuantizationParameters(weights_quantization_params=QuantizationParameters(per_channel=True))
+    if options.get("smooth_quant_alpha") is not None:  # -1 switches SmoothQuant off
+        advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(matmul=float(options["smooth_quant_alpha"]))
+    kwargs = dict(
+        preset=preset,
+        target_device=nncf_target_device(device),
+        subset_size=int(options.get("subset_size", 300)),
+        fast_bias_correction=fast_bias,
+        model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+        advanced=advanced,
+    )
+    described = {
+        "tool": "nncf.quantize (post-training, OpenVINO backend)",
+        "family": family,
+        "model_type": "TRANSFORMER (SmoothQuant; LayerNorm/softmax/GELU/elementwise float)" if transformer else "default",
+        "preset": preset.value,
+        "target_device": kwargs["target_device"].value,
+        "weights": "int8 symmetric per-channel",
+        "bias_correction": "fast" if fast_bias else "full",
+    }
+    if transformer:
+        described["smooth_quant_alpha"] = advanced.smooth_quant_alphas.matmul
+    return kwargs, described
+
+
+def _reads_quantized_activation(op) -> bool:
+    """True when an input comes through a FakeQuantize of an activation (not of a weight constant):
+    what makes an op execute in INT8. Weight-only quantization in front of a float activation
+    still runs in float."""
+    for port in op.inputs():
+        source = port.get_source_output().get_node()
+        if source.get_type_name() == "FakeQuantize" and \
+                source.input(0).get_source_output().get_node().get_type_name() != "Constant":
+            return True
+    return False
+
+
+def layer_precisions(ov_model) -> tuple[list[str], list[str]]:
+    """(int8 layers, float layers) among the weighted ops (Conv / GroupConv / MatMul)."""
+    int8, float_ = [], []
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() in WEIGHTED_OPS:
+            (int8 if _reads_quantized_activation(op) else float_).append(op.get_friendly_name())
+    return int8, float_
+
+
+def quantized_ops(ov_model) -> set[str]:
+    """Every op that reads a quantized activation (weighted ops, and e.g. pooling or adds)."""
+    return {op.get_friendly_name() for op in ov_model.get_ordered_ops() if _reads_quantized_activation(op)}
+
+
+def top1_validator(compiled, items) -> tuple[float, list[float]]:
+    """NNCF ``validation_fn``: top-1 over (clip, label) items and one 0/1 value per item."""
+    correct = [float(int(np.argmax(compiled(clip)[0][0]) == label)) for clip, label in items]
+    return (float(np.mean(correct)) if correct else 0.0), correct
+
+
+def quantize_int8(ov_model, calib: Sequence[np.ndarray], family: str, device: str, options: dict[str, Any],
+                  validation: Sequence[tuple[np.ndarray, int]] | None = None, max_drop: float | None = None):
+    """INT8 ``ov.Model`` and the manifest's description of it.
+
+    ``max_drop`` (top-1 points) switches to ``nncf.quantize_with_accuracy_control`` on
+    ``validation``; the layers it reverts to float are found by comparing its plain-PTQ
+    intermediate model with the result.
+    """
+    import nncf
+    import openvino as ov
+
+    kwargs, described = quantization_settings(family, device, options)
+    advanced = kwargs.pop("advanced")
+    calib_ds = nncf.Dataset(list(calib))
+    kwargs["subset_size"] = min(kwargs["subset_size"], len(calib))
+    reverted: list[str] = []
+    if max_drop is None:
+        quantized = nncf.quantize(ov_model, calib_ds, advanced_parameters=advanced, **kwargs)
+    else:
+        from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+        val_ds = nncf.Dataset(list(validation), lambda item: item[0])
+        with tempfile.TemporaryDirectory() as tmp:
+            quantized = nncf.quantize_with_accuracy_control(
+                ov_model, calib_ds, val_ds, top1_validator, max_drop=max_drop / 100.0,
+                drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=advanced,
+                advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(intermediate_model_dir=tmp),
+                **kwargs,
+            )
+            plain = quantized_ops(ov.Core().read_model(str(Path(tmp) / "intermediate_model.xml")))
+        reverted = sorted(plain - quantized_ops(quantized))
+        core = ov.Core()
+        fp32_top1, _ = top1_validator(core.compile_model(ov_model, "CPU", _accuracy_config()), validation)
+        int8_top1, _ = top1_validator(core.compile_model(quantized, "CPU", _accuracy_config()), validation)
+        described["accuracy_control"] = {
+            "tool": "nncf.quantize_with_accuracy_control",
+            "max_drop_points": max_drop,
+            "validation_clips": len(validation),
+            "fp32_top1": round(100 * fp32_top1, 2),
+            "int8_top1": round(100 * int8_top1, 2),
+            "reached": (fp32_top1 - int8_top1) * 100 <= max_drop + 1e-9,
+        }
+    int8_layers, float_layers = layer_precisions(quantized)
+    described.update(
+        calibration_clips=kwargs["subset_size"],
+        layers_int8=len(int8_layers),
+        layers_float=float_layers,
+        kept_float_by_accuracy_control=reverted,
+    )
+    return quantized, described
+
+
+def _accuracy_config() -> dict[str, str]:
+    return {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def validation_items(request: BuildRequest) -> list[tuple[np.ndarray, int]]:
+    """Labelled centre clips for accuracy control: ``val_data`` or, for SynthMotion models, its val split."""
+    from ..data.manifest import load_dataset
+    from ..data.views import single_clip
+    from ..harness.eval import class_mapping
+    from ..labels import labels_for
+
+    spec = request.spec
+    size = int(request.options.get("val_size") or DEFAULT_VAL_SIZE)
+    source = request.options.get("val_data")
+    if source is None:
+        if spec.label_set != "synthmotion":
+            raise DataError(
+                f"--max-drop needs labelled validation videos of {spec.label_set}: pass --val-data FOLDER_OR_CSV"
+            )
+        from ..data.synthmotion import ensure_split
+
+        source = ensure_split("val", size)
+    dataset = load_dataset(source)
+    mapping = class_mapping(dataset.classes, labels_for(spec.label_set, spec.num_classes), str(source))
+    items = [(single_clip(path, spec), int(mapping[label])) for path, label in dataset.items[:size]]
+    if not items:
+        raise DataError(f"--val-data {source}: no videos to validate on")
+    return items
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+def runtime_config(device: str, mode: str, threads: int | None, inference_precision: str | None) -> dict[str, str]:
+    """The compile properties a runner uses (also what ``benchmark_app -load_config`` gets)."""
+    if mode not in HINTS:
+        raise EdgevidError(f"mode {mode!r}: choose latency or throughput")
+    config = {"PERFORMANCE_HINT": HINTS[mode]}
+    if inference_precision:
+        config["INFERENCE_PRECISION_HINT"] = inference_precision
+    kind = device.split(".")[0].upper()
+    if kind == "CPU" and threads:
+        config["INFERENCE_NUM_THREADS"] = str(threads)
+    if kind in ("GPU", "NPU"):  # their compiles are slow: reuse OpenVINO's own model cache
+        from ..paths import edgevid_home
+
+        config["CACHE_DIR"] = str(edgevid_home() / "openvino-cache")
+    return config
+
+
+def default_inference_precision(device: str, precision: str) -> str | None:
+    """f32 on CPU and GPU (no silent bf16/f16 when measuring accuracy); f16 for FP16 artifacts on
+    GPU/NPU; the NPU's own default otherwise (it has no f32)."""
+    kind = device.split(".")[0].upper()
+    if kind == "NPU":
+        return None
+    if kind == "GPU" and precision == "fp16":
+        return "f16"
+    return "f32"
+
+
+class OpenVINORunner(Runner):
+    """One compiled model. Latency mode: one synchronous request. Throughput mode: the device's
+    optimal number of requests run concurrently, each on one model batch of the input."""
+
+    def __init__(self, xml: Path, device: str, config: dict[str, str], description: str = "OpenVINO"):
+        import openvino as ov
+
+        self.core = ov.Core()
+        self.device = device
+        self.config = dict(config)
+        self.compiled = self.core.compile_model(self.core.read_model(str(xml)), device, self.config)
+        shape = self.compiled.inputs[0].get_partial_shape()
+        self.static_batch = shape[0].get_length() if shape[0].is_static else None
+        dims = [d.get_length() if d.is_static else 1 for d in shape]
+        count = 1
+        if self.config["PERFORMANCE_HINT"] == "THROUGHPUT":
+            count = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        # plain requests, no AsyncInferQueue: a queue holding a Python callback can deadlock when freed
+        self._requests = [self.compiled.create_infer_request() for _ in range(count)]
+        self.requests = count
+        self.input_shape = (dims[0] * count, *dims[1:])
+        self.description = description
+
+    def _chunks(self, clip: np.ndarray) -> list[np.ndarray]:
+        if self.static_batch is None or len(clip) == self.static_batch:
+            return [clip]
+        b = self.static_batch
+        padded = len(clip) + (-len(clip)) % b
+        if padded != len(clip):
+            clip = np.concatenate([clip, np.zeros((padded - len(clip), *clip.shape[1:]), clip.dtype)])
+        return [clip[i:i + b] for i in range(0, padded, b)]
+
+    def __call__(self, clip: np.ndarray) -> np.ndarray:
+        clip = np.ascontiguousarray(clip, dtype=np.float32)
+        chunks = self._chunks(clip)
+        outs = []
+        if len(self._requests) == 1 or len(chunks) == 1:
+            request = self._requests[0]
+            for chunk in chunks:
+                request.infer({0: chunk})
+                outs.append(request.get_output_tensor(0).data.copy())
+        else:
+            for start in range(0, len(chunks), len(self._requests)):
+                busy = list(zip(self._requests, chunks[start:start + len(self._requests)]))
+                for request, chunk in busy:
+                    request.start_async({0: chunk})
+                for request, _ in busy:
+                    request.wait()
+                    outs.append(request.get_output_tensor(0).data.copy())
+        return np.concatenate(outs)[: len(clip)]
+
+    def close(self) -> None:
+        self._requests = []
+        self.compiled = None
+
+
+class OpenVINOBackend(Backend):
+    name = "openvino"
+    requirements = {"openvino": "openvino"}
+    build_requirements = {"nncf": "nncf"}
+    extra = "openvino"
+    precisions = ("fp32", "fp16", "int8")
+
+    def build(self, request: BuildRequest) -> BuildResult:
+        import nncf
+        import openvino as ov
+        import torch
+
+        target, spec = request.target, request.spec
+        options = {**target.options, **request.options}
+        if request.precision not in self.precisions:
+            raise EdgevidError(f"--precision {request.precision}: OpenVINO builds {', '.join(self.precisions)}")
+        device = options.get("device") or target.device
+        if options.get("device"):
+            require_device(device, "--device")
+        max_drop = options.get("max_drop")
+        if max_drop is not None:
+            max_drop = float(max_drop)
+            if request.precision != "int8":
+                raise EdgevidError("--max-drop applies to INT8 builds only; drop it or pass --precision int8")
+            if not 0 < max_drop < 100:
+                raise EdgevidError(f"--max-drop {max_drop}: give the allowed top-1 drop in points, e.g. 1.0")
+        if request.precision == "int8" and not request.calib:
+            raise DataError("INT8 needs calibration clips and none were given; pass --calib (videos) or use fp32/fp16")
+
+        ov_model = convert(request.model, spec, target.input_shape)
+        log.info("converted %s from torch.export to OpenVINO IR (%d ops)", spec.name, len(ov_model.get_ops()))
+        notes: list[str] = []
+        if request.precision == "int8":
+            validation = validation_items(request) if max_drop is not None else None
+            reference = ov_model.clone()
+            final, quant = quantize_int8(ov_model, request.calib, spec.family, device, options, validation, max_drop)
+            quant["calibration_check"] = output_agreement(reference, final, request.calib[:4])
+            log.info("NNCF INT8: %d layers int8, float: %s; kept float by accuracy control: %s; check vs FP32 IR %s",
+                     quant["layers_int8"], quant["layers_float"], quant["kept_float_by_accuracy_control"],
+                     quant["calibration_check"])
+            if quant.get("accuracy_control") and not quant["accuracy_control"]["reached"]:
+                ac = quant["accuracy_control"]
+                notes.append(f"accuracy control did not reach --max-drop {max_drop}: FP32 {ac['fp32_top1']}%,"
+                             f" INT8 {ac['int8_top1']}% on {ac['validation_clips']} validation clips")
+        else:
+            final = ov_model
+            quant = {"scheme": "none (FP32)" if request.precision == "fp32" else "FP16 weights (compress_to_fp16)"}
+        ov.save_model(final, str(request.out_dir / MODEL_XML), compress_to_fp16=request.precision == "fp16")
+
+        inference_precision = options.get("inference_precision") or default_inference_precision(device, request.precision)
+        threads = options.get("threads") or target.threads
+        runtime = {"device": device, "threads": threads, "inference_precision": inference_precision}
+        (request.out_dir / RUNTIME_FILE).write_text(json.dumps(runtime, indent=2))
+
+        fingerprint = {"openvino": ov.get_version(), "device": device}
+        status = {}
+        if device_present(device, available_devices()):
+            core = ov.Core()
+            config = runtime_config(device, "latency", threads, inference_precision)
+            core.compile_model(core.read_model(str(request.out_dir / MODEL_XML)), device, config)
+            if device.upper() not in VIRTUAL_DEVICES:
+                fingerprint["device_name"] = core.get_property(device, "FULL_DEVICE_NAME")
+            status["device_compile"] = f"compiled and checked on {device} at build"
+        else:
+            status["device_compile"] = "pending on device"
+            notes.append(f"OpenVINO here sees {', '.join(available_devices())}, not {device}: the IR is built;"
+                         f" the {device} compile happens when the artifact is opened on the device")
+        return BuildResult(
+            quantization=quant,
+            versions={"torch": torch.__version__, "openvino": ov.__version__, "nncf": nncf.__version__},
+            fingerprint=fingerprint,
+            status=status,
+            notes=notes,
+            input_name="input",
+        )
+
+    def open(self, artifact, threads=None, mode="latency") -> Runner:
+        for name in (MODEL_XML, MODEL_BIN, RUNTIME_FILE):
+            if not artifact.file(name).is_file():
+                raise ArtifactError(f"{artifact.file(name)} is missing; rebuild with `{artifact.rebuild_command()}`")
+        runtime = json.loads(artifact.file(RUNTIME_FILE).read_text())
+        device = runtime["device"]
+        require_device(device, f"artifact {artifact.path.name} is for device")
+        config = runtime_config(device, mode, threads or runtime.get("threads"), runtime.get("inference_precision"))
+        m = artifact.manifest
+        precision = config.get("INFERENCE_PRECISION_HINT", "device default")
+        return OpenVINORunner(artifact.file(MODEL_XML), device, config,
+                              f"OpenVINO {device} {m.precision.upper()} ({config['PERFORMANCE_HINT'].lower()}, {precision})")
+
+
+def output_agreement(reference, quantized, clips: Sequence[np.ndarray]) -> dict[str, float]:
+    """Cosine and top-1 agreement of the INT8 model with the FP32 IR on a few calibration clips."""
+    import openvino as ov
+
+    core = ov.Core()
+    ref = core.compile_model(reference, "CPU", _accuracy_config())
+    out = core.compile_model(quantized, "CPU", _accuracy_config())
+    a = np.concatenate([ref(c)[0] for c in clips]).astype(np.float64)
+    b = np.concatenate([out(c)[0] for c in clips]).astype(np.float64)
+    cosine = float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+    return {"clips": len(clips), "cosine_vs_fp32_ir": round(cosine, 5),
+            "top1_agreement": float(np.mean(a.argmax(1) == b.argmax(1)))}
+
+
+BACKEND = OpenVINOBackend()

@@ -1,0 +1,106 @@
+"""Accuracy gates: the thresholds a run must meet, read from a small YAML.
+
+```yaml
+max_top1_drop: 1.0      # top-1 points below the FP32 reference, on the labels
+min_agreement: 95.0     # % of videos whose top-1 equals the FP32 reference's
+min_sqnr_db: 15.0       # SQNR of the logits against the reference
+max_sqnr_loss_db: 3.0   # `edgevid regress` only: SQNR lost against the baseline run
+precision:              # optional overrides per artifact precision
+  fp32: {max_top1_drop: 0.0, min_agreement: 99.0, min_sqnr_db: 40.0}
+```
+
+Where they come from, first match wins: ``--gates FILE``; ``gates.yaml`` in the golden pack;
+``targets/gates/<target>.yaml``; ``targets/gates/default.yaml``. Unset gates are not checked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import EdgevidError
+from ..paths import data_file
+
+GATES_FILE = "gates.yaml"
+
+
+class Gates(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_top1_drop: float | None = Field(None, description="top-1 points below the reference (or the baseline)")
+    min_agreement: float | None = Field(None, ge=0, le=100, description="% of top-1 equal to the reference's")
+    min_sqnr_db: float | None = None
+    min_top1: float | None = Field(None, ge=0, le=100)
+    max_sqnr_loss_db: float | None = Field(None, ge=0, description="regress: SQNR lost against the baseline")
+    precision: dict[str, dict[str, float]] = {}
+
+    def for_precision(self, precision: str | None) -> "Gates":
+        """These gates with the overrides of ``precision`` applied."""
+        override = self.precision.get(precision or "", {})
+        try:
+            return Gates(**{**self.model_dump(exclude={"precision"}), **override})
+        except ValidationError as exc:
+            first = str(exc).replace("\n", " ")[:200]
+            raise EdgevidError(f"gates for precision {precision} are invalid: {first}") from None
+
+
+def load_gates(path: str | Path) -> Gates:
+    path = Path(path)
+    if not path.is_file():
+        raise EdgevidError(f"--gates {path}: no such file; write a YAML with max_top1_drop / min_agreement / min_sqnr_db")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError("expected a mapping of gate: value")
+        return Gates(**raw)
+    except (yaml.YAMLError, ValidationError, ValueError, TypeError) as exc:
+        first = str(exc).replace("\n", " ")[:300]
+        raise EdgevidError(f"gates file {path} is invalid: {first}") from None
+
+
+def find_gates(explicit: str | Path | None, pack: Path | None, target: str | None) -> tuple[Gates, str]:
+    """The gates to apply and where they came from."""
+    candidates: list[Path] = []
+    if explicit:
+        candidates.append(Path(explicit))
+    if pack is not None:
+        candidates.append(Path(pack) / GATES_FILE)
+    folder = data_file("targets") / "gates"
+    if target:
+        candidates.append(folder / f"{target}.yaml")
+    candidates.append(folder / "default.yaml")
+    for i, path in enumerate(candidates):
+        if path.is_file() or (explicit and i == 0):
+            return load_gates(path), str(path)
+    return Gates(max_top1_drop=1.0, min_agreement=95.0, min_sqnr_db=15.0), "built-in defaults"
+
+
+def check(metrics: dict[str, Any], gates: Gates) -> list[dict]:
+    """One row per set gate: threshold, measured value, passed (None when the run lacks the figure)."""
+    rules = [
+        ("max_top1_drop", "top1_drop", lambda v, t: v <= t + 1e-9),
+        ("min_agreement", "agreement", lambda v, t: v >= t - 1e-9),
+        ("min_sqnr_db", "sqnr_db", lambda v, t: v >= t),
+        ("min_top1", "top1", lambda v, t: v >= t - 1e-9),
+        ("max_sqnr_loss_db", "sqnr_loss_db", lambda v, t: v <= t),
+    ]
+    rows = []
+    for gate, key, ok in rules:
+        threshold = getattr(gates, gate)
+        if threshold is None or (key == "sqnr_loss_db" and key not in metrics):
+            continue
+        value = metrics.get(key)
+        rows.append({"gate": gate, "metric": key, "threshold": threshold, "value": value,
+                     "passed": None if value is None else bool(ok(value, threshold))})
+    return rows
+
+
+def failed(rows: list[dict]) -> list[dict]:
+    return [row for row in rows if row["passed"] is False]
+
+
+def describe(rows: list[dict]) -> str:
+    return "; ".join(f"{r['metric']} {r['value']:.2f} vs {r['gate']} {r['threshold']}" for r in rows)

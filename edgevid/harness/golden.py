@@ -1,0 +1,389 @@
+"""Golden packs: preprocessed inputs + FP32 reference logits + labels, run on the device.
+
+``make_pack`` (host; needs torch and PyAV) writes::
+
+    <pack>/pack.json          model, spec, labels, weights, views, videos, chunks (+ sha256), digest
+    <pack>/chunk-0000.npz     inputs [views, C, T, H, W] float32, video [views] int32,
+                              ref_logits [views, classes] float32
+    <pack>/gates.yaml         (optional) the gates this pack is judged by
+
+``run_pack`` (device) needs numpy, the backend's runtime and this module only: no torch, no PyAV
+(for ONNX Runtime, OpenVINO and TensorRT artifacts). It checks the pack's digest and its fit to
+the artifact, verifies each chunk before using it, and aggregates records exactly as ``eval``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..artifact import Artifact, sha256_file, staging_dir
+from ..errors import EdgevidError
+from . import gates as gates_mod
+from .errors import GateFailed, NonFiniteOutput, PackError, RunIncomplete
+from .metrics import aggregate, video_record
+
+log = logging.getLogger("edgevid")
+
+PACK_FILE = "pack.json"
+FORMAT = 1
+Track = Callable[[Iterable, str, int], Iterable]
+
+
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def pack_digest(info: dict) -> str:
+    """sha256 of pack.json without its own ``digest`` (chunk hashes are inside, so it covers them)."""
+    return hashlib.sha256(_canonical({k: v for k, v in info.items() if k != "digest"})).hexdigest()
+
+
+# --- making ------------------------------------------------------------------------------------
+
+
+def write_pack(
+    out: str | Path,
+    model: str,
+    spec,
+    labels: list[str],
+    weights: dict,
+    videos: list[tuple[str, int]],
+    inputs_of: Callable[[int], np.ndarray],
+    reference: Callable[[np.ndarray], np.ndarray],
+    views: str = "test",
+    chunk_videos: int = 16,
+    data: dict | None = None,
+    reference_info: dict | None = None,
+    track: Track | None = None,
+) -> Path:
+    """Write a pack atomically: ``inputs_of(i)`` gives video i's views, ``reference`` their logits."""
+    out = Path(out)
+    entries, chunks, shapes = [], [], set()
+    buffer: list[tuple[int, np.ndarray, np.ndarray]] = []
+    with staging_dir(out) as tmp:
+
+        def flush():
+            name = f"chunk-{len(chunks):04d}.npz"
+            np.savez_compressed(
+                tmp / name,
+                inputs=np.concatenate([b[1] for b in buffer]),
+                video=np.concatenate([np.full(len(b[1]), b[0], dtype=np.int32) for b in buffer]),
+                ref_logits=np.concatenate([b[2] for b in buffer]),
+            )
+            chunks.append({"file": name, "videos": [buffer[0][0], buffer[-1][0] + 1],
+                           "views": int(sum(len(b[1]) for b in buffer)), "sha256": sha256_file(tmp / name)})
+            buffer.clear()
+
+        order = range(len(videos))
+        for i in track(order, "golden pack", len(videos)) if track else order:
+            key, label = videos[i]
+            clip_views = np.ascontiguousarray(inputs_of(i), dtype=np.float32)
+            ref = np.asarray(reference(clip_views), dtype=np.float32)
+            if not np.isfinite(ref).all():
+                raise EdgevidError(f"the FP32 reference gives NaN/Inf on {key}; check the weights")
+            shapes.add((len(clip_views), *clip_views.shape[1:]))
+            entries.append({"index": i, "video": key, "label": int(label), "chunk": len(chunks)})
+            buffer.append((i, clip_views, ref))
+            if len(buffer) >= chunk_videos:
+                flush()
+        if buffer:
+            flush()
+        if len(shapes) != 1:
+            raise EdgevidError(f"the videos gave views of different shapes {sorted(shapes)}; a pack needs one shape")
+        views_per_video, *input_shape = shapes.pop()
+        info = {
+            "format": FORMAT,
+            "model": model,
+            "spec": spec.model_dump(mode="json"),
+            "labels": list(labels),
+            "weights": weights,
+            "views": views,
+            "views_per_video": int(views_per_video),
+            "input_shape": [int(d) for d in input_shape],
+            "data": data or {},
+            "reference": reference_info or {},
+            "videos": entries,
+            "chunks": chunks,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        info["digest"] = pack_digest(info)
+        (tmp / PACK_FILE).write_text(json.dumps(info, indent=1))
+    return out
+
+
+def make_pack(
+    model: str,
+    data: str | Path,
+    clips: int,
+    out: str | Path,
+    weights: str | None = None,
+    views: str = "test",
+    chunk_videos: int = 16,
+    threads: int | None = None,
+    track: Track | None = None,
+) -> Path:
+    """`edgevid golden make`: the first ``clips`` videos of ``data``, preprocessed for ``model``."""
+    import torch
+
+    from ..backends.torch_eager import TorchEagerRunner
+    from ..data.views import single_clip, test_views
+    from ..labels import labels_for
+    from ..models import canonical_name, create_model, get_spec
+    from ..models.weights import resolve_weights
+    from .eval import dataset_items, run_views
+
+    if clips <= 0:
+        raise EdgevidError(f"--clips must be positive, got {clips}")
+    if views not in ("test", "center"):
+        raise EdgevidError(f"--views {views}: choose test (the model's clips x crops) or center (one clip)")
+    name = canonical_name(model)
+    spec = get_spec(name)
+    labels = labels_for(spec.label_set, spec.num_classes)
+    items, data_info = dataset_items(data, labels, clips)
+    if len(items) < clips:
+        log.warning("%s has %d videos, fewer than --clips %d: using all of them", data, len(items), clips)
+    choice = resolve_weights(name, weights)
+    if choice.random:
+        torch.manual_seed(0)  # as builds and the eval reference do
+    net = create_model(name, weights=None if choice.random else str(choice.path))
+    runner = TorchEagerRunner(net, spec.input_shape(1), threads)
+    cut = test_views if views == "test" else single_clip
+    return write_pack(
+        out, name, spec, labels,
+        {"source": choice.source, "sha256": None if choice.random else sha256_file(choice.path), "random": choice.random},
+        [(item.key, item.label) for item in items],
+        lambda i: cut(items[i].path, spec),
+        lambda x: run_views(runner, x, "the reference"),
+        views=views, chunk_videos=chunk_videos, data=data_info,
+        reference_info={"runner": "pytorch eager fp32", "torch": torch.__version__},
+        track=track,
+    )
+
+
+# --- loading and checking ----------------------------------------------------------------------
+
+
+@dataclass
+class Pack:
+    path: Path
+    info: dict
+
+    @property
+    def videos(self) -> list[dict]:
+        return self.info["videos"]
+
+    @property
+    def chunks(self) -> list[dict]:
+        return self.info["chunks"]
+
+    def remake_command(self) -> str:
+        i = self.info
+        weights = "random" if i["weights"].get("random") else i["weights"].get("source")
+        data = i.get("data", {}).get("data", "MANIFEST")
+        return f"edgevid golden make --model {i['model']} --data {data} --clips {len(i['videos'])} --weights {weights}"
+
+    def load_chunk(self, index: int) -> dict[str, np.ndarray]:
+        """A verified chunk's arrays; ``PackError`` if it is missing, altered or malformed."""
+        entry = self.chunks[index]
+        path = self.path / entry["file"]
+        if not path.is_file():
+            raise PackError(f"{path} is missing from the pack")
+        if sha256_file(path) != entry["sha256"]:
+            raise PackError(f"{path} does not match its sha256 in {PACK_FILE} (altered or corrupt)")
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in ("inputs", "video", "ref_logits")}
+        n = entry["views"]
+        shape = tuple(self.info["input_shape"])
+        classes = len(self.info["labels"])
+        if arrays["inputs"].shape != (n, *shape) or arrays["ref_logits"].shape != (n, classes) or len(arrays["video"]) != n:
+            raise PackError(f"{path} holds arrays of the wrong shape for {PACK_FILE}")
+        return arrays
+
+
+def load_pack(path: str | Path) -> Pack:
+    path = Path(path)
+    file = path / PACK_FILE
+    if not file.is_file():
+        raise PackError(f"{path} is not a golden pack (no {PACK_FILE}); make one with `edgevid golden make`")
+    try:
+        info = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise PackError(f"{file} is unreadable; make the pack again with `edgevid golden make`") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise PackError(f"{file}: format {info.get('format') if isinstance(info, dict) else '?'} is not {FORMAT};"
+                        " make the pack again with this edgevid's `edgevid golden make`")
+    if info.get("digest") != pack_digest(info):
+        raise PackError(f"{file} does not match its digest (edited or corrupt); make the pack again with"
+                        " `edgevid golden make`")
+    return Pack(path, info)
+
+
+def check_fit(pack: Pack, artifact: Artifact) -> None:
+    """Refuse a pack made for another model, spec, label set or weights (nothing runs)."""
+    m, info = artifact.manifest, pack.info
+    spec = m.spec.model_dump(mode="json")
+    weights = "random" if m.weights.random else m.weights.source
+    remake = f"make a pack for it with `edgevid golden make --model {m.model} --weights {weights} --data ... --clips N`"
+    if info["model"] != m.model:
+        raise PackError(f"pack {pack.path} was made for model {info['model']}, the artifact is {m.model}; {remake}")
+    for field in ("clip", "norm", "num_classes", "layout"):
+        if info["spec"].get(field) != spec.get(field):
+            raise PackError(f"pack {pack.path} was made for another {m.model} spec ({field}: {info['spec'].get(field)}"
+                            f" vs the artifact's {spec.get(field)}); {remake}")
+    if list(info["input_shape"]) != list(m.input_shape[1:]):
+        raise PackError(f"pack {pack.path} holds inputs {info['input_shape']}, the artifact takes {m.input_shape[1:]}; {remake}")
+    if info["labels"] != m.labels:
+        raise PackError(f"pack {pack.path} uses other class names than the artifact; {remake}")
+    classes = len(m.labels)
+    for video in info["videos"]:
+        if not 0 <= int(video["label"]) < classes:
+            raise PackError(f"pack {pack.path}: video {video['video']} has label {video['label']}, outside the"
+                            f" model's {classes} classes (0-{classes - 1}); {remake}")
+    weights = info["weights"]
+    if bool(weights.get("random")) != m.weights.random or (not m.weights.random and weights.get("sha256") != m.weights.sha256):
+        built = "random weights" if m.weights.random else f"weights {m.weights.source}"
+        raise PackError(f"pack {pack.path}'s reference logits come from other weights ({weights.get('source')}) than"
+                        f" the artifact ({built}); make the pack with --weights matching the build")
+
+
+# --- running -----------------------------------------------------------------------------------
+
+
+def run_chunks(artifact: Artifact, pack: Pack, chunk_ids: list[int], threads: int | None = None,
+               track: Track | None = None) -> dict:
+    """Run the given chunks; a bad chunk is reported and skipped, NaN/Inf stops the run.
+
+    Returns ``{"records", "errors", "chunks": {id: status}, "stopped"}``: plain data, so a Ray
+    worker can send it back.
+    """
+    from ..backends import open_runner
+    from .eval import run_views
+
+    records, errors, status = [], [], {}
+    stopped = None
+    runner = open_runner(artifact, threads=threads, mode="throughput")
+    try:
+        ids = list(chunk_ids)
+        for cid in track(ids, f"golden {artifact.path.name}", len(ids)) if track else ids:
+            try:
+                arrays = pack.load_chunk(cid)
+            except PackError as exc:
+                errors.append(str(exc))
+                status[cid] = "skipped: " + str(exc).split(" (")[0].split(f"{pack.path}/")[-1]
+                continue
+            try:
+                for video in [v for v in pack.videos if v["chunk"] == cid]:
+                    rows = arrays["video"] == video["index"]
+                    out = run_views(runner, arrays["inputs"][rows], video["video"])
+                    records.append(video_record(video["index"], video["video"], video["label"], out,
+                                                arrays["ref_logits"][rows]))
+            except NonFiniteOutput as exc:
+                errors.append(str(exc))
+                status[cid] = "stopped: NaN/Inf"
+                stopped = str(exc)
+                break
+            status[cid] = "ok"
+    finally:
+        runner.close()
+    return {"records": records, "errors": errors, "chunks": {str(k): v for k, v in status.items()}, "stopped": stopped}
+
+
+def run_pack(
+    artifact_path: str | Path,
+    pack_path: str | Path,
+    gates: str | Path | None = None,
+    threads: int | None = None,
+    json_path: str | Path | None = None,
+    ray: str | None = None,
+    ray_shards: int | None = None,
+    track: Track | None = None,
+    check: bool = True,
+) -> dict:
+    """`edgevid golden run`: compare the artifact with the pack's reference and labels, apply gates.
+
+    The result goes into the artifact's report.json (section ``golden``) and ``json_path``, even
+    when the run fails; then (with ``check``, else via ``raise_for``) it raises ``GateFailed``
+    (exit 1) or a one-line error naming what went wrong (exit 2). A pack that does not fit the
+    artifact raises before anything runs.
+    """
+    started = time.perf_counter()
+    artifact = Artifact(artifact_path)
+    m = artifact.manifest
+    meta = {"kind": "golden", "artifact": artifact.path.name, "model": m.model, "target": m.target,
+            "backend": m.backend, "precision": m.precision, "pack": str(pack_path)}
+    try:
+        artifact.verify()
+        pack = load_pack(pack_path)
+        check_fit(pack, artifact)
+        gate_set, gate_source = gates_mod.find_gates(gates, Path(pack_path), m.target)
+        gate_set = gate_set.for_precision(m.precision)
+    except EdgevidError as exc:
+        _save(artifact, {**meta, "status": "failed", "videos": 0, "errors": [str(exc)],
+                         "ran": "nothing: refused before running"}, json_path)
+        raise
+    meta.update(pack_digest=pack.info["digest"], data=pack.info.get("data", {}).get("data"),
+                data_digest=pack.info.get("data", {}).get("data_digest"), views=pack.info["views"],
+                views_per_video=pack.info["views_per_video"], reference=pack.info["reference"].get("runner"),
+                videos_in_pack=len(pack.videos))
+    ids = list(range(len(pack.chunks)))
+    if ray:
+        from .farm import golden_on_ray
+
+        outcome = golden_on_ray(ray, artifact, pack, ids, threads, ray_shards)
+    else:
+        outcome = run_chunks(artifact, pack, ids, threads, track)
+    records = sorted(outcome["records"], key=lambda r: r["index"])
+    metrics = aggregate(records)
+    rows = gates_mod.check(metrics, gate_set)
+    bad = gates_mod.failed(rows)
+    status = "failed" if outcome["errors"] else ("gates failed" if bad else "ok")
+    result = {
+        **meta,
+        "status": status,
+        **metrics,
+        "gates": {"source": gate_source, "checks": rows, "passed": not bad and not outcome["errors"]},
+        "errors": outcome["errors"],
+        "chunks": outcome["chunks"],
+        "per_video": records,
+        "run": {"seconds": round(time.perf_counter() - started, 2), **outcome.get("run", {})},
+    }
+    result["report"] = str(json_path or artifact.path / "report.json")
+    _save(artifact, result, json_path)
+    if check:
+        raise_for(result)
+    return result
+
+
+def raise_for(result: dict) -> None:
+    """Raise the error a finished golden run stands for (nothing when it passed)."""
+    if result["errors"]:
+        ran = f"{result['videos']} of {result['videos_in_pack']} videos ran"
+        stopped = any("NaN/Inf" in str(v) for v in result["chunks"].values())
+        raise (NonFiniteOutput if stopped else RunIncomplete)(
+            f"{result['errors'][0]} ({ran}; {len(result['errors'])} error(s); partial report in {result['report']})")
+    bad = gates_mod.failed(result["gates"]["checks"])
+    if bad:
+        raise GateFailed(f"golden run of {result['artifact']} failed its gates ({result['gates']['source']}):"
+                         f" {gates_mod.describe(bad)}")
+
+
+def _save(artifact: Artifact, result: dict, json_path: str | Path | None) -> None:
+    from .report import report_lock, write_artifact_markdown
+
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2))
+    try:
+        with report_lock(artifact.path):
+            artifact.update_report("golden", result)
+            write_artifact_markdown(artifact)
+    except OSError as exc:  # a read-only artifact folder on the device
+        log.warning("could not write %s (%s)", artifact.path / "report.json", exc.strerror)

@@ -1,0 +1,373 @@
+"""Per-layer INT8 sensitivity and the mixed-precision fallback behind `build --max-drop`.
+
+Works for every backend through two hooks (``Backend.quantizable_layers`` and the ``keep_float``
+build option, see backends/base.py): the backend names its quantizable layers, and builds INT8
+variants that keep a chosen set of them in float. Here we
+
+1. decode the validation videos once and run the FP32 reference on them once;
+2. rank the layers: ``quantize-one`` builds, for each layer, a variant where only that layer is
+   INT8 and measures the SQNR of the logits against FP32 (lowest first = most sensitive);
+   ``keep-float`` builds the full-INT8 variant minus that one layer;
+3. keep the top-k of the ranking in float for k = 1, 2, 4 ... and bisect for the smallest k
+   whose top-1 drop on the validation split meets the budget;
+4. build the real artifact with those layers kept, measure it, and record both in its manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..artifact import Artifact, Manifest, WeightsInfo, finalize_manifest, write_text_atomic
+from ..errors import DataError, EdgevidError
+from .metrics import aggregate, video_record
+
+log = logging.getLogger("edgevid")
+Track = Callable[[Iterable, str, int], Iterable]
+METHODS = ("quantize-one", "keep-float")
+DEFAULT_VAL_SIZE = 200
+
+
+@dataclass
+class ValSet:
+    """Preprocessed validation videos with their FP32 reference logits."""
+
+    keys: list[str]
+    labels: list[int]
+    views: list[np.ndarray]  # per video [V, C, T, H, W]
+    ref: list[np.ndarray]  # per video [V, classes]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def head(self, n: int | None) -> "ValSet":
+        if not n or n >= len(self):
+            return self
+        return ValSet(self.keys[:n], self.labels[:n], self.views[:n], self.ref[:n], f"{self.source} (first {n})")
+
+
+def load_valset(spec, reference, data: str | None, size: int | None, track: Track | None = None) -> ValSet:
+    """``size`` videos of ``data`` (default for SynthMotion models: its val split), cut into test views."""
+    from ..data.views import test_views
+    from ..labels import labels_for
+    from .eval import dataset_items, run_views
+
+    size = size or DEFAULT_VAL_SIZE
+    if data is None:
+        if spec.label_set != "synthmotion":
+            raise DataError(f"--max-drop / sensitivity need labelled validation videos of {spec.label_set}:"
+                            " pass --val-data FOLDER_OR_CSV")
+        from ..data.synthmotion import ensure_split
+
+        data = str(ensure_split("val", size))
+    items, _ = dataset_items(data, labels_for(spec.label_set, spec.num_classes), size)
+    keys, labels, views, refs = [], [], [], []
+    for item in track(items, "validation clips", len(items)) if track else items:
+        clip_views = test_views(item.path, spec)
+        keys.append(item.key)
+        labels.append(item.label)
+        views.append(clip_views)
+        refs.append(run_views(reference, clip_views, f"{item.key} (FP32 reference)"))
+    return ValSet(keys, labels, views, refs, str(data))
+
+
+def score(runner, val: ValSet) -> dict:
+    """Accuracy of ``runner`` on ``val`` against the labels and the FP32 reference."""
+    from .errors import NonFiniteOutput
+    from .eval import run_views
+
+    records = []
+    for i, (key, label, views, ref) in enumerate(zip(val.keys, val.labels, val.views, val.ref)):
+        try:
+            out = run_views(runner, views, key)
+        except NonFiniteOutput:
+            return {"videos": len(val), "top1": 0.0, "top1_drop": float("inf"), "agreement": 0.0,
+                    "sqnr_db": float("-inf"), "nonfinite": True}
+        records.append(video_record(i, key, label, out, ref))
+    metrics = aggregate(records)
+    return {k: metrics[k] for k in ("videos", "top1", "ref_top1", "top1_drop", "agreement", "sqnr_db", "cosine")}
+
+
+class Workbench:
+    """One model + target prepared for INT8 variants: the backend's plan and the validation set."""
+
+    def __init__(
+        self,
+        model: str,
+        target: str,
+        weights: str | None = None,
+        calib: str | None = None,
+        calib_size: int | None = None,
+        options: dict[str, Any] | None = None,
+        val_data: str | None = None,
+        val_size: int | None = None,
+        threads: int | None = None,
+        track: Track | None = None,
+    ):
+        import torch
+
+        from ..backends import BuildRequest, get_backend
+        from ..backends.torch_eager import TorchEagerRunner
+        from ..calibration import calibration_set
+        from ..labels import labels_for
+        from ..models import canonical_name, create_model, get_spec
+        from ..models.weights import resolve_weights
+        from ..targets import get_target
+
+        self.target = get_target(target)
+        if "int8" not in self.target.precisions:
+            raise EdgevidError(f"target {self.target.name} has no int8 precision: nothing to keep in float")
+        self.backend = get_backend(self.target.backend)
+        self.backend.check(for_build=True)
+        self.model = canonical_name(model)
+        self.spec = get_spec(self.model)
+        self.labels = labels_for(self.spec.label_set, self.spec.num_classes)
+        self.choice = resolve_weights(self.model, weights)
+        if self.choice.random:
+            torch.manual_seed(0)  # as build_artifact and the eval reference
+        self.net = create_model(self.model, weights=None if self.choice.random else str(self.choice.path))
+        self.threads = threads
+        self.track = track
+        self.options = dict(options or {})
+        calib_set = calibration_set(calib, self.spec, calib_size, track)
+        self.calib_source = calib_set.source
+        reference = TorchEagerRunner(self.net, self.spec.input_shape(1), threads)
+        self.val = load_valset(self.spec, reference, val_data, val_size, track)
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgevid-mixed-")
+        request = BuildRequest(model=self.net, spec=self.spec, target=self.target, precision="int8",
+                               out_dir=Path(self._tmp.name), calib=calib_set.clips, options=self.options)
+        started = time.perf_counter()
+        self.plan = self.backend.int8_plan(request)
+        self.layers = self.plan.layers
+        log.info("%s on %s: %d quantizable layers (plan ready in %.1f s)", self.model, self.target.name,
+                 len(self.layers), time.perf_counter() - started)
+        self.builds = 0
+
+    def variant(self, keep_float: list[str], val: ValSet | None = None) -> dict:
+        """Build the INT8 variant keeping ``keep_float`` in float and score it."""
+        with tempfile.TemporaryDirectory(dir=self._tmp.name) as tmp:
+            result = self.plan.build(keep_float, Path(tmp))
+            manifest = Manifest(
+                model=self.model, spec=self.spec, labels=self.labels, target=self.target.name,
+                backend=self.backend.name, device=self.target.device, precision="int8",
+                weights=WeightsInfo(source=self.choice.source, random=self.choice.random),
+                quantization=result.quantization, input_shape=list(self.spec.input_shape(self.target.input_shape.batch)),
+                input_name=result.input_name, notes=["mixed-precision search candidate"],
+            )
+            finalize_manifest(Path(tmp), manifest)
+            runner = self.backend.open(Artifact(tmp), threads=self.threads, mode="throughput")
+            try:
+                metrics = score(runner, val or self.val)
+            finally:
+                runner.close()
+        self.builds += 1
+        return metrics
+
+    def close(self) -> None:
+        self.plan.close()
+        self._tmp.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def sensitivity(bench: Workbench, method: str = "quantize-one", rank_videos: int | None = 32) -> dict:
+    """Rank the quantizable layers, most sensitive first."""
+    if method not in METHODS:
+        raise EdgevidError(f"--method {method}: choose {' or '.join(METHODS)}")
+    val = bench.val.head(rank_videos)
+    names = [layer.name for layer in bench.layers]
+    if not names:
+        raise EdgevidError(f"{bench.backend.name} reports no quantizable layer for {bench.model}")
+    started = time.perf_counter()
+    full = bench.variant([], val)
+    rows = []
+    layers = bench.layers
+    for layer in bench.track(layers, f"sensitivity ({method})", len(layers)) if bench.track else layers:
+        keep = [n for n in names if n != layer.name] if method == "quantize-one" else [layer.name]
+        metrics = bench.variant(keep, val)
+        rows.append({"layer": layer.name, "op": layer.op, "scope": layer.scope, **metrics})
+    if method == "quantize-one":  # lowest SQNR when quantized alone = most sensitive
+        rows.sort(key=lambda r: (r["sqnr_db"], r["agreement"]))
+    else:  # highest SQNR when kept in float alone = most sensitive
+        rows.sort(key=lambda r: (-r["sqnr_db"], -r["agreement"]))
+    for rank, row in enumerate(rows, 1):
+        row["rank"] = rank
+    return {
+        "model": bench.model, "target": bench.target.name, "backend": bench.backend.name,
+        "method": method, "options": bench.options, "val": val.source, "videos": len(val),
+        "calibration": bench.calib_source, "full_int8": full, "layers": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def search(bench: Workbench, order: list[str] | Callable[[], list[str]], max_drop: float) -> tuple[list[str], dict, list[dict]]:
+    """The fewest top-ranked layers kept in float so that the top-1 drop is <= ``max_drop``.
+
+    ``order`` (most sensitive first) may be a callable: it is only ranked when full INT8 misses.
+    """
+    trials: list[dict] = []
+
+    def trial(k: int) -> dict:
+        metrics = bench.variant(order[:k] if k else [])
+        trials.append({"kept": k, **metrics})
+        log.info("keeping %d layer(s) in float: top-1 drop %.2f, agreement %.1f%%, SQNR %.1f dB",
+                 k, metrics["top1_drop"], metrics["agreement"], metrics["sqnr_db"])
+        return metrics
+
+    ok = lambda m: m["top1_drop"] <= max_drop + 1e-9  # noqa: E731
+    naive = trial(0)
+    if ok(naive):
+        return [], naive, trials
+    order = order() if callable(order) else order
+    lo, hi, best = 0, None, None
+    k = 1
+    while k <= len(order):
+        metrics = trial(k)
+        if ok(metrics):
+            hi, best = k, metrics
+            break
+        lo = k
+        k = len(order) if k * 2 > len(order) and k < len(order) else k * 2
+    if hi is None:
+        raise EdgevidError(
+            f"--max-drop {max_drop}: not reached even with all {len(order)} ranked layers in float (top-1 drop"
+            f" {trials[-1]['top1_drop']:.2f}); the loss is outside the quantized layers, or the validation set is"
+            " too small for this budget"
+        )
+    while hi - lo > 1:  # bisect between the last failure and the first success
+        mid = (lo + hi) // 2
+        metrics = trial(mid)
+        if ok(metrics):
+            hi, best = mid, metrics
+        else:
+            lo = mid
+    return order[:hi], naive, trials
+
+
+def write_ranking(ranking: dict, path: str | Path) -> tuple[Path, Path]:
+    """The ranking as JSON and as a Markdown table beside it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(ranking, indent=2))
+    full = ranking["full_int8"]
+    lines = [f"# INT8 sensitivity: {ranking['model']} on {ranking['target']} ({ranking['backend']})", "",
+             f"method {ranking['method']}, {ranking['videos']} videos of {ranking['val']}; full INT8: top-1 drop"
+             f" {full['top1_drop']:.2f}, agreement {full['agreement']:.1f}%, SQNR {full['sqnr_db']:.1f} dB", "",
+             "| rank | layer | op | module | SQNR dB | agreement % | top-1 drop |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['rank']} | {r['layer']} | {r['op']} | {r['scope']} | {r['sqnr_db']:.1f} | {r['agreement']:.1f} |"
+              f" {r['top1_drop']:.2f} |" for r in ranking["layers"]]
+    table = path.with_suffix(".md")
+    write_text_atomic(table, "\n".join(lines) + "\n")
+    return path, table
+
+
+def read_ranking(path: str | Path, bench: Workbench) -> list[str]:
+    try:
+        ranking = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        raise EdgevidError(f"--sensitivity {path}: not a ranking written by `edgevid sensitivity`") from None
+    for key, value in (("model", bench.model), ("target", bench.target.name)):
+        if ranking.get(key) != value:
+            raise EdgevidError(f"--sensitivity {path} ranks {key} {ranking.get(key)}, not {value}; rerun `edgevid sensitivity`")
+    names = {layer.name for layer in bench.layers}
+    order = [row["layer"] for row in ranking.get("layers", [])]
+    unknown = [n for n in order if n not in names]
+    if unknown or not order:
+        raise EdgevidError(f"--sensitivity {path} names layers this build does not have ({', '.join(unknown[:3])});"
+                           " rerun `edgevid sensitivity` with the same options")
+    return order
+
+
+def build_with_budget(
+    model: str,
+    target: str,
+    max_drop: float,
+    weights: str | None = None,
+    calib: str | None = None,
+    calib_size: int | None = None,
+    out: str | Path = "artifacts",
+    num_classes: int | None = None,
+    options: dict[str, Any] | None = None,
+    val_data: str | None = None,
+    val_size: int | None = None,
+    precision: str | None = None,
+    method: str = "quantize-one",
+    rank_videos: int | None = 32,
+    ranking_file: str | Path | None = None,
+    threads: int | None = None,
+    track: Track | None = None,
+) -> Artifact:
+    """`edgevid build --precision int8 --max-drop X`: INT8 with the fewest layers kept in float."""
+    from ..backends import get_backend, open_runner
+    from ..build import build_artifact
+    from ..targets import get_target
+
+    if not 0 <= max_drop < 100:
+        raise EdgevidError(f"--max-drop {max_drop}: give the allowed top-1 drop in points, e.g. 1.0")
+    if num_classes:
+        raise EdgevidError("--max-drop needs the model's own classifier (the validation labels); drop --num-classes")
+    options = {k: v for k, v in (options or {}).items() if k not in ("max_drop", "val_data")}
+    target_obj = get_target(target)
+    if (precision or target_obj.default_precision) != "int8":
+        raise EdgevidError(f"--max-drop applies to int8 builds; add --precision int8 (target {target_obj.name}'s"
+                           f" default is {target_obj.default_precision})")
+    backend = get_backend(target_obj.backend)
+    if getattr(backend, "handles_max_drop", backend.name == "openvino"):
+        # the vendor's own accuracy-aware quantization (NNCF accuracy control for OpenVINO)
+        return build_artifact(model, target, "int8", weights, calib, calib_size, out, num_classes,
+                              options={**options, "max_drop": max_drop, **({"val_data": val_data} if val_data else {}),
+                                       **({"val_size": val_size} if val_size else {})},
+                              track=track)
+    started = time.perf_counter()
+    with Workbench(model, target, weights, calib, calib_size, options, val_data, val_size, threads, track) as bench:
+        ranking: dict = {"method": "none needed: full INT8 met the budget"}
+
+        def rank() -> list[str]:
+            if ranking_file:
+                ranking.update(method=f"from {ranking_file}")
+                return read_ranking(ranking_file, bench)
+            ranking.update(sensitivity(bench, method, rank_videos))
+            return [row["layer"] for row in ranking["layers"]]
+
+        kept, naive, trials = search(bench, rank, max_drop)
+        val, builds = bench.val, bench.builds
+    artifact = build_artifact(model, target, "int8", weights, calib, calib_size, out,
+                              options={**options, "keep_float": kept}, track=track)
+    with open_runner(artifact, threads=threads, mode="throughput") as runner:
+        final = score(runner, val)
+    layers = {row["layer"]: row for row in ranking.get("layers", [])}
+    record = {
+        "max_drop": max_drop,
+        "metric": "top-1 points below the FP32 reference",
+        "validation": {"data": val.source, "videos": len(val)},
+        "ranking": ranking["method"],
+        "naive": {"kept": 0, **naive},
+        "kept_float": [{"layer": n, "op": layers.get(n, {}).get("op"), "scope": layers.get(n, {}).get("scope")}
+                       for n in kept],
+        "final": final,
+        "reached": final["top1_drop"] <= max_drop + 1e-9,
+        "trials": trials,
+        "variant_builds": builds,
+        "search_seconds": round(time.perf_counter() - started, 1),
+    }
+    m = artifact.manifest
+    notes = list(m.notes)
+    notes.append(f"--max-drop {max_drop}: full INT8 dropped {naive['top1_drop']:.2f} points; kept {len(kept)} layer(s)"
+                 f" in float; final drop {final['top1_drop']:.2f} on {len(val)} validation videos")
+    if not record["reached"]:
+        notes.append("the final artifact misses the budget that its search candidate met (non-deterministic calibration?)")
+    manifest = m.model_copy(update={"quantization": {**m.quantization, "mixed_precision": record}, "notes": notes})
+    write_text_atomic(artifact.path / "manifest.json", manifest.model_dump_json(indent=2))  # not hashed: files unchanged
+    return Artifact(artifact.path)

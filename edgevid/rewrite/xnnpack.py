@@ -1,0 +1,315 @@
+"""The XNNPACK flow: rewrite -> torch.export -> (PT2E INT8) -> to_edge_transform_and_lower -> .pte,
+plus the delegation report and an in-process timer for ``.pte`` bytes.
+
+Checked against executorch 1.4.1 / torchao 0.18: ``XNNPACKQuantizer`` lives in
+``executorch.backends.xnnpack.quantizer.xnnpack_quantizer``, ``prepare_pt2e``/``convert_pt2e`` in
+``torchao.quantization.pt2e.quantize_pt2e``; ``set_module_name(name, None)`` is refused by this
+quantizer ("quantization_config == None is not supported yet"), so float-kept modules go through
+``set_filter_function``. Its static config observes activations per tensor (affine, histogram)
+and weights per output channel (symmetric, int8 in [-127, 127]).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import fx
+
+from .conv3d import STRATEGIES, Conv3dSpec
+from .delegable import is_tagged_float, make_delegable
+from .frames import FramesReport, lower_frames
+from .graph import (eliminate_dead_code, export_graph, fold_constants, module_path, outputs, relative_error,
+                    shape_of, simplify_layout)
+
+log = logging.getLogger("edgevid")
+
+#: FP32 agreement the rewrite must reach with the original model (max-abs relative to the output scale)
+REWRITE_TOLERANCE = 1e-5
+
+
+@dataclass
+class Rewritten:
+    """A rewritten graph and what was done to it."""
+
+    graph_module: fx.GraphModule
+    frames: FramesReport
+    delegable: dict[str, list[str]]
+    folded_constants: int
+    error: float | None = None
+    float_modules: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        convs = self.frames.convs
+        return {
+            "conv3d": len(convs),
+            "conv3d_by_strategy": {s: sum(c["strategy"] == s for c in convs) for s in ("frames", *STRATEGIES)},
+            "conv3d_decisions": [{"module": c["module"], "strategy": c["strategy"], "bn_folded": c["bn_folded"],
+                                  "kernel": list(c["spec"].kernel), "groups": c["spec"].groups,
+                                  "input": [c["spec"].n, c["spec"].c, c["spec"].t, c["spec"].h, c["spec"].w]}
+                                 for c in convs],
+            "batch_norms_folded": len(self.frames.folded_batch_norms),
+            "left_3d": self.frames.left_3d,
+            "rewritten_ops": {k: len(v) for k, v in self.delegable.items()},
+            "folded_constants": self.folded_constants,
+            "max_rel_error_fp32": self.error,
+        }
+
+
+def rewrite_for_xnnpack(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    strategy: str | Callable[[Conv3dSpec, str], str] = "taps",
+    check: bool = True,
+    tolerance: float = REWRITE_TOLERANCE,
+) -> Rewritten:
+    """Export ``model`` at ``example``'s shape and rewrite it into ops XNNPACK delegates.
+
+    ``strategy``: 'taps', 'channels', or a callable ``(spec, module_name) -> strategy`` (see
+    ``edgevid.rewrite.choose.StrategyChooser`` for the measured choice). With ``check`` the
+    rewritten graph is run against the model on random inputs and must agree to ``tolerance``.
+    """
+    choose = strategy if callable(strategy) else _fixed(strategy)
+    gm = export_graph(model, example)
+    folded = fold_constants(gm)
+    frames = lower_frames(gm, choose)
+    touched = make_delegable(gm)
+    simplify_layout(gm)
+    eliminate_dead_code(gm)
+    gm.recompile()
+    result = Rewritten(gm, frames, touched, folded)
+    result.float_modules = sorted({module_path(n) for n in gm.graph.nodes if n.op == "call_function" and is_tagged_float(n)})
+    if check:
+        result.error = check_equal(model, gm, example)
+        if result.error > tolerance:
+            raise RewriteError(f"the rewritten graph differs from the model by {result.error:.2e} (relative, FP32),"
+                               f" more than {tolerance:.0e}; this is an edgevid bug, please report it")
+    return result
+
+
+class RewriteError(RuntimeError):
+    """The rewritten graph does not compute what the model computes."""
+
+
+def _fixed(strategy: str):
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown Conv3d strategy {strategy!r}; choose auto, {', '.join(STRATEGIES)}")
+    return lambda spec, module: strategy
+
+
+def check_equal(model: torch.nn.Module, gm: fx.GraphModule, example: torch.Tensor, trials: int = 2) -> float:
+    """Worst relative error of ``gm`` against ``model`` over random inputs of ``example``'s shape."""
+    generator = torch.Generator().manual_seed(1234)
+    worst = 0.0
+    for _ in range(trials):
+        x = torch.randn(example.shape, generator=generator, dtype=example.dtype)
+        worst = max(worst, relative_error(outputs(model.eval(), x), outputs(gm, x)))
+    return worst
+
+
+# ---- export, quantize, lower ----------------------------------------------------------------
+
+
+def export(gm: torch.nn.Module, example: torch.Tensor):
+    return torch.export.export(gm, (example,), strict=False)
+
+
+def keep_float_filter(modules: Sequence[str]) -> Callable[[fx.Node], bool]:
+    """Quantizer filter: False for nodes tagged float or traced inside one of ``modules``."""
+    prefixes = [m for m in modules if m]
+
+    def quantize_node(node: fx.Node) -> bool:
+        if is_tagged_float(node):
+            return False
+        path = module_path(node)
+        return not any(path == m or path.startswith(m + ".") for m in prefixes)
+
+    return quantize_node
+
+
+#: layout ops whose output must keep their input's quantization parameters: XNNPACK refuses a
+#: quantized slice whose input and output scales differ, and ``XNNPACKQuantizer`` only shares
+#: them for ``slice_copy``, not for the ``slice.Tensor`` a torch.export graph holds
+SHARED_QPARAM_OPS = (torch.ops.aten.slice.Tensor, torch.ops.aten.unsqueeze.default, torch.ops.aten.squeeze.dims,
+                     torch.ops.aten.clone.default, torch.ops.aten.alias.default)
+
+
+def share_qparams(model: fx.GraphModule, ops=SHARED_QPARAM_OPS) -> None:
+    """Annotate layout ops to reuse their input's qparams (after the quantizer's own pass)."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
+
+    for node in model.graph.nodes:
+        if node.op != "call_function" or node.target not in ops or not isinstance(node.args[0], fx.Node):
+            continue
+        previous = node.args[0].meta.get(Q_ANNOTATION_KEY)
+        if previous is None or previous.output_qspec is None:
+            continue
+        if Q_ANNOTATION_KEY in node.meta and node.meta[Q_ANNOTATION_KEY]._annotated:
+            continue
+        shared = SharedQuantizationSpec(node.args[0])
+        node.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(input_qspec_map={node.args[0]: shared},
+                                                             output_qspec=shared, _annotated=True)
+
+
+def xnnpack_quantizer(keep_float: Sequence[str] = ()):
+    """``XNNPACKQuantizer`` (per-channel symmetric) that also shares qparams through slices and
+    skips float-kept nodes."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    class Quantizer(XNNPACKQuantizer):
+        def annotate(self, model):
+            model = super().annotate(model)
+            share_qparams(model)
+            return model
+
+    quantizer = Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer.set_filter_function(keep_float_filter(keep_float))
+    return quantizer
+
+
+def quantize(program, example: torch.Tensor, calib: Iterable[torch.Tensor], keep_float: Sequence[str] = ()):
+    """PT2E static INT8 for XNNPACK: per-channel symmetric weights, per-tensor activations."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    prepared = prepare_pt2e(program.module(), xnnpack_quantizer(keep_float))
+    seen = 0
+    with torch.no_grad():
+        for clip in calib:
+            prepared(clip)
+            seen += 1
+    if not seen:
+        raise ValueError("no calibration clips")
+    converted = convert_pt2e(prepared)
+    return export(converted, example)
+
+
+def lower(program):
+    """``to_edge_transform_and_lower`` with the XNNPACK partitioner."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+
+
+def pte_bytes(lowered) -> bytes:
+    return lowered.to_executorch().buffer
+
+
+# ---- delegation report ----------------------------------------------------------------------
+
+_GEMM = ("convolution", "linear", "mm", "bmm", "addmm", "matmul")
+
+
+def _op_name(node: fx.Node) -> str:
+    """'convolution' for aten.convolution.default (ATen and Edge dialect alike)."""
+    parts = getattr(node.target, "__name__", str(node.target)).split(".")
+    return parts[1] if len(parts) >= 2 and parts[0] in ("aten", "quantized_decomposed", "dim_order_ops") else parts[0]
+
+
+def node_flops(node: fx.Node) -> int:
+    """2 x multiply-adds of a conv / linear / matmul node (0 for every other op)."""
+    op = _op_name(node)
+    out = node.meta.get("val")
+    if op not in _GEMM or not isinstance(out, torch.Tensor):
+        return 0
+    if op == "convolution":
+        weight = shape_of(node.args[1])
+        return 2 * out.numel() * (int(torch.tensor(weight[1:]).prod()) if weight else 0)
+    if op == "linear":
+        return 2 * out.numel() * shape_of(node.args[1])[-1]
+    if op == "addmm":
+        return 2 * out.numel() * shape_of(node.args[1])[-1]
+    return 2 * out.numel() * shape_of(node.args[0])[-1]
+
+
+def delegation_report(lowered) -> dict[str, Any]:
+    """Every op node of the lowered program, delegated to XNNPACK or not, and the share of the
+    conv/linear/matmul FLOPs that runs in the delegate."""
+    gm = lowered.exported_program().graph_module
+    nodes: list[dict[str, Any]] = []
+
+    def record(node: fx.Node, delegated: bool) -> None:
+        op = _op_name(node)
+        if op in ("getitem", "executorch_call_delegate") or op.startswith(("quantize_per", "dequantize_per")):
+            if op.startswith(("quantize_per", "dequantize_per")):
+                nodes.append({"op": op, "delegated": delegated, "module": module_path(node), "flops": 0})
+            return
+        val = node.meta.get("val")
+        nodes.append({"op": op, "delegated": delegated, "module": module_path(node), "flops": node_flops(node),
+                      "shape": list(val.shape) if isinstance(val, torch.Tensor) else None})
+
+    subgraphs = 0
+    for node in gm.graph.nodes:
+        if node.op == "get_attr" and node.name.startswith("lowered_module_"):
+            subgraphs += 1
+            for inner in getattr(gm, node.name).original_module.graph.nodes:
+                if inner.op == "call_function":
+                    record(inner, True)
+        elif node.op == "call_function":
+            record(node, False)
+    by_op: dict[str, dict[str, int]] = {}
+    for entry in nodes:
+        counts = by_op.setdefault(entry["op"], {"delegated": 0, "not_delegated": 0})
+        counts["delegated" if entry["delegated"] else "not_delegated"] += 1
+    total = sum(e["flops"] for e in nodes)
+    delegated = sum(e["flops"] for e in nodes if e["delegated"])
+    return {
+        "delegated_subgraphs": subgraphs,
+        "nodes": len(nodes),
+        "delegated_nodes": sum(e["delegated"] for e in nodes),
+        "not_delegated": [e for e in nodes if not e["delegated"]],
+        "by_op": dict(sorted(by_op.items())),
+        "gemm_flops": total,
+        "gemm_flops_delegated": delegated,
+        "gemm_flops_delegated_share": (delegated / total) if total else 1.0,
+        "all_nodes": nodes,
+    }
+
+
+# ---- running .pte bytes in process ----------------------------------------------------------
+
+
+def set_threads(threads: int | None) -> None:
+    """Size ExecuTorch's thread pool. Only safe before any method is loaded: XNNPACK delegates
+    keep the pool they were initialised with (a reset afterwards corrupts their runs)."""
+    if threads:
+        from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
+
+        if _threadpool_get_thread_count() != int(threads):
+            _unsafe_reset_threadpool(int(threads))
+
+
+class LoadedPte:
+    """A loaded program and its forward method (the method needs its program alive)."""
+
+    def __init__(self, source: bytes | str):
+        from executorch.runtime import Runtime
+
+        self.program = Runtime.get().load_program(source)
+        self.method = self.program.load_method("forward")
+
+    def execute(self, inputs: list):
+        return self.method.execute(inputs)
+
+
+def load_method(source: bytes | str) -> LoadedPte:
+    return LoadedPte(source)
+
+
+def time_method(method, inputs: list, min_seconds: float = 0.3, min_runs: int = 3, max_runs: int = 50) -> float:
+    """Best wall time in ms of ``method.execute(inputs)`` after one warm-up run."""
+    method.execute(inputs)
+    best, runs, started = float("inf"), 0, time.perf_counter()
+    while runs < max_runs and (runs < min_runs or time.perf_counter() - started < min_seconds):
+        t0 = time.perf_counter()
+        method.execute(inputs)
+        best = min(best, time.perf_counter() - t0)
+        runs += 1
+    return best * 1e3

@@ -1,0 +1,389 @@
+"""Streaming classification: a frame ring buffer, sliding windows, sampling at the model's
+training frame interval, prediction smoothing and per-window timing. numpy only (no torch).
+
+A camera (or a file played as one) pushes RGB uint8 frames with their timestamps into a
+``StreamClassifier``. ``FrameSampler`` keeps one frame every ``stride / training_fps`` seconds,
+so the model sees motion at the speed it was trained on whatever the camera's real frame rate
+(a 30 fps camera feeding a model trained at stride 3 on 15 fps video keeps every 6th frame).
+Each kept frame is resized, cropped and normalised straight into a preallocated ring of
+``frames`` slots; every ``window_stride`` kept frames the last ``frames`` of them are copied in
+order into a preallocated clip and classified, and the class probabilities are smoothed over
+windows (EMA or a moving average).
+
+Nothing on the per-frame path allocates (after the first frame of a new size); per window only
+the runner's output and the small result object do. Memory is therefore flat over any stream
+length: ``benchmarks/streaming.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+from .data.transforms import _bilinear_taps, scaled_size
+
+if TYPE_CHECKING:
+    from .backends.base import Runner
+    from .spec import ModelSpec
+
+#: Frame rate of the videos a label set's models were trained on (the spec's stride counts these
+#: frames). SynthMotion renders at 15 fps; Kinetics and SSv2 videos are ~30 fps (25-30).
+TRAINING_FPS = {"synthmotion": 15.0}
+DEFAULT_TRAINING_FPS = 30.0
+
+
+def training_fps(spec: "ModelSpec") -> float:
+    """Frame rate of the model's training videos (see ``TRAINING_FPS``)."""
+    return TRAINING_FPS.get(spec.label_set, DEFAULT_TRAINING_FPS)
+
+
+class FramePreprocessor:
+    """One RGB uint8 frame ``[H, W, 3]`` to ``[3, crop, crop]`` float32, written into ``out``.
+
+    Equal, bit for bit, to ``edgevid.data.views.preprocess_frames`` (short side to
+    ``short_side`` with numpy bilinear, centre crop, table normalisation), but only the cropped
+    output pixels are interpolated, channel-planar, and every buffer is allocated once per
+    input size.
+    """
+
+    def __init__(self, spec: "ModelSpec"):
+        self.crop = spec.clip.crop
+        self.short_side = spec.clip.short_side
+        levels = np.arange(256, dtype=np.float64) / 255.0
+        self._tables = [((levels - m) / s).astype(np.float32) for m, s in zip(spec.norm.mean, spec.norm.std)]
+        self._size: tuple[int, int] | None = None
+        size = (3, self.crop, self.crop)
+        self._corners = [np.empty(size, np.uint8) for _ in range(4)]
+        self._floats = [np.empty(size, np.float32) for _ in range(3)]
+        self._pixels = np.empty(size, np.intp)  # table indices (intp: np.take would convert uint8 into a temporary)
+
+    def _prepare(self, height: int, width: int) -> None:
+        """Source byte offsets and weights of the crop window, for frames of this size."""
+        out_h, out_w = scaled_size(height, width, self.short_side)
+        if self.crop > out_h or self.crop > out_w:
+            raise ValueError(f"crop {self.crop} does not fit frames of {out_h}x{out_w}")
+        top, left = -(-(out_h - self.crop) // 2), -(-(out_w - self.crop) // 2)
+        r0, r1, wy = (a[top:top + self.crop] for a in _bilinear_taps(height, out_h))
+        c0, c1, wx = (a[left:left + self.crop] for a in _bilinear_taps(width, out_w))
+        # full-size weights: a broadcast operand would make the ufuncs allocate buffers
+        shape = (3, self.crop, self.crop)
+        self._wy = np.ascontiguousarray(np.broadcast_to(wy[None, :, None], shape))
+        self._wx = np.ascontiguousarray(np.broadcast_to(wx[None, None, :], shape))
+        channel = np.arange(3)[:, None, None]
+        # offsets into the frame's bytes of the four bilinear neighbours, channel-planar [3, crop, crop]
+        self._offsets = [channel + 3 * (r[None, :, None] * width + c[None, None, :]) for r in (r0, r1) for c in (c0, c1)]
+        self._size = (height, width)
+
+    def __call__(self, frame: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"expected an RGB uint8 frame [H, W, 3], got {frame.dtype} {frame.shape}")
+        if frame.shape[:2] != self._size:
+            self._prepare(*frame.shape[:2])
+        flat = np.ascontiguousarray(frame).reshape(-1)
+        for offsets, corner in zip(self._offsets, self._corners):
+            np.take(flat, offsets, out=corner, mode="clip")  # 'clip': unbuffered (offsets are in range)
+        top_left, top_right, bottom_left, bottom_right = self._corners
+        left, right, lower = self._floats
+        # rows first, as transforms.resize: each column of the pair interpolated between two rows
+        for (upper_px, lower_px), acc in (((top_left, bottom_left), left), ((top_right, bottom_right), right)):
+            np.copyto(acc, upper_px)
+            np.copyto(lower, lower_px)
+            np.subtract(lower, acc, out=lower)
+            np.multiply(lower, self._wy, out=lower)
+            np.add(acc, lower, out=acc)
+        np.subtract(right, left, out=right)
+        np.multiply(right, self._wx, out=right)
+        np.add(left, right, out=right)
+        np.rint(right, out=right)  # bilinear weights lie in [0, 1]: already within 0..255, no clip needed
+        np.copyto(self._pixels, right, casting="unsafe")
+        for channel, table in enumerate(self._tables):
+            np.take(table, self._pixels[channel], out=out[channel], mode="clip")
+        return out
+
+
+class FrameSampler:
+    """Keeps one frame every ``interval`` seconds of stream time, on a fixed grid.
+
+    A frame is kept when it is the one nearest the next due time (within half the observed
+    frame spacing), so a 15 fps source at a 0.2 s interval keeps exactly every 3rd frame and a
+    30 fps one every 6th; at rates that do not divide, the kept spacing averages ``interval``.
+    A source slower than the interval keeps every frame (the model then sees faster motion).
+    """
+
+    def __init__(self, interval: float):
+        if interval <= 0:
+            raise ValueError(f"sampling interval must be > 0 s, got {interval}")
+        self.interval = interval
+        self.reset()
+
+    def reset(self) -> None:
+        self._due: float | None = None
+        self._last: float | None = None
+        self.frame_spacing: float | None = None  # EMA of the source's frame spacing, seconds
+
+    def accept(self, timestamp: float) -> bool:
+        if self._last is not None and timestamp > self._last:
+            step = timestamp - self._last
+            self.frame_spacing = step if self.frame_spacing is None else 0.9 * self.frame_spacing + 0.1 * step
+        self._last = timestamp
+        if self._due is None:
+            self._due = timestamp + self.interval
+            return True
+        if timestamp + 0.5 * (self.frame_spacing or 0.0) < self._due:
+            return False
+        self._due += self.interval
+        if self._due <= timestamp:  # a gap in the stream, or a source slower than the interval
+            self._due = timestamp + self.interval
+        return True
+
+    @property
+    def source_fps(self) -> float | None:
+        return 1.0 / self.frame_spacing if self.frame_spacing else None
+
+
+class Smoother:
+    """Smooths class probabilities over windows: ``ema`` (weight ``alpha`` on the newest),
+    ``mean`` (moving average of the last ``window`` windows) or ``none``."""
+
+    KINDS = ("ema", "mean", "none")
+
+    def __init__(self, num_classes: int, kind: str = "ema", alpha: float = 0.5, window: int = 4):
+        if kind not in self.KINDS:
+            raise ValueError(f"smoothing {kind!r}: choose one of {', '.join(self.KINDS)}")
+        if not 0 < alpha <= 1:
+            raise ValueError(f"EMA alpha must be in (0, 1], got {alpha}")
+        if window < 1:
+            raise ValueError(f"moving-average window must be >= 1, got {window}")
+        self.kind, self.alpha = kind, alpha
+        self._history = np.zeros((window if kind == "mean" else 1, num_classes), np.float32)
+        self.value = np.zeros(num_classes, np.float32)
+        self.count = 0
+
+    def reset(self) -> None:
+        self._history[:] = 0
+        self.value[:] = 0
+        self.count = 0
+
+    def update(self, probs: np.ndarray) -> np.ndarray:
+        if self.kind == "none" or (self.kind == "ema" and self.count == 0):
+            self.value[:] = probs
+        elif self.kind == "ema":
+            self.value *= 1 - self.alpha
+            self.value += self.alpha * probs
+        else:
+            self._history[self.count % len(self._history)] = probs
+            filled = min(self.count + 1, len(self._history))
+            np.mean(self._history[:filled], axis=0, out=self.value)
+        self.count += 1
+        return self.value
+
+
+@dataclass
+class WindowResult:
+    """One classified window."""
+
+    index: int  # windows so far, from 0
+    frame_index: int  # pushed frame that completed the window, from 0
+    timestamp: float  # its stream time, seconds
+    top_k: list[tuple[str, float]]  # smoothed probabilities, best first
+    raw_top1: str  # this window alone, unsmoothed
+    model_ms: float  # the runner call
+    pipeline_ms: float  # everything since the previous window: decode (as reported) + sampling + preprocessing + inference + smoothing
+
+    @property
+    def label(self) -> str:
+        return self.top_k[0][0]
+
+
+@dataclass
+class StreamStats:
+    frames: int = 0
+    sampled: int = 0
+    windows: int = 0
+    model_ms: float = 0.0  # totals
+    pipeline_ms: float = 0.0
+    recent: deque = field(default_factory=lambda: deque(maxlen=30))  # (model_ms, pipeline_ms) of the last windows
+
+    def _fps(self, index: int, recent: bool) -> float | None:
+        if recent and self.recent:
+            total = sum(item[index] for item in self.recent)
+            return 1e3 * len(self.recent) / total if total else None
+        total = self.model_ms if index == 0 else self.pipeline_ms
+        return 1e3 * self.windows / total if self.windows and total else None
+
+    def model_fps(self, recent: bool = False) -> float | None:
+        """Windows per second of inference time alone (model-only FPS)."""
+        return self._fps(0, recent)
+
+    def e2e_fps(self, recent: bool = False) -> float | None:
+        """Windows per second of pipeline time: decode + sampling + preprocessing + inference + smoothing."""
+        return self._fps(1, recent)
+
+
+def _softmax(logits: np.ndarray, out: np.ndarray) -> np.ndarray:
+    np.subtract(logits, logits.max(), out=out)
+    np.exp(out, out=out)
+    out /= out.sum()
+    return out
+
+
+class StreamClassifier:
+    """Classifies a stream of frames with sliding windows over a ring of preprocessed frames.
+
+    ``push(frame, timestamp)`` returns a ``WindowResult`` when the frame completed a window,
+    else ``None``. Timestamps are stream seconds (``frame_index / fps`` for a file; the arrival
+    time for a live camera); ``None`` uses the monotonic clock. ``decode_ms`` is time the caller
+    spent decoding this frame, counted into the window's end-to-end time. ``lock`` guards a runner
+    that several streams share (time spent waiting for it is not counted).
+
+    ``push`` is ``feed`` (intake: sample, preprocess into the ring; True when a window is due),
+    ``snapshot`` (copy the window, in order, into the clip buffer) and ``classify`` (run the model
+    on the snapshot, smooth). A live source calls the first two on its intake thread and
+    ``classify`` on a worker, so a slow model drops windows instead of camera frames; ``feed``
+    may run while ``classify`` does, ``snapshot`` must not (take it only when the worker is idle,
+    as demo/app.py does).
+    """
+
+    def __init__(
+        self,
+        runner: "Runner",
+        spec: "ModelSpec",
+        labels: list[str],
+        *,
+        train_fps: float | None = None,
+        window_stride: int = 1,
+        smoothing: str = "ema",
+        alpha: float = 0.5,
+        average: int = 4,
+        top_k: int = 5,
+        lock=None,
+    ):
+        if window_stride < 1:
+            raise ValueError(f"window stride must be >= 1 sampled frame, got {window_stride}")
+        self.runner, self.spec, self.labels = runner, spec, list(labels)
+        self.lock = lock or nullcontext()  # a runner shared between streams: timing starts once it is ours
+        self.frames = spec.clip.frames
+        self.window_stride, self.top_k = window_stride, min(top_k, len(self.labels))
+        self.train_fps = train_fps or training_fps(spec)
+        self.sampler = FrameSampler(spec.clip.stride / self.train_fps)
+        self.preprocess = FramePreprocessor(spec)
+        crop = spec.clip.crop
+        self._ring = np.zeros((3, self.frames, crop, crop), np.float32)  # slot = sampled % frames
+        shape = tuple(runner.input_shape) if getattr(runner, "input_shape", None) else spec.input_shape(1)
+        self._clip = np.zeros(shape, np.float32)  # batch row 0 holds the window (others stay zero)
+        self._probs = np.zeros(len(self.labels), np.float32)
+        self.smoother = Smoother(len(self.labels), smoothing, alpha, average)
+        self.stats = StreamStats()
+        self._pending_ms = 0.0  # intake work since the last snapshot
+        self._last_frame = (-1, 0.0)  # (index, timestamp) of the last fed frame
+        self._snapshot = (-1, 0.0, 0.0)  # (frame index, timestamp, intake ms) of the window in the clip buffer
+
+    def reset(self) -> None:
+        """Forget the stream (keeps the buffers)."""
+        self.sampler.reset()
+        self.smoother.reset()
+        self.stats = StreamStats()
+        self._pending_ms = 0.0
+
+    def feed(self, frame: np.ndarray, timestamp: float | None = None, decode_ms: float = 0.0) -> bool:
+        """Take one frame; True when it completed a window (take a ``snapshot`` to classify it)."""
+        started = time.perf_counter()
+        stats = self.stats
+        self._last_frame = (stats.frames, time.monotonic() if timestamp is None else timestamp)
+        stats.frames += 1
+        due = False
+        if self.sampler.accept(self._last_frame[1]):
+            self.preprocess(frame, self._ring[:, stats.sampled % self.frames])
+            stats.sampled += 1
+            due = stats.sampled >= self.frames and (stats.sampled - self.frames) % self.window_stride == 0
+        self._pending_ms += decode_ms + (time.perf_counter() - started) * 1e3
+        return due
+
+    def snapshot(self) -> None:
+        """Copy the last ``frames`` sampled frames, oldest first, into the clip buffer."""
+        started = time.perf_counter()
+        oldest = self.stats.sampled % self.frames
+        window = self._clip[0]
+        np.copyto(window[:, : self.frames - oldest], self._ring[:, oldest:])
+        np.copyto(window[:, self.frames - oldest:], self._ring[:, :oldest])
+        intake_ms = self._pending_ms + (time.perf_counter() - started) * 1e3
+        self._snapshot = (*self._last_frame, intake_ms)
+        self._pending_ms = 0.0
+
+    def classify(self) -> WindowResult:
+        """Run the model on the snapshot and smooth; the window's result."""
+        started = time.perf_counter()
+        frame_index, timestamp, intake_ms = self._snapshot
+        asked = time.perf_counter()
+        with self.lock:
+            acquired = time.perf_counter()
+            logits = self.runner(self._clip)
+            model_ms = (time.perf_counter() - acquired) * 1e3
+        started += acquired - asked  # time spent waiting for another stream's inference is not ours
+        probs = _softmax(np.asarray(logits, np.float32)[0], self._probs)
+        raw_top1 = self.labels[int(probs.argmax())]
+        smoothed = self.smoother.update(probs)
+        best = np.argsort(smoothed)[::-1][: self.top_k]
+        top_k = [(self.labels[i], float(smoothed[i])) for i in best]
+        pipeline_ms = intake_ms + (time.perf_counter() - started) * 1e3
+        stats = self.stats
+        result = WindowResult(stats.windows, frame_index, timestamp, top_k, raw_top1, model_ms, pipeline_ms)
+        stats.windows += 1
+        stats.model_ms += model_ms
+        stats.pipeline_ms += pipeline_ms
+        stats.recent.append((model_ms, pipeline_ms))
+        return result
+
+    def push(self, frame: np.ndarray, timestamp: float | None = None, decode_ms: float = 0.0) -> WindowResult | None:
+        """Feed one frame and, when it completes a window, classify that window."""
+        if not self.feed(frame, timestamp, decode_ms):
+            return None
+        self.snapshot()
+        return self.classify()
+
+
+def iter_video_frames(path, realtime: bool = False, threads: int = 1) -> Iterator[tuple[np.ndarray, float, float]]:
+    """Decode a video file one frame at a time: ``(rgb uint8 [H, W, 3], stream seconds, decode ms)``.
+
+    With ``realtime`` the frames are paced at the file's frame rate, as a camera would deliver them.
+    One decoder thread by default: a stream wants each frame as soon as it is decoded, and frame
+    threading adds frames of delay (and, for camera-sized frames, is slower: measured 2 vs 4 ms a
+    160x128 frame here).
+    """
+    from .data.video import _open
+
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        if threads > 1:
+            stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        start_wall, first = time.monotonic(), None
+        decoder = container.decode(stream)
+        index = 0
+        while True:
+            decode_started = time.perf_counter()
+            frame = next(decoder, None)
+            if frame is None:
+                return
+            image = frame.to_ndarray(format="rgb24")
+            decode_ms = (time.perf_counter() - decode_started) * 1e3
+            if frame.time is not None:
+                seconds = float(frame.time)
+            else:  # no timestamps: count frames at the stream's rate
+                rate = float(stream.average_rate or 30)
+                seconds = index / rate
+            first = seconds if first is None else first
+            if realtime:
+                delay = (seconds - first) - (time.monotonic() - start_wall)
+                if delay > 0:
+                    time.sleep(delay)
+            index += 1
+            yield image, seconds - first, decode_ms
+    finally:
+        container.close()

@@ -1,0 +1,112 @@
+"""Per-layer INT8 sensitivity and the --max-drop mixed-precision fallback (ONNX Runtime backend hooks)."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'edgevid[onnx]'")
+import onnx  # noqa: E402
+import torch  # noqa: E402
+
+import harness_models as hm  # noqa: E402
+from edgevid.backends import BuildRequest, get_backend  # noqa: E402
+from edgevid.harness.metrics import softmax  # noqa: E402
+from edgevid.harness.mixed import Workbench, search, sensitivity  # noqa: E402
+from edgevid.models import create_model, get_spec  # noqa: E402
+from edgevid.targets import get_target  # noqa: E402
+from helpers import reference_weights, run_cli  # noqa: E402
+
+NAIVE = {"op_types_to_quantize": None, "calibrate_method": "minmax"}  # every op ORT can quantize, min/max ranges
+
+
+def test_ort_lists_quantizable_layers_and_keeps_chosen_ones_float(tmp_path):
+    torch.manual_seed(0)
+    spec = get_spec(hm.TINY)
+    clips = [np.random.default_rng(i).standard_normal(spec.input_shape(1)).astype(np.float32) for i in range(4)]
+    request = BuildRequest(model=create_model(hm.TINY), spec=spec, target=get_target("onnx-cpu"), precision="int8",
+                           out_dir=tmp_path, calib=clips)
+    plan = get_backend("onnxruntime").int8_plan(request)
+    try:
+        fp32 = onnx.load(str(plan.prepared))
+        weighted = [n.name for n in fp32.graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]  # onnx-cpu's op types
+        assert [layer.name for layer in plan.layers] == weighted and len(weighted) >= 8
+        assert {layer.scope for layer in plan.layers} >= {"temporal", "res", "qkv", "head"}  # the PyTorch modules
+        keep = [weighted[0], weighted[-1]]
+        result = plan.build(keep, tmp_path)
+        assert result.quantization["nodes_kept_float"] == keep
+        graph = onnx.load(str(tmp_path / "model.onnx")).graph
+        made_by = {out: node.op_type for node in graph.node for out in node.output}
+        for node in graph.node:
+            if node.name in weighted:
+                fed_quantized = made_by.get(node.input[0]) == "DequantizeLinear"
+                assert fed_quantized == (node.name not in keep), node.name
+    finally:
+        plan.close()
+
+
+def test_search_keeps_the_fewest_ranked_layers_that_meet_the_budget():
+    with Workbench(hm.TINY, "onnx-cpu", weights="random", calib="synthetic", calib_size=8, options=NAIVE,
+                   val_size=12, threads=1) as bench:
+        # Random weights: judge against the FP32 model's own predictions, so the FP32 top-1 is 100% and
+        # the drop is exactly the share of videos whose INT8 top-1 flips.
+        bench.val.labels = [int(np.argsort(-softmax(r).mean(0), kind="stable")[0]) for r in bench.val.ref]
+        ranking = sensitivity(bench, "quantize-one", rank_videos=None)
+        rows = ranking["layers"]
+        assert len(rows) == len(bench.layers) and [r["sqnr_db"] for r in rows] == sorted(r["sqnr_db"] for r in rows)
+        assert {r["op"] for r in rows} >= {"Conv", "MatMul", "Add", "Softmax"}  # naive: activations too
+        order = [r["layer"] for r in rows]
+        kept, naive, trials = search(bench, order, max_drop=0.0)
+        print(f"naive full INT8: drop {naive['top1_drop']:.1f}; kept {len(kept)} of {len(order)}: {kept}")
+        assert naive["top1_drop"] > 0  # otherwise there is nothing to fall back from
+        assert 0 < len(kept) < len(order)
+        assert bench.variant(kept)["top1_drop"] <= 0
+        assert bench.variant(kept[:-1])["top1_drop"] > 0  # one layer fewer misses the budget
+        assert trials[0]["kept"] == 0 and any(t["kept"] == len(kept) for t in trials)
+
+
+def test_cli_sensitivity_then_build_with_max_drop(tmp_path):
+    prelude = "import sys; sys.path.insert(0, 'tests'); import harness_models"
+    ranking = tmp_path / "rank.json"
+    common = ["--model", hm.TINY, "--target", "onnx-cpu", "--weights", "random", "--calib-size", "8"]
+    proc = run_cli("sensitivity", *common, "--val-size", "8", "--threads", "1", "--out", str(ranking), prelude=prelude)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(ranking.read_text())["layers"]
+    assert rows[0]["rank"] == 1 and (tmp_path / "rank.md").read_text().count("\n|") >= len(rows)
+    proc = run_cli("build", *common, "--precision", "int8", "--max-drop", "0", "--val-size", "8",
+                   "--sensitivity", str(ranking), "--out", str(tmp_path / "art"), prelude=prelude)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "art" / f"{hm.TINY}-onnx-cpu-int8" / "manifest.json").read_text())
+    record = manifest["quantization"]["mixed_precision"]
+    kept = [k["layer"] for k in record["kept_float"]]
+    assert record["reached"] and record["final"]["top1_drop"] <= 0
+    assert manifest["quantization"]["nodes_kept_float"] == kept
+    assert kept == [r["layer"] for r in rows[: len(kept)]]  # the top of the ranking
+    proc = run_cli("build", *common, "--precision", "fp32", "--max-drop", "1", prelude=prelude)
+    assert proc.returncode == 2 and "--max-drop applies to int8 builds" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["x3d_synth", "uniformerv2_synth", "timesformer_synth", "tubevit_synth"])
+def test_naive_full_int8_of_a_reference_model_meets_the_budget(model, tmp_path):
+    """The demonstration on a trained SynthMotion model: every op quantized (convs, activations, residual adds,
+    pooling; softmax/LayerNorm in the transformers), min/max ranges, on the 200-clip val split. Where that loses
+    more than the budget, the search keeps the fewest layers in float that meet it; where it does not, nothing."""
+    if reference_weights(model) is None:
+        pytest.skip(f"{model} reference weights not trained yet (scripts/train_reference.py --model {model})")
+    from edgevid.harness.mixed import build_with_budget
+
+    budget = 1.0
+    artifact = build_with_budget(model, "onnx-cpu", budget, calib="synthetic", calib_size=32, out=tmp_path,
+                                 options=NAIVE, val_size=200, rank_videos=32, threads=1)
+    record = artifact.manifest.quantization["mixed_precision"]
+    kept = [k["layer"] for k in record["kept_float"]]
+    print(f"{model}: naive drop {record['naive']['top1_drop']:.1f} (agreement {record['naive']['agreement']:.1f}%,"
+          f" SQNR {record['naive']['sqnr_db']:.1f} dB); kept {kept}; final drop {record['final']['top1_drop']:.1f};"
+          f" {record['variant_builds']} variants in {record['search_seconds']} s")
+    assert record["reached"] and record["final"]["top1_drop"] <= budget
+    assert artifact.manifest.quantization["nodes_kept_float"] == kept
+    if record["naive"]["top1_drop"] <= budget:
+        assert kept == []
+    else:  # minimal along the ranking: one layer fewer missed the budget
+        assert any(t["kept"] == len(kept) - 1 and t["top1_drop"] > budget for t in record["trials"])

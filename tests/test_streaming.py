@@ -1,0 +1,175 @@
+"""edgevid.streaming: preprocessing identical to offline, sampling at the training interval, windows
+in order, smoothing, no per-frame allocation, and a real runner fed from a video file."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from edgevid.data.synthmotion import FPS, generate_clip
+from edgevid.data.views import preprocess_frames, single_clip
+from edgevid.models import get_spec
+from edgevid.streaming import FramePreprocessor, FrameSampler, Smoother, StreamClassifier, iter_video_frames, training_fps
+
+SPEC = get_spec("x3d_synth")  # 8 frames, stride 3, short side 92, crop 80, trained on 15 fps
+LABELS = [f"class{i}" for i in range(SPEC.num_classes)]
+
+
+class Recorder:
+    """A stand-in model for testing the stream logic: records each window, returns fixed logits."""
+
+    def __init__(self, shape=SPEC.input_shape(1), logits=None):
+        self.input_shape = shape
+        self.inputs = []
+        self.logits = np.arange(SPEC.num_classes, dtype=np.float32)[None] if logits is None else logits
+
+    def __call__(self, clip):
+        self.inputs.append(clip.copy())
+        return self.logits
+
+
+@pytest.mark.parametrize("name", ["x3d_synth", "timesformer_synth"])
+def test_preprocessor_equals_offline_preprocessing(name):
+    spec = get_spec(name)
+    preprocess = FramePreprocessor(spec)
+    out = np.empty((3, spec.clip.crop, spec.clip.crop), np.float32)
+    rng = np.random.default_rng(0)
+    frames = [generate_clip(7)[0][3], rng.integers(0, 256, (480, 640, 3), np.uint8),
+              rng.integers(0, 256, (720, 405, 3), np.uint8), rng.integers(0, 256, (spec.clip.short_side,) * 2 + (3,), np.uint8)]
+    for frame in frames + frames[:1]:  # and back to a size seen before
+        preprocess(frame, out)
+        assert np.array_equal(out, preprocess_frames(frame[None], spec)[:, 0]), frame.shape
+
+
+def test_preprocessor_rejects_bad_frames():
+    preprocess = FramePreprocessor(SPEC)
+    out = np.empty((3, 80, 80), np.float32)
+    with pytest.raises(ValueError, match="RGB uint8"):
+        preprocess(np.zeros((128, 160, 3), np.float32), out)
+    with pytest.raises(ValueError, match="RGB uint8"):
+        preprocess(np.zeros((128, 160), np.uint8), out)
+
+
+@pytest.mark.parametrize("fps,expected_step", [(15, 3), (30, 6), (60, 12), (5, 1)])
+def test_sampler_keeps_the_training_interval_at_the_camera_rate(fps, expected_step):
+    sampler = FrameSampler(SPEC.clip.stride / training_fps(SPEC))
+    kept = [i for i in range(300) if sampler.accept(i / fps)]
+    assert np.all(np.diff(kept) == expected_step), kept[:10]
+
+
+def test_sampler_averages_the_interval_at_rates_that_do_not_divide_and_under_jitter():
+    rng = np.random.default_rng(0)
+    for fps in (25.0, 24.0, 7.5):
+        sampler = FrameSampler(0.2)
+        times = np.arange(600) / fps + rng.uniform(-0.01, 0.01, 600)  # arrival jitter
+        kept = times[[sampler.accept(t) for t in times]]
+        assert abs(np.diff(kept).mean() - 0.2) < 0.01, fps
+    with pytest.raises(ValueError):
+        FrameSampler(0)
+
+
+def test_windows_hold_the_last_sampled_frames_in_order():
+    frames, _ = generate_clip(1_000_002)
+    recorder = Recorder()
+    stream = StreamClassifier(recorder, SPEC, LABELS, window_stride=2)
+    results = [stream.push(frame, i / FPS) for i, frame in enumerate(frames)]
+    windows = [r for r in results if r is not None]
+    sampled = list(range(0, 32, 3))  # 15 fps source, stride 3 at 15 fps: every 3rd frame
+    # first window after 8 sampled frames, then every 2nd sampled frame
+    assert [w.frame_index for w in windows] == [sampled[7], sampled[9]]
+    for window, clip in zip(windows, recorder.inputs):
+        last = sampled[sampled.index(window.frame_index) - 7: sampled.index(window.frame_index) + 1]
+        assert np.array_equal(clip[0], preprocess_frames(frames[last], SPEC))
+    assert stream.stats.frames == 32 and stream.stats.sampled == len(sampled) and stream.stats.windows == 2
+
+
+def test_first_window_equals_the_offline_centre_clip():
+    frames, _ = generate_clip(1_000_005)
+    recorder = Recorder()
+    stream = StreamClassifier(recorder, SPEC, LABELS)
+    for i, frame in enumerate(frames[5:]):  # the centre clip of 32 frames starts at frame 5
+        stream.push(frame, i / FPS)
+    assert np.array_equal(recorder.inputs[0], single_clip(frames, SPEC))
+
+
+def test_results_carry_smoothed_top_k_and_timing():
+    logits = np.array([[0.0, 3.0, 1.0, 0, 0, 0, 0, 2.0]], np.float32)
+    stream = StreamClassifier(Recorder(logits=logits), SPEC, LABELS, top_k=3)
+    frames, _ = generate_clip(3)
+    results = [r for i, f in enumerate(frames) if (r := stream.push(f, i / FPS, decode_ms=1.0))]
+    last = results[-1]
+    assert [name for name, _ in last.top_k] == ["class1", "class7", "class2"] and last.label == last.raw_top1 == "class1"
+    probs = np.exp(logits[0]) / np.exp(logits[0]).sum()
+    assert last.top_k[0][1] == pytest.approx(probs[1], rel=1e-5)
+    assert last.model_ms > 0 and last.pipeline_ms > last.model_ms
+    # decode time of every frame since the previous window is counted: 3 frames a window here
+    assert last.pipeline_ms >= 3 * 1.0
+    assert stream.stats.e2e_fps() < stream.stats.model_fps()
+
+
+def test_smoothing():
+    ema = Smoother(2, "ema", alpha=0.25)
+    ema.update(np.array([1.0, 0.0], np.float32))
+    assert ema.update(np.array([0.0, 1.0], np.float32)).tolist() == pytest.approx([0.75, 0.25])
+    mean = Smoother(2, "mean", window=2)
+    for p in ([1.0, 0.0], [0.0, 1.0], [0.0, 1.0]):
+        value = mean.update(np.array(p, np.float32))
+    assert value.tolist() == pytest.approx([0.0, 1.0])  # only the last 2 windows
+    none = Smoother(2, "none")
+    none.update(np.array([1.0, 0.0], np.float32))
+    assert none.update(np.array([0.2, 0.8], np.float32)).tolist() == pytest.approx([0.2, 0.8])
+    for bad in ({"kind": "median"}, {"alpha": 0.0}, {"window": 0}):
+        with pytest.raises(ValueError):
+            Smoother(2, **bad)
+
+
+def test_no_allocation_per_frame_and_flat_memory():
+    frames, _ = generate_clip(11)
+    stream = StreamClassifier(Recorder(logits=np.zeros((1, 8), np.float32)), SPEC, LABELS)
+    stream.runner.__call__ = None  # keep no copies: use a runner that returns a preallocated array
+    logits = np.zeros((1, 8), np.float32)
+
+    class Fixed:
+        input_shape = SPEC.input_shape(1)
+
+        def __call__(self, clip):
+            return logits
+
+    stream.runner = Fixed()
+    for i, frame in enumerate(frames):  # warm: buffers for this frame size, the recent-stats deque
+        stream.push(frame, i / FPS)
+    for i in range(100):
+        stream.push(frames[i % 32], (32 + i) / FPS)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for i in range(300):  # 100 windows
+            stream.push(frames[i % 32], (132 + i) / FPS)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    frame_bytes = frames[0].nbytes  # 61 kB: one copied frame would show
+    assert current - before < 4096, current - before
+    assert peak - before < frame_bytes // 4, peak - before
+
+
+def test_a_real_runner_streams_a_video_file(tmp_path):
+    """A torch-cpu artifact (random weights) fed frame by frame from an H.264 file."""
+    from edgevid.backends import open_runner
+    from edgevid.build import build_artifact
+    from edgevid.data.video import read_video, write_video
+
+    artifact = build_artifact("x3d_synth", "torch-cpu", weights="random", out=tmp_path)
+    frames, _ = generate_clip(1_000_004)
+    path = write_video(tmp_path / "clip.mp4", frames, FPS)
+    decoded, fps = read_video(path)
+    with open_runner(artifact, threads=1) as runner:
+        stream = StreamClassifier(runner, artifact.manifest.spec, artifact.labels, smoothing="none")
+        windows = [r for pixels, seconds, decode_ms in iter_video_frames(path) if (r := stream.push(pixels, seconds, decode_ms))]
+        assert fps == FPS and len(windows) == 11 - 8 + 1  # 11 sampled frames of 32
+        expected = runner(single_clip(decoded[9:], artifact.manifest.spec))  # window 3 = sampled frames 3..10 = 9..30
+    probs = np.exp(expected[0] - expected[0].max())
+    probs /= probs.sum()
+    assert windows[3].top_k[0] == (artifact.labels[int(probs.argmax())], pytest.approx(float(probs.max()), rel=1e-5))
+    assert stream.stats.model_fps() > 0 and stream.stats.e2e_fps() > 0
