@@ -103,6 +103,7 @@ def build(
     option: list[str] = typer.Option([], "--option", help="Backend option KEY=VALUE (YAML value), e.g. calibrate_method=minmax, op_types_to_quantize=null (quantize every op)."),
     val_size: Optional[int] = typer.Option(None, "--val-size", help="--max-drop: validation videos (default 200)."),
     sensitivity_file: Optional[Path] = typer.Option(None, "--sensitivity", help="--max-drop: reuse a ranking written by `edgevid sensitivity`."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="--max-drop: CPU threads for the validation runs."),
 ) -> None:
     """Build an artifact folder for MODEL on TARGET."""
     from .build import build_artifact
@@ -115,7 +116,7 @@ def build(
 
         artifact = build_with_budget(model, target, max_drop, weights, calib, calib_size, out_dir, num_classes,
                                      options=options, val_data=val_data, val_size=val_size, precision=precision,
-                                     ranking_file=sensitivity_file, track=track)
+                                     ranking_file=sensitivity_file, threads=threads, track=track)
     else:
         artifact = build_artifact(model, target, precision, weights, calib, calib_size, out_dir, num_classes,
                                   options=options, track=track)
@@ -233,11 +234,14 @@ def bench(
         result = bench_artifact(artifact, threads, tuple(baseline), seconds, e2e, True, repeats, progress)
     for line in header_lines(result):
         err.print(escape(line), soft_wrap=True, highlight=False)
+    rows = table_rows(result)
+    shown = [c for c in COLUMNS if c not in ("target", "e2e p50 ms", "build s")]  # all of them: --md / --json
     table = Table(title=f"edgevid bench {result['model']}  (threads={result['threads']})")
-    for col in COLUMNS:
-        table.add_column(col, justify="left" if col in ("run", "target", "precision") else "right")
-    for row in table_rows(result):
-        table.add_row(*[escape(cell(row.get(col), col)) for col in COLUMNS])
+    for col in shown:
+        table.add_column(col, justify="left" if col in ("run", "precision") else "right", no_wrap=col == "run",
+                         min_width=max(len(str(r["run"])) for r in rows) if col == "run" else None)
+    for row in rows:
+        table.add_row(*[escape(cell(row.get(col), col)) for col in shown])
     out.print(table)
     for failure in result.get("failures", []):
         err.print(f"[yellow]failed:[/] {failure['target']} {failure['precision']}: {escape(failure['error'])}", soft_wrap=True)

@@ -59,7 +59,6 @@ def test_host_targets_keep_cpu_targets_and_say_why_others_are_skipped():
     assert all(t.device.lower() in ("cpu", "xnnpack") or t.backend == "openvino" for t in chosen)
 
 
-@pytest.mark.xfail(reason="open bug: the rich table truncates the artifact column at narrow widths, so the name check misses it")
 def test_all_targets_builds_missing_artifacts_and_prints_one_table(tmp_path):
     out = tmp_path / "art"
     json_path, md_path = tmp_path / "bench.json", tmp_path / "bench.md"

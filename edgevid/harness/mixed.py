@@ -33,6 +33,7 @@ log = logging.getLogger("edgevid")
 Track = Callable[[Iterable, str, int], Iterable]
 METHODS = ("quantize-one", "keep-float")
 DEFAULT_VAL_SIZE = 200
+MAX_VAL_BYTES = 2 * 2**30  # beyond this the validation set holds one centre clip per video, not all test views
 
 
 @dataclass
@@ -44,6 +45,7 @@ class ValSet:
     views: list[np.ndarray]  # per video [V, C, T, H, W]
     ref: list[np.ndarray]  # per video [V, classes]
     source: str
+    views_kind: str = "test"
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -51,12 +53,14 @@ class ValSet:
     def head(self, n: int | None) -> "ValSet":
         if not n or n >= len(self):
             return self
-        return ValSet(self.keys[:n], self.labels[:n], self.views[:n], self.ref[:n], f"{self.source} (first {n})")
+        return ValSet(self.keys[:n], self.labels[:n], self.views[:n], self.ref[:n], f"{self.source} (first {n})",
+                      self.views_kind)
 
 
 def load_valset(spec, reference, data: str | None, size: int | None, track: Track | None = None) -> ValSet:
-    """``size`` videos of ``data`` (default for SynthMotion models: its val split), cut into test views."""
-    from ..data.views import test_views
+    """``size`` videos of ``data`` (default for SynthMotion models: its val split), cut into test views
+    (or, when those would not fit in ``MAX_VAL_BYTES``, the centre clip of each video)."""
+    from ..data.views import single_clip, test_views
     from ..labels import labels_for
     from .eval import dataset_items, run_views
 
@@ -69,14 +73,19 @@ def load_valset(spec, reference, data: str | None, size: int | None, track: Trac
 
         data = str(ensure_split("val", size))
     items, _ = dataset_items(data, labels_for(spec.label_set, spec.num_classes), size)
+    per_video = spec.clip.test_clips * spec.clip.test_crops * int(np.prod(spec.input_shape(1))) * 4
+    kind = "test" if per_video * len(items) <= MAX_VAL_BYTES else "center"
+    if kind == "center":
+        log.info("validating on the centre clip of each video: %d videos x %d test views would need %.1f GB",
+                 len(items), spec.clip.test_clips * spec.clip.test_crops, per_video * len(items) / 2**30)
     keys, labels, views, refs = [], [], [], []
     for item in track(items, "validation clips", len(items)) if track else items:
-        clip_views = test_views(item.path, spec)
+        clip_views = test_views(item.path, spec) if kind == "test" else single_clip(item.path, spec)
         keys.append(item.key)
         labels.append(item.label)
         views.append(clip_views)
         refs.append(run_views(reference, clip_views, f"{item.key} (FP32 reference)"))
-    return ValSet(keys, labels, views, refs, str(data))
+    return ValSet(keys, labels, views, refs, str(data), kind)
 
 
 def score(runner, val: ValSet) -> dict:
@@ -351,7 +360,7 @@ def build_with_budget(
     record = {
         "max_drop": max_drop,
         "metric": "top-1 points below the FP32 reference",
-        "validation": {"data": val.source, "videos": len(val)},
+        "validation": {"data": val.source, "videos": len(val), "views": val.views_kind},
         "ranking": ranking["method"],
         "naive": {"kept": 0, **naive},
         "kept_float": [{"layer": n, "op": layers.get(n, {}).get("op"), "scope": layers.get(n, {}).get("scope")}

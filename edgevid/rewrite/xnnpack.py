@@ -242,8 +242,12 @@ def delegation_report(lowered) -> dict[str, Any]:
                 nodes.append({"op": op, "delegated": delegated, "module": module_path(node), "flops": 0})
             return
         val = node.meta.get("val")
-        nodes.append({"op": op, "delegated": delegated, "module": module_path(node), "flops": node_flops(node),
-                      "shape": list(val.shape) if isinstance(val, torch.Tensor) else None})
+        entry = {"op": op, "delegated": delegated, "module": module_path(node), "flops": node_flops(node),
+                 "shape": list(val.shape) if isinstance(val, torch.Tensor) else None}
+        if entry["flops"]:
+            weight = node.args[1] if len(node.args) > 1 else None
+            entry["int8"] = isinstance(weight, fx.Node) and _op_name(weight).startswith("dequantize_per")
+        nodes.append(entry)
 
     subgraphs = 0
     for node in gm.graph.nodes:
@@ -260,6 +264,7 @@ def delegation_report(lowered) -> dict[str, Any]:
         counts["delegated" if entry["delegated"] else "not_delegated"] += 1
     total = sum(e["flops"] for e in nodes)
     delegated = sum(e["flops"] for e in nodes if e["delegated"])
+    int8 = sum(e["flops"] for e in nodes if e.get("int8"))
     return {
         "delegated_subgraphs": subgraphs,
         "nodes": len(nodes),
@@ -269,6 +274,7 @@ def delegation_report(lowered) -> dict[str, Any]:
         "gemm_flops": total,
         "gemm_flops_delegated": delegated,
         "gemm_flops_delegated_share": (delegated / total) if total else 1.0,
+        "gemm_flops_int8_share": (int8 / total) if total else 0.0,
         "all_nodes": nodes,
     }
 
