@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -103,27 +102,26 @@ class Session:
     """Everything one browser session streams through: a classifier per selected artifact.
 
     Frames are taken in (sampled, preprocessed into each classifier's ring) on the caller's
-    thread; each artifact's windows are classified on its own worker thread. A window that comes
-    due while that artifact's model is still busy is dropped (and counted), so a slow target never
-    holds up the frames that the others, and its own next windows, see.
+    thread; each artifact's windows are classified on its own worker thread
+    (``BackgroundClassifier``, policy "drop"): a window that comes due while that artifact's model
+    is still busy is dropped and counted, so a slow target never holds up the frames that the
+    others, and its own next windows, see.
     """
 
     def __init__(self, pool: RunnerPool, selected: list[Path], smoothing: str = "ema"):
-        from edgevid.streaming import StreamClassifier
+        from edgevid.streaming import BackgroundClassifier, StreamClassifier
 
         self.selected, self.smoothing = list(selected), smoothing
-        self.classifiers, self.manifests = {}, {}
+        self.classifiers, self.manifests, self.streams = {}, {}, {}
         for path in self.selected:
             runner, lock, manifest = pool.get(path)
-            self.classifiers[path] = StreamClassifier(runner, manifest.spec, manifest.labels, smoothing=smoothing,
-                                                      lock=lock)
-            self.manifests[path] = manifest
-        self._workers = {path: ThreadPoolExecutor(1, thread_name_prefix=f"edgevid-{path.name}") for path in self.selected}
-        self._busy: dict[Path, Future] = {}
+            classifier = StreamClassifier(runner, manifest.spec, manifest.labels, smoothing=smoothing, lock=lock)
+            self.classifiers[path], self.manifests[path] = classifier, manifest
+            self.streams[path] = BackgroundClassifier(classifier, "drop", lambda result, path=path: self._record(path, result),
+                                                      name=f"edgevid-{path.name}")
         self.lock = threading.Lock()  # guards latest / fresh / history between workers and rendering
         self.latest: dict[Path, object] = {}
         self.fresh: set[Path] = set()
-        self.dropped = dict.fromkeys(self.selected, 0)
         self.history: deque = deque()  # (seconds since start, artifact name, model fps, e2e fps)
         self.arrivals: deque = deque(maxlen=30)  # stream timestamps of the last frames
         self.started = time.monotonic()
@@ -137,20 +135,11 @@ class Session:
     def push(self, pixels: np.ndarray, timestamp: float, decode_ms: float) -> None:
         self.frames += 1
         self.arrivals.append(timestamp)
-        for path, classifier in self.classifiers.items():
-            if not classifier.feed(pixels, timestamp, decode_ms):
-                continue
-            busy = self._busy.get(path)
-            if busy is not None and not busy.done():
-                self.dropped[path] += 1
-                continue
-            classifier.snapshot()  # the worker is idle: its clip buffer is free
-            self._busy[path] = self._workers[path].submit(self._classify, path)
+        for stream in self.streams.values():
+            stream.push(pixels, timestamp, decode_ms)
 
-    def _classify(self, path: Path) -> None:
-        classifier = self.classifiers[path]
-        result = classifier.classify()
-        stats = classifier.stats
+    def _record(self, path: Path, result) -> None:
+        stats = self.classifiers[path].stats
         with self.lock:
             self.latest[path] = result
             self.fresh.add(path)
@@ -159,14 +148,21 @@ class Session:
             while self.history and self.history[0][0] < now - CHART_SECONDS:
                 self.history.popleft()
 
+    def dropped(self, path: Path) -> int:
+        return self.streams[path].dropped
+
+    def error(self, path: Path) -> str | None:
+        exc = self.streams[path].error
+        return f"{type(exc).__name__}: {exc}"[:200] if exc else None
+
     def drain(self) -> None:
         """Wait until every submitted window is classified."""
-        for future in list(self._busy.values()):
-            future.result()
+        for stream in self.streams.values():
+            stream.drain()
 
     def close(self) -> None:
-        for worker in self._workers.values():
-            worker.shutdown(wait=False, cancel_futures=True)
+        for stream in self.streams.values():
+            stream.close()
 
     def source_fps(self) -> float | None:
         """Frames per second reaching the classifiers, over the last 30 frames."""
@@ -189,13 +185,15 @@ def stats_html(session: Session | None) -> str:
         stats = classifier.stats
         model_fps, e2e_fps = stats.model_fps(recent=True), stats.e2e_fps(recent=True)
         label, score = (result.top_k[0] if result else ("(filling the window)", 0.0))
+        if session.error(path):
+            label = f"error: {session.error(path)}"
         fmt = lambda v: f"{v:.1f}" if v else "-"  # noqa: E731
         rows.append(
             f"<tr data-artifact='{html.escape(path.name)}'><td title='{m.backend}'>{html.escape(m.target)}</td>"
             f"<td>{m.precision}</td><td class='top1'>{html.escape(label)}</td><td>{score:.2f}</td>"
             f"<td class='fps-model' data-value='{model_fps or 0:.3f}'>{fmt(model_fps)}</td>"
             f"<td class='fps-e2e' data-value='{e2e_fps or 0:.3f}'>{fmt(e2e_fps)}</td>"
-            f"<td class='windows'>{stats.windows}{f' ({session.dropped[path]} dropped)' if session.dropped[path] else ''}</td><td class='sampled'>{stats.sampled}/{stats.frames}</td></tr>")
+            f"<td class='windows'>{stats.windows}{f' ({session.dropped(path)} dropped)' if session.dropped(path) else ''}</td><td class='sampled'>{stats.sampled}/{stats.frames}</td></tr>")
     first = next(iter(session.classifiers.values()))
     source = session.source_fps()
     truth = f" &middot; ground truth: <b class='truth'>{html.escape(session.truth)}</b>" if session.truth else ""
@@ -307,17 +305,17 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
         return [*label_values(session, force), stats, chart]
 
     def on_frame(frame, selected, smoothing, session):
-        session = session_for(session, selected, smoothing)
+        previous, session = session, session_for(session, selected, smoothing)
+        changed = session is not previous  # a new selection: relabel and show/hide the label slots
         if session is None or frame is None:
-            return [*outputs(session), session]
+            return [*outputs(session, changed), session]
         started = time.perf_counter()
-        if isinstance(frame, CameraFrame):
-            session.push(frame.pixels, frame.received, frame.decode_ms)
-        else:
-            session.push(np.ascontiguousarray(np.asarray(frame)[..., :3]), time.monotonic(), 0.0)
-        result = [*outputs(session), session]
-        log.debug("frame %d %s at %.3f: %.1f ms in the handler (decode %.1f ms)", session.frames, getattr(frame, "pixels", frame).shape, getattr(frame, "received", 0.0),
-                  (time.perf_counter() - started) * 1e3, getattr(frame, "decode_ms", 0.0))
+        if not isinstance(frame, CameraFrame):
+            frame = CameraFrame(np.ascontiguousarray(np.asarray(frame)[..., :3]), time.monotonic(), 0.0)
+        session.push(frame.pixels, frame.received, frame.decode_ms)
+        result = [*outputs(session, changed), session]
+        log.debug("frame %d %s at %.3f: decoded in %.1f ms, %.1f ms in the handler", session.frames, frame.pixels.shape,
+                  frame.received, frame.decode_ms, (time.perf_counter() - started) * 1e3)
         return result
 
     def on_play(video, seed, use_sample, realtime, selected, smoothing, session):

@@ -530,6 +530,11 @@ def bench_all_targets(
     from .models import canonical_name
 
     name = canonical_name(model)
+    if repeats < 1:
+        raise EdgevidError(f"--repeats {repeats}: must be >= 1")
+    for kind in baselines:
+        if kind not in BASELINES:
+            raise EdgevidError(f"--baseline {kind}: choose eager or compile")
     precisions = set(precisions)
     threads = threads or usable_cores()
     chosen, skipped = host_targets(targets)

@@ -95,15 +95,18 @@ def build(
     calib_size: Optional[int] = typer.Option(None, help="Number of calibration clips (default: the recipe's)."),
     num_classes: Optional[int] = typer.Option(None, help="Re-initialise the classifier with this many classes."),
     out_dir: Path = typer.Option(Path("artifacts"), "--out", help="Folder that receives the artifact folder."),
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="INT8: allowed top-1 drop in points; keeps the most sensitive layers in float (OpenVINO accuracy control)."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="INT8: allowed top-1 drop in points; keeps the fewest, most sensitive layers in float (every backend with the keep_float hook; OpenVINO: NNCF accuracy control)."),
     val_data: Optional[str] = typer.Option(None, "--val-data", help="Labelled videos (folder or CSV) that --max-drop validates on (default for SynthMotion models: its val split)."),
     device: Optional[str] = typer.Option(None, "--device", help="Compile for this device now (e.g. OpenVINO CPU, GPU, NPU); it must be present."),
     from_onnx: Optional[Path] = typer.Option(None, "--from-onnx", help="TensorRT: build the engine on this device from a host-built artifact's ONNX."),
     dla_core: Optional[int] = typer.Option(None, "--dla-core", help="TensorRT on Jetson: run on this DLA core (GPU fallback, static shapes)."),
     option: list[str] = typer.Option([], "--option", help="Backend option KEY=VALUE (YAML value), e.g. calibrate_method=minmax, op_types_to_quantize=null (quantize every op)."),
+    keep_float: list[str] = typer.Option([], "--keep-float", help="INT8: keep these layers in float, named as `edgevid sensitivity` lists them (ONNX nodes for onnxruntime/TensorRT, OpenVINO ops, modules for ExecuTorch); repeat the flag or separate with commas."),
     val_size: Optional[int] = typer.Option(None, "--val-size", help="--max-drop: validation videos (default 200)."),
     sensitivity_file: Optional[Path] = typer.Option(None, "--sensitivity", help="--max-drop: reuse a ranking written by `edgevid sensitivity`."),
     threads: Optional[int] = typer.Option(None, "--threads", help="--max-drop: CPU threads for the validation runs."),
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="--max-drop: also keep this % of"
+                                                  " validation videos on the FP32 top-1 (e.g. 97)."),
 ) -> None:
     """Build an artifact folder for MODEL on TARGET."""
     from .build import build_artifact
@@ -111,12 +114,15 @@ def build(
     options = {k: v for k, v in {"max_drop": max_drop, "val_data": val_data, "device": device}.items() if v is not None}
     options.update({k: v for k, v in {"from_onnx": from_onnx, "dla_core": dla_core}.items() if v is not None})
     options.update(_parse_options(option))
+    if keep_float:
+        options["keep_float"] = [name.strip() for value in keep_float for name in value.split(",") if name.strip()]
     if max_drop is not None:  # every backend: the harness's search, or the backend's own accuracy control
         from .harness.mixed import build_with_budget
 
         artifact = build_with_budget(model, target, max_drop, weights, calib, calib_size, out_dir, num_classes,
                                      options=options, val_data=val_data, val_size=val_size, precision=precision,
-                                     ranking_file=sensitivity_file, threads=threads, track=track)
+                                     ranking_file=sensitivity_file, threads=threads, track=track,
+                                     min_agreement=min_agreement)
     else:
         artifact = build_artifact(model, target, precision, weights, calib, calib_size, out_dir, num_classes,
                                   options=options, track=track)
@@ -172,7 +178,8 @@ def _print_result(title: str, result: dict) -> None:
     for key in ("videos", "top1", "top5", "ref_top1", "top1_drop", "agreement", "cosine", "sqnr_db", "max_abs_diff"):
         if key in result:
             table.add_row(key, _fmt(result[key], 4 if key in ("cosine", "max_abs_diff") else 2))
-    out.print(table)
+    if table.row_count:
+        out.print(table)
     checks = result.get("gates", {}).get("checks", [])
     if checks:
         gates = Table(title=f"gates ({result['gates']['source']})")
@@ -245,6 +252,8 @@ def bench(
     out.print(table)
     for failure in result.get("failures", []):
         err.print(f"[yellow]failed:[/] {failure['target']} {failure['precision']}: {escape(failure['error'])}", soft_wrap=True)
+    for skipped in result.get("skipped_targets", []):
+        err.print(f"[dim]skipped {skipped['target']}: {escape(skipped['reason'])}[/]", soft_wrap=True)
     if json_path:
         json_path.write_text(json.dumps(result, indent=2, default=str))
     if md_path:
@@ -330,10 +339,10 @@ def regress(
     threads: Optional[int] = typer.Option(None, help="CPU threads for the runner."),
 ) -> None:
     """Compare the artifact's accuracy with a baseline run on the same videos; exit 1 on a regression."""
-    from .harness.regress import regress as run_regress
+    from .harness.regress import raise_for, regress as run_regress
 
     result = run_regress(artifact, baseline, gates=gates, data=data, pack=str(pack) if pack else None,
-                         threads=threads, section=section, track=track)
+                         threads=threads, section=section, track=track, check=False)
     table = Table(title=f"regress {artifact.name} vs {baseline} ({result['section']}): {result['status']}")
     for col in ("metric", "baseline", "current", "delta"):
         table.add_column(col, justify="right" if col != "metric" else "left")
@@ -342,6 +351,8 @@ def regress(
     out.print(table)
     out.print(f"predictions changed on {len(result['changed'])} of {result['metrics']['videos']} videos"
               f" (newly wrong {len(result['newly_wrong'])}, newly right {len(result['newly_right'])})")
+    _print_result("", {"gates": result["gates"]})
+    raise_for(result)
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -16,6 +18,12 @@ class ClipSpec(BaseModel):
     short_side: int = Field(gt=0, description="the short side is resized to this before cropping")
     test_clips: int = Field(1, gt=0, description="temporal views per video at test time")
     test_crops: int = Field(1, gt=0, description="spatial crops per view at test time (1 or 3)")
+    sampling: Literal["dense", "segment"] = Field(
+        "dense",
+        description="dense: `frames` frames `stride` apart (SlowFast); segment: one frame from each of"
+        " `frames` equal segments of the whole video (TSN-style, UniFormerV2's kinetics_sparse/ssv2"
+        " loaders), where `stride` is only the spacing a live stream samples at",
+    )
 
 
 class Normalization(BaseModel):

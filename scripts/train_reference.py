@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from edgevid.data.manifest import load_dataset
+from edgevid.data.sampling import train_indices
 from edgevid.data.synthmotion import ensure_split
 from edgevid.data.video import read_video
 from edgevid.data.views import test_views
@@ -36,17 +37,19 @@ def decode_all(manifest: Path, short_side: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def batch_clips(frames: np.ndarray, spec, rng: np.random.Generator) -> torch.Tensor:
-    """Random temporal offset and random crop; preprocessing otherwise identical to inference."""
+    """Random temporal offset (the spec's sampling mode) and random crop; otherwise as at inference."""
     n, total, height, width, _ = frames.shape
     t, stride, crop = spec.clip.frames, spec.clip.stride, spec.clip.crop
-    span = (t - 1) * stride + 1
-    starts = rng.integers(0, max(total - span, 0) + 1, size=n)
+    if spec.clip.sampling == "dense":  # drawn in one call, as the shipped weights were trained
+        starts = rng.integers(0, max(total - (t - 1) * stride - 1, 0) + 1, size=n)
+        indices = [np.minimum(start + np.arange(t) * stride, total - 1) for start in starts]
+    else:
+        indices = [train_indices(total, spec.clip, rng) for _ in range(n)]
     tops = rng.integers(0, height - crop + 1, size=n)
     lefts = rng.integers(0, width - crop + 1, size=n)
     out = np.empty((n, t, crop, crop, 3), dtype=np.uint8)
     for i in range(n):
-        idx = np.minimum(starts[i] + np.arange(t) * stride, total - 1)
-        out[i] = frames[i, idx, tops[i]:tops[i] + crop, lefts[i]:lefts[i] + crop]
+        out[i] = frames[i, indices[i], tops[i]:tops[i] + crop, lefts[i]:lefts[i] + crop]
     x = torch.from_numpy(out).permute(0, 4, 1, 2, 3).float().div_(255)
     mean = torch.tensor(spec.norm.mean).view(1, 3, 1, 1, 1)
     std = torch.tensor(spec.norm.std).view(1, 3, 1, 1, 1)

@@ -59,20 +59,20 @@ _BUILT: dict = {}
 _ROOT: list = []
 
 
-def artifact(model: str = TINY, precision: str = "fp32", **kwargs):
+def artifact(model: str = TINY, precision: str = "fp32", target: str = "onnx-cpu", **kwargs):
     """Build once per test process (tiny models export in seconds); returns the Artifact."""
     import tempfile
 
     from edgevid.build import build_artifact
 
-    key = repr((model, precision, sorted(kwargs.items())))
+    key = repr((model, precision, target, sorted(kwargs.items())))
     if key not in _BUILT:
         if not _ROOT:
             _ROOT.append(tempfile.mkdtemp(prefix="edgevid-harness-"))
         out = f"{_ROOT[0]}/{len(_BUILT)}"
         if precision == "int8":
             kwargs = {"calib": "synthetic", "calib_size": 8, **kwargs}
-        _BUILT[key] = build_artifact(model, "onnx-cpu", precision, weights="random", out=out, **kwargs)
+        _BUILT[key] = build_artifact(model, target, precision, weights="random", out=out, **kwargs)
     return _BUILT[key]
 
 

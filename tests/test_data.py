@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgevid.data.manifest import VideoDataset, load_dataset, write_csv
-from edgevid.data.sampling import clip_indices, clip_span, random_clip_indices
+from edgevid.data.sampling import clip_indices, clip_span, random_clip_indices, random_segment_indices, segment_indices
 from edgevid.data.transforms import center_crop, normalize, resize, scaled_size, short_side_resize, three_crops
 from edgevid.data.video import probe_video, read_video, write_video, write_y4m
 from edgevid.data.views import single_clip, test_views, train_clip
@@ -66,6 +66,38 @@ def test_clip_indices_properties(num_frames, frames, stride, num_clips):
     if num_frames >= clip_span(frames, stride):
         assert (np.diff(indices, axis=1) == stride).all()
 
+
+
+def test_segment_sampling_takes_one_frame_per_segment_of_the_whole_video():
+    """UniFormerV2's K400 recipe (kinetics_sparse): 8 segments of a 300-frame video, 4 test views
+    offset by seg / 5 within each segment."""
+    seg = 299 / 8
+    indices = segment_indices(300, frames=8, num_clips=4)
+    expected = np.round(seg * np.arange(8))[None, :] + np.floor(seg / 5 * np.arange(1, 5))[:, None]
+    np.testing.assert_array_equal(indices, expected)
+    assert indices[0, 0] > 0 and indices[-1, -1] < 299  # spread over the whole video, inside it
+    rng = np.random.default_rng(0)
+    draws = np.stack([random_segment_indices(300, 8, rng) for _ in range(500)])
+    lows, highs = np.round(seg * np.arange(8)), np.round(seg * np.arange(1, 9))
+    assert (draws >= lows).all() and (draws <= highs).all()
+    assert (draws.min(0) == lows).all() and (draws.max(0) == highs).all()  # every frame of a segment is drawn
+
+
+def test_views_follow_the_specs_sampling_mode():
+    from edgevid.data.views import test_views
+    from edgevid.spec import ClipSpec, ModelSpec, Normalization
+
+    video = np.repeat(np.arange(60, dtype=np.uint8)[:, None, None, None], 3, axis=3) * np.ones((1, 8, 8, 3), np.uint8)
+    norm = Normalization(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    views = {}
+    for sampling in ("dense", "segment"):
+        clip = ClipSpec(frames=4, stride=2, crop=8, short_side=8, test_clips=2, sampling=sampling)
+        spec = ModelSpec(name="probe", family="probe", clip=clip, norm=norm, num_classes=2, label_set="probe")
+        views[sampling] = np.rint(test_views(video, spec)[:, 0, :, 0, 0] * 255).astype(int)  # frame numbers
+    np.testing.assert_array_equal(views["dense"], clip_indices(60, 4, 2, 2))
+    np.testing.assert_array_equal(views["segment"], segment_indices(60, 4, 2))
+    with pytest.raises(ValueError):
+        ClipSpec(frames=4, stride=2, crop=8, short_side=8, sampling="sparse")
 
 # --- transforms -------------------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from edgevid.models.weights import SHIPPED

@@ -13,7 +13,7 @@ pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip instal
 import harness_models as hm  # noqa: E402
 from edgevid.data.synthmotion import ensure_split  # noqa: E402
 from edgevid.harness import golden  # noqa: E402
-from edgevid.harness.errors import GateFailed, NonFiniteOutput, PackError, RunIncomplete  # noqa: E402
+from edgevid.harness.errors import NonFiniteOutput, PackError, RunIncomplete  # noqa: E402
 from edgevid.harness.eval import evaluate  # noqa: E402
 from edgevid.harness.gates import find_gates  # noqa: E402
 from edgevid.models import get_spec  # noqa: E402
@@ -92,6 +92,19 @@ def test_golden_run_imports_neither_torch_nor_av(pack, int8, tmp_path):
     proc = _device_run(int8.path, pack, "--gates", strict, "--threads", "1")
     assert proc.returncode == 1 and "failed its gates" in proc.stderr and "min_sqnr_db 200" in proc.stderr
     assert "IMPORTED []" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_golden_run_on_openvino_imports_neither_torch_nor_av(pack, tmp_path):
+    from edgevid.backends import get_backend
+
+    if not get_backend("openvino").available(for_build=True):
+        pytest.skip("OpenVINO not installed: pip install 'edgevid[openvino]'")
+    art = hm.copy(hm.artifact(hm.TINY, "fp32", target="intel-cpu"), tmp_path)
+    proc = _device_run(art.path, pack, "--threads", "1", "--json", tmp_path / "g.json")  # default gates: fp32
+    assert proc.returncode == 0, proc.stderr
+    assert "IMPORTED []" in proc.stderr, proc.stderr
+    result = json.loads((tmp_path / "g.json").read_text())
+    assert result["backend"] == "openvino" and result["videos"] == VIDEOS and result["agreement"] == 100.0
 
 
 def test_gates_come_from_the_pack_then_the_target(pack, tmp_path):

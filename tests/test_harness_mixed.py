@@ -63,6 +63,8 @@ def test_search_keeps_the_fewest_ranked_layers_that_meet_the_budget():
         assert bench.variant(kept)["top1_drop"] <= 0
         assert bench.variant(kept[:-1])["top1_drop"] > 0  # one layer fewer misses the budget
         assert trials[0]["kept"] == 0 and any(t["kept"] == len(kept) for t in trials)
+        # with these labels the drop is 100 - agreement: an agreement budget keeps the same layers
+        assert search(bench, order, max_drop=100.0, min_agreement=100.0)[0] == kept
 
 
 def test_cli_sensitivity_then_build_with_max_drop(tmp_path):

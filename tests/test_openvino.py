@@ -243,6 +243,26 @@ def test_accuracy_control_keeps_sensitive_layers_float(x3d, fp32):
     assert final_top1 >= 0.95
 
 
+
+def test_keep_float_layers_stay_float_and_are_listed(x3d, tmp_path):
+    """The harness's hook (sensitivity, --max-drop --min-agreement): named layers go to NNCF's
+    ignored_scope, every other layer is still INT8, and a misspelt name is a one-line error."""
+    from edgevid.backends.base import QuantLayer
+
+    request = BuildRequest(model=x3d, spec=spec_for("x3d"), target=get_target("intel-cpu"), precision="int8",
+                           out_dir=tmp_path, calib=clips(16, seed=2))
+    layers = BACKEND.quantizable_layers(request)
+    assert [(layer.name, layer.op) for layer in layers] == [("stem", "Conv"), ("dw", "Conv"), ("pw", "Conv"),
+                                                           ("head", "MatMul")]
+    assert all(isinstance(layer, QuantLayer) for layer in layers)
+    art = build(tmp_path, x3d, spec_for("x3d"), "int8", calib=clips(16, seed=2), keep_float=["dw", "head"])
+    int8_layers, float_layers = layer_precisions(ov.Core().read_model(str(art.file("model.xml"))))
+    assert set(float_layers) == {"dw", "head"} and set(int8_layers) == {"stem", "pw"}
+    assert art.manifest.quantization["kept_float"] == ["dw", "head"]
+    with pytest.raises(EdgevidError, match="--keep-float dww: no such layer.*Did you mean dw") as info:
+        build(tmp_path / "bad", x3d, spec_for("x3d"), "int8", calib=clips(4, seed=2), keep_float="stem,dww")
+    assert "\n" not in str(info.value)
+
 # --- run -----------------------------------------------------------------------------------------
 
 def test_runner_modes_threads_and_precision(int8):

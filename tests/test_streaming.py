@@ -173,3 +173,73 @@ def test_a_real_runner_streams_a_video_file(tmp_path):
     probs /= probs.sum()
     assert windows[3].top_k[0] == (artifact.labels[int(probs.argmax())], pytest.approx(float(probs.max()), rel=1e-5))
     assert stream.stats.model_fps() > 0 and stream.stats.e2e_fps() > 0
+
+
+class Slow(Recorder):
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def __call__(self, clip):
+        import time
+
+        time.sleep(self.seconds)
+        return super().__call__(clip)
+
+
+def test_background_wait_classifies_every_window_as_the_serial_stream_does():
+    from edgevid.streaming import BackgroundClassifier
+
+    frames, _ = generate_clip(1_000_006)
+    serial, slow = Recorder(), Slow(0.02)
+    serial_stream = StreamClassifier(serial, SPEC, LABELS)
+    results = []
+    background = BackgroundClassifier(StreamClassifier(slow, SPEC, LABELS), "wait", on_result=results.append)
+    for i, frame in enumerate(frames):
+        serial_stream.push(frame, i / FPS)
+        background.push(frame, i / FPS)
+    background.drain()
+    background.close()
+    assert len(results) == len(serial.inputs) == 4 and background.dropped == 0
+    assert all(np.array_equal(a, b) for a, b in zip(slow.inputs, serial.inputs))
+    assert [r.frame_index for r in results] == [21, 24, 27, 30]
+
+
+def test_background_drop_skips_windows_while_the_model_is_busy_and_keeps_errors():
+    from edgevid.streaming import BackgroundClassifier
+
+    frames, _ = generate_clip(1_000_007)
+    results = []
+    background = BackgroundClassifier(StreamClassifier(Slow(0.5), SPEC, LABELS), "drop", on_result=results.append)
+    started = [background.push(frame, i / FPS) for i, frame in enumerate(frames)]  # as fast as it goes
+    background.drain()
+    assert sum(started) == len(results) >= 1 and background.dropped == 4 - len(results) > 0
+
+    class Broken(Recorder):
+        def __call__(self, clip):
+            raise RuntimeError("device lost")
+
+    broken = BackgroundClassifier(StreamClassifier(Broken(), SPEC, LABELS), "drop")
+    for i, frame in enumerate(frames):
+        broken.push(frame, i / FPS)
+    with pytest.raises(RuntimeError, match="device lost"):
+        broken.drain()
+    with pytest.raises(ValueError):
+        BackgroundClassifier(StreamClassifier(Recorder(), SPEC, LABELS), "queue")
+
+
+def test_lazy_frames_convert_only_the_kept_ones(tmp_path):
+    from edgevid.data.video import write_video
+
+    frames, _ = generate_clip(1_000_008)
+    path = write_video(tmp_path / "clip.mp4", frames, FPS)
+    eager_rec, lazy_rec = Recorder(), Recorder()
+    eager, lazy = StreamClassifier(eager_rec, SPEC, LABELS), StreamClassifier(lazy_rec, SPEC, LABELS)
+    conversions = []
+
+    for pixels, seconds, decode_ms in iter_video_frames(path):
+        eager.push(pixels, seconds, decode_ms)
+    for convert, seconds, decode_ms in iter_video_frames(path, lazy=True):
+        lazy.push(lambda convert=convert: conversions.append(1) or convert(), seconds, decode_ms)
+    assert len(conversions) == lazy.stats.sampled == 11 < lazy.stats.frames == 32
+    assert len(lazy_rec.inputs) == 4 and all(np.array_equal(a, b) for a, b in zip(lazy_rec.inputs, eager_rec.inputs))

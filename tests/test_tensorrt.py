@@ -230,7 +230,7 @@ def test_transformer_qdq_keeps_softmax_layernorm_gelu_and_attention_in_float(tin
     assert float_rule_violations(qdq) == []
     # ...while every Linear is INT8 (weights and inputs), so the model is really quantized
     assert entry["quant"]["int8_layers"].get("MatMul", 0) >= 4 * TinyViT.blocks_count
-    assert len(entry["quant"]["kept_float_matmuls"]) == 2 * TinyViT.blocks_count
+    assert len(entry["quant"]["kept_float_nodes"]) == 2 * TinyViT.blocks_count
     # FP16 remainder, LayerNorm kept FP32 (FP16 LayerNorm after attention overflows)
     norms = [n for n in qdq.graph.node if n.op_type == "LayerNormalization"]
     assert norms and all(_init(qdq, n.input[1]).dtype == np.float32 for n in norms)
@@ -241,7 +241,7 @@ def test_placement_rule_catches_default_placement_on_a_transformer(tiny, tmp_pat
     """ModelOpt's CNN placement on a transformer quantizes residual adds into LayerNorm and softmax
     outputs: the rule above must see that (so its passing is meaningful)."""
     out = tmp_path / "default.onnx"
-    trt_backend._modelopt_quantize(tiny["TinyViT"]["fp32"], out, _clips(4, 1), QuantPolicy(kind="cnn"),
+    trt_backend._modelopt_quantize(tiny["TinyViT"]["fp32"], out, _clips(4, 1), QuantPolicy(kind="cnn"),  # ModelOpt's own placement
                                    "input", "max", "fp32")
     assert float_rule_violations(onnx.load(str(out)))
 
@@ -421,9 +421,41 @@ def test_build_without_tensorrt_stops_after_the_qdq_onnx(pending):
     assert manifest["status"] == {"engine": "pending on device"}
     assert set(manifest["files"]) == {"model.onnx"} and not (path / "model.plan").exists()
     assert manifest["quantization"]["tool"].startswith("nvidia-modelopt")
-    assert manifest["quantization"]["calibration"].startswith("entropy, 4 clips")
+    assert manifest["quantization"]["calibration"].startswith("max, 4 clips")
     assert manifest["quantization"]["opset"] >= 17 and manifest["quantization"]["int8_layers"]["Conv"] > 10
 
+
+
+def test_keep_float_nodes_stay_float_in_the_qdq_onnx(tmp_path):
+    """The harness's hook: ``quantizable_layers`` names the Conv/MatMul/Gemm nodes, and the named
+    ones reach ModelOpt's nodes_to_exclude (no Q/DQ in front of them) while the rest stay INT8."""
+    from edgevid.backends import BuildRequest, get_backend
+    from edgevid.build import build_artifact
+    from edgevid.models import create_model, get_spec
+
+    torch.manual_seed(0)
+    request = BuildRequest(model=create_model("x3d_synth").eval(), spec=get_spec("x3d_synth"),
+                           target=get_target("jetson"), precision="int8", out_dir=tmp_path)
+    layers = get_backend("tensorrt").quantizable_layers(request)
+    convs = [layer.name for layer in layers if layer.op == "Conv"]
+    assert len(convs) > 10 and {layer.op for layer in layers} <= {"Conv", "MatMul", "Gemm"}
+
+    def int8_convs(keep_float: list[str]) -> tuple[set[str], dict]:
+        art = build_artifact("x3d_synth", "jetson", "int8", weights="random", calib="synthetic", calib_size=2,
+                             out=tmp_path / str(len(keep_float)), options={"keep_float": keep_float})
+        qdq = onnx.load(str(art.file("model.onnx")))
+        # INT8 = data and weights through Q/DQ (as qdq_summary counts); a kept layer may still read a
+        # DQ output that its input tensor's other, quantized consumers share
+        return ({n.name for n in qdq.graph.node if n.name in convs and _from_dq(qdq, n.input[0]) and _from_dq(qdq, n.input[1])},
+                art.manifest.quantization)
+
+    full, _ = int8_convs([])
+    kept = sorted(full)[:2]  # ModelOpt leaves a few (SE, head) convs float by itself
+    mixed, quant = int8_convs(kept)
+    # the kept layers lost their Q/DQ and every other INT8 layer kept it (ModelOpt may then also
+    # quantize a neighbour it had left float: its placement looks at the surrounding graph)
+    assert not mixed & set(kept) and full - set(kept) <= mixed, (sorted(full), sorted(mixed))
+    assert set(kept) <= set(quant["kept_float_nodes"])
 
 @no_engine_here
 def test_pending_artifact_runs_the_qdq_onnx_on_onnxruntime_cpu(pending):

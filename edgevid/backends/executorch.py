@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, DataError, EdgevidError
-from .base import Backend, BuildRequest, BuildResult, Runner
+from .base import Backend, BuildRequest, BuildResult, QuantLayer, Runner
 
 log = logging.getLogger("edgevid")
 
@@ -116,8 +116,9 @@ class ExecuTorchBackend(Backend):
                 "scheme": "PT2E static INT8 (XNNPACKQuantizer): per-channel symmetric int8 weights,"
                           " per-tensor affine int8 activations (histogram observer)",
                 "calibration_clips": len(request.calib or []),
-                "kept_float": {"ops": "LayerNorm, softmax, GELU, sigmoid, matmul (bmm), mean",
-                               "modules": keep_float + rewritten.float_modules},
+                "kept_float": keep_float,
+                "float_ops": "LayerNorm (decomposed, in " + (", ".join(rewritten.float_modules) or "no module") + "),"
+                             " softmax, GELU, sigmoid, bmm, mean: XNNPACKQuantizer leaves them unannotated",
             }
         else:
             quant = {"scheme": "none (FP32)"}
@@ -153,6 +154,25 @@ class ExecuTorchBackend(Backend):
             notes=notes,
             input_name="input",
         )
+
+    def quantizable_layers(self, request: BuildRequest) -> list[QuantLayer]:
+        """The modules whose Conv2d/Linear ops the INT8 build quantizes (``keep_float`` takes these)."""
+        import torch
+
+        from ..rewrite import rewrite_for_xnnpack
+        from ..rewrite.delegable import is_tagged_float
+        from ..rewrite.graph import module_path
+
+        aten = torch.ops.aten
+        example = torch.zeros(request.spec.input_shape(request.target.input_shape.batch))
+        graph = rewrite_for_xnnpack(request.model, example, strategy="taps", check=False).graph_module.graph
+        layers: dict[str, QuantLayer] = {}
+        for node in graph.nodes:
+            if node.op == "call_function" and node.target in (aten.conv2d.default, aten.linear.default) \
+                    and not is_tagged_float(node) and module_path(node):
+                op = "Conv" if node.target == aten.conv2d.default else "Linear"
+                layers.setdefault(module_path(node), QuantLayer(name=module_path(node), op=op, scope=module_path(node)))
+        return list(layers.values())
 
     def open(self, artifact, threads=None, mode="latency") -> Runner:
         m = artifact.manifest

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ArtifactError, DataError, EdgevidError
-from .base import Backend, BuildRequest, BuildResult, Runner
+from .base import Backend, BuildRequest, BuildResult, QuantLayer, Runner
 
 log = logging.getLogger("edgevid")
 
@@ -246,6 +246,9 @@ def quantize_int8(ov_model, calib: Sequence[np.ndarray], family: str, device: st
 
     kwargs, described = quantization_settings(family, device, options)
     advanced = kwargs.pop("advanced")
+    keep_float = keep_float_names(ov_model, options.get("keep_float"))
+    if keep_float:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=keep_float)
     calib_ds = nncf.Dataset(list(calib))
     kwargs["subset_size"] = min(kwargs["subset_size"], len(calib))
     reverted: list[str] = []
@@ -277,12 +280,36 @@ def quantize_int8(ov_model, calib: Sequence[np.ndarray], family: str, device: st
         }
     int8_layers, float_layers = layer_precisions(quantized)
     described.update(
+        kept_float=keep_float,
         calibration_clips=kwargs["subset_size"],
         layers_int8=len(int8_layers),
         layers_float=float_layers,
         kept_float_by_accuracy_control=reverted,
     )
     return quantized, described
+
+
+def quantizable_ops(ov_model) -> list[QuantLayer]:
+    """The weighted ops (convolutions, matmuls) by friendly name: the names ``keep_float`` takes."""
+    kinds = {"Convolution": "Conv", "GroupConvolution": "Conv", "MatMul": "MatMul"}
+    return [QuantLayer(name=op.get_friendly_name(), op=kinds.get(op.get_type_name(), op.get_type_name()),
+                       scope=op.get_friendly_name().split("#")[0].rsplit("/", 1)[0])
+            for op in ov_model.get_ordered_ops() if op.get_type_name() in WEIGHTED_OPS]
+
+
+def keep_float_names(ov_model, value) -> list[str]:
+    """The ``keep_float`` option (a list or comma-separated names) checked against the model's ops."""
+    if not value:
+        return []
+    names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value) if str(n).strip()]
+    known = {layer.name for layer in quantizable_ops(ov_model)}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        from ..errors import suggest
+
+        raise EdgevidError(f"--keep-float {unknown[0]}: no such layer in the OpenVINO model (`edgevid sensitivity`"
+                           f" lists them).{suggest(unknown[0], known)}")
+    return names
 
 
 def _accuracy_config() -> dict[str, str]:
@@ -476,6 +503,10 @@ class OpenVINOBackend(Backend):
             notes=notes,
             input_name="input",
         )
+
+    def quantizable_layers(self, request: BuildRequest) -> list[QuantLayer]:
+        """Every convolution and matmul of the converted model, named after its PyTorch module."""
+        return quantizable_ops(convert(request.model, request.spec, request.target.input_shape))
 
     def open(self, artifact, threads=None, mode="latency") -> Runner:
         for name in (MODEL_XML, MODEL_BIN, RUNTIME_FILE):

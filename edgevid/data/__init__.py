@@ -11,7 +11,8 @@ import importlib
 _EXPORTS = {
     "read_video": "video", "write_video": "video", "write_y4m": "video", "probe_video": "video",
     "VideoInfo": "video",
-    "clip_indices": "sampling", "random_clip_indices": "sampling",
+    "clip_indices": "sampling", "random_clip_indices": "sampling", "segment_indices": "sampling",
+    "random_segment_indices": "sampling",
     "short_side_resize": "transforms", "center_crop": "transforms", "three_crops": "transforms",
     "normalize": "transforms",
     "test_views": "views", "single_clip": "views", "train_clip": "views", "preprocess_frames": "views",

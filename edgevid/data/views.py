@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgevid.data.sampling import clip_indices, random_clip_indices
+from edgevid.data.sampling import train_indices, view_indices
 from edgevid.data.transforms import center_crop, normalize, random_crop, short_side_resize, three_crops
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def test_views(path_or_frames, spec: ModelSpec) -> np.ndarray:
         raise ValueError(f"{spec.name}: test_crops must be 1 or 3, got {clip.test_crops}")
     short_side = clip.short_side if clip.test_crops == 1 else clip.crop
     frames, where = _sampled_frames(
-        path_or_frames, lambda n: clip_indices(n, clip.frames, clip.stride, clip.test_clips), short_side
+        path_or_frames, lambda n: view_indices(n, clip, clip.test_clips), short_side
     )
     out = np.empty((clip.test_clips * clip.test_crops, 3, clip.frames, clip.crop, clip.crop), dtype=np.float32)
     for clip_index, frame_indices in enumerate(where):
@@ -77,7 +77,7 @@ def single_clip(path_or_frames, spec: ModelSpec) -> np.ndarray:
     """
     clip = spec.clip
     frames, where = _sampled_frames(
-        path_or_frames, lambda n: clip_indices(n, clip.frames, clip.stride, 1), clip.short_side
+        path_or_frames, lambda n: view_indices(n, clip, 1), clip.short_side
     )
     return preprocess_frames(frames[where[0]], spec)[None]
 
@@ -85,12 +85,13 @@ def single_clip(path_or_frames, spec: ModelSpec) -> np.ndarray:
 def train_clip(
     frames: np.ndarray, spec: ModelSpec, rng: np.random.Generator, flip: bool = False
 ) -> np.ndarray:
-    """A training clip ``[3, T, crop, crop]``: random start, short side to ``short_side``, random
+    """A training clip ``[3, T, crop, crop]``: random start (segment sampling: a random frame per
+    segment), short side to ``short_side``, random
     crop, and a horizontal flip half the time when ``flip`` (off by default: flipping swaps the
     class of left/right motion)."""
     clip = spec.clip
     frames, where = _sampled_frames(
-        frames, lambda n: random_clip_indices(n, clip.frames, clip.stride, rng)[None], clip.short_side
+        frames, lambda n: train_indices(n, clip, rng)[None], clip.short_side
     )
     frames = random_crop(frames[where[0]], clip.crop, rng)
     if flip and rng.random() < 0.5:

@@ -235,9 +235,14 @@ def check_fit(pack: Pack, artifact: Artifact) -> None:
     remake = f"make a pack for it with `edgevid golden make --model {m.model} --weights {weights} --data ... --clips N`"
     if info["model"] != m.model:
         raise PackError(f"pack {pack.path} was made for model {info['model']}, the artifact is {m.model}; {remake}")
+    packed = info["spec"]
+    try:  # fills fields that a pack from an older edgevid predates with their defaults
+        packed = type(m.spec).model_validate(packed).model_dump(mode="json")
+    except ValueError:
+        pass
     for field in ("clip", "norm", "num_classes", "layout"):
-        if info["spec"].get(field) != spec.get(field):
-            raise PackError(f"pack {pack.path} was made for another {m.model} spec ({field}: {info['spec'].get(field)}"
+        if packed.get(field) != spec.get(field):
+            raise PackError(f"pack {pack.path} was made for another {m.model} spec ({field}: {packed.get(field)}"
                             f" vs the artifact's {spec.get(field)}); {remake}")
     if list(info["input_shape"]) != list(m.input_shape[1:]):
         raise PackError(f"pack {pack.path} holds inputs {info['input_shape']}, the artifact takes {m.input_shape[1:]}; {remake}")

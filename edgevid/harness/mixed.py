@@ -221,8 +221,10 @@ def sensitivity(bench: Workbench, method: str = "quantize-one", rank_videos: int
     }
 
 
-def search(bench: Workbench, order: list[str] | Callable[[], list[str]], max_drop: float) -> tuple[list[str], dict, list[dict]]:
-    """The fewest top-ranked layers kept in float so that the top-1 drop is <= ``max_drop``.
+def search(bench: Workbench, order: list[str] | Callable[[], list[str]], max_drop: float,
+           min_agreement: float | None = None) -> tuple[list[str], dict, list[dict]]:
+    """The fewest top-ranked layers kept in float so that the top-1 drop is <= ``max_drop`` (and,
+    with ``min_agreement``, that many % of the videos keep the FP32 top-1).
 
     ``order`` (most sensitive first) may be a callable: it is only ranked when full INT8 misses.
     """
@@ -235,31 +237,34 @@ def search(bench: Workbench, order: list[str] | Callable[[], list[str]], max_dro
                  k, metrics["top1_drop"], metrics["agreement"], metrics["sqnr_db"])
         return metrics
 
-    ok = lambda m: m["top1_drop"] <= max_drop + 1e-9  # noqa: E731
+    def ok(m: dict) -> bool:
+        return m["top1_drop"] <= max_drop + 1e-9 and (min_agreement is None or m["agreement"] >= min_agreement - 1e-9)
+
     naive = trial(0)
     if ok(naive):
         return [], naive, trials
     order = order() if callable(order) else order
-    lo, hi, best = 0, None, None
+    lo, hi = 0, None
     k = 1
     while k <= len(order):
         metrics = trial(k)
         if ok(metrics):
-            hi, best = k, metrics
+            hi = k
             break
         lo = k
         k = len(order) if k * 2 > len(order) and k < len(order) else k * 2
     if hi is None:
         raise EdgevidError(
-            f"--max-drop {max_drop}: not reached even with all {len(order)} ranked layers in float (top-1 drop"
-            f" {trials[-1]['top1_drop']:.2f}); the loss is outside the quantized layers, or the validation set is"
+            f"--max-drop {max_drop}{f' / --min-agreement {min_agreement}' if min_agreement is not None else ''}: not"
+            f" reached even with all {len(order)} ranked layers in float (top-1 drop {trials[-1]['top1_drop']:.2f},"
+            f" agreement {trials[-1]['agreement']:.1f}%); the loss is outside the quantized layers, or the validation set is"
             " too small for this budget"
         )
     while hi - lo > 1:  # bisect between the last failure and the first success
         mid = (lo + hi) // 2
         metrics = trial(mid)
         if ok(metrics):
-            hi, best = mid, metrics
+            hi = mid
         else:
             lo = mid
     return order[:hi], naive, trials
@@ -317,6 +322,7 @@ def build_with_budget(
     ranking_file: str | Path | None = None,
     threads: int | None = None,
     track: Track | None = None,
+    min_agreement: float | None = None,
 ) -> Artifact:
     """`edgevid build --precision int8 --max-drop X`: INT8 with the fewest layers kept in float."""
     from ..backends import get_backend, open_runner
@@ -333,7 +339,7 @@ def build_with_budget(
         raise EdgevidError(f"--max-drop applies to int8 builds; add --precision int8 (target {target_obj.name}'s"
                            f" default is {target_obj.default_precision})")
     backend = get_backend(target_obj.backend)
-    if getattr(backend, "handles_max_drop", backend.name == "openvino"):
+    if getattr(backend, "handles_max_drop", backend.name == "openvino") and min_agreement is None:
         # the vendor's own accuracy-aware quantization (NNCF accuracy control for OpenVINO)
         return build_artifact(model, target, "int8", weights, calib, calib_size, out, num_classes,
                               options={**options, "max_drop": max_drop, **({"val_data": val_data} if val_data else {}),
@@ -350,23 +356,24 @@ def build_with_budget(
             ranking.update(sensitivity(bench, method, rank_videos))
             return [row["layer"] for row in ranking["layers"]]
 
-        kept, naive, trials = search(bench, rank, max_drop)
+        kept, naive, trials = search(bench, rank, max_drop, min_agreement)
         val, builds = bench.val, bench.builds
+        layers = {layer.name: layer for layer in bench.layers}
     artifact = build_artifact(model, target, "int8", weights, calib, calib_size, out,
                               options={**options, "keep_float": kept}, track=track)
     with open_runner(artifact, threads=threads, mode="throughput") as runner:
         final = score(runner, val)
-    layers = {row["layer"]: row for row in ranking.get("layers", [])}
     record = {
         "max_drop": max_drop,
+        "min_agreement": min_agreement,
         "metric": "top-1 points below the FP32 reference",
         "validation": {"data": val.source, "videos": len(val), "views": val.views_kind},
         "ranking": ranking["method"],
         "naive": {"kept": 0, **naive},
-        "kept_float": [{"layer": n, "op": layers.get(n, {}).get("op"), "scope": layers.get(n, {}).get("scope")}
-                       for n in kept],
+        "kept_float": [{"layer": n, "op": layers[n].op, "scope": layers[n].scope} for n in kept],
         "final": final,
-        "reached": final["top1_drop"] <= max_drop + 1e-9,
+        "reached": final["top1_drop"] <= max_drop + 1e-9
+        and (min_agreement is None or final["agreement"] >= min_agreement - 1e-9),
         "trials": trials,
         "variant_builds": builds,
         "search_seconds": round(time.perf_counter() - started, 1),

@@ -102,6 +102,7 @@ def regress(
     threads: int | None = None,
     section: str | None = None,
     track=None,
+    check: bool = True,
 ) -> dict:
     """Compare the artifact's latest eval/golden run (run now with ``data``/``pack``) with ``baseline``."""
     artifact = Artifact(artifact_path)
@@ -141,10 +142,18 @@ def regress(
     with report_lock(artifact.path):
         artifact.update_report("regress", result)
         write_artifact_markdown(artifact)
-    if bad:
-        raise GateFailed(f"{artifact.path.name} regressed against {baseline}: {gates_mod.describe(bad)}"
-                         f" ({len(result['newly_wrong'])} video(s) newly wrong)")
+    result["artifact"] = artifact.path.name
+    if check:
+        raise_for(result)
     return result
+
+
+def raise_for(result: dict) -> None:
+    """``GateFailed`` (exit 1) when the comparison missed a gate."""
+    bad = gates_mod.failed(result["gates"]["checks"])
+    if bad:
+        raise GateFailed(f"{result['artifact']} regressed against {result['baseline_file']}: {gates_mod.describe(bad)}"
+                         f" ({len(result['newly_wrong'])} video(s) newly wrong)")
 
 
 def regress_markdown(result: dict) -> str:

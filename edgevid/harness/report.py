@@ -102,7 +102,9 @@ def plot_accuracy_vs_fps(rows: list[dict], path: Path) -> Path | None:
     for r in points:
         ax.scatter(r["FPS"], r[metric], marker=markers.get(r["precision"], "^"), s=60, color=colours[r["backend"]],
                    label=f"{r['backend']} {r['precision']}", edgecolors="black", linewidths=0.5)
-        ax.annotate(r["target"], (r["FPS"], r[metric]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        folder = r["artifact"].rsplit("/", 1)[0] if "/" in r["artifact"] else ""
+        ax.annotate(r["target"] + (f" ({folder})" if folder else ""), (r["FPS"], r[metric]),
+                    textcoords="offset points", xytext=(6, 4), fontsize=8)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8)

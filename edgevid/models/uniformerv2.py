@@ -430,7 +430,9 @@ def _kinetics_spec(name: str, params_m: float, gflops: float, flops_note: str, t
     return ModelSpec(
         name=name,
         family=FAMILY,
-        clip=ClipSpec(frames=8, stride=16, crop=224, short_side=224, test_clips=4, test_crops=3),
+        # the official K400 recipe samples with the `kinetics_sparse` loader: one frame from each of 8
+        # equal segments of the whole video (its SAMPLING_RATE 16 only sets how a live stream samples)
+        clip=ClipSpec(frames=8, stride=16, crop=224, short_side=224, test_clips=4, test_crops=3, sampling="segment"),
         norm=KINETICS_NORM,
         num_classes=400,
         label_set="kinetics400",
@@ -484,8 +486,8 @@ def uniformerv2_l14(num_classes: int = 400, **kwargs) -> UniFormerV2:
     ModelSpec(
         name="uniformerv2_b16_ssv2",
         family=FAMILY,
-        # SSv2 is sampled in 16 equal segments per video (~45 frames at 12 fps): stride ~3.
-        clip=ClipSpec(frames=16, stride=3, crop=224, short_side=224, test_clips=1, test_crops=3),
+        # SSv2 is sampled in 16 equal segments per video (~45 frames at 12 fps: a stream samples at stride 3)
+        clip=ClipSpec(frames=16, stride=3, crop=224, short_side=224, test_clips=1, test_crops=3, sampling="segment"),
         norm=KINETICS_NORM,
         num_classes=174,
         label_set="ssv2",

@@ -83,7 +83,7 @@ class StrategyChooser:
         entry = self._cache.get(key)
         cached = entry is not None
         if not cached:
-            times = {strategy: measure(spec, strategy, self.precision, self.threads) for strategy in STRATEGIES}
+            times = measure_all(spec, self.precision, self.threads)
             entry = {"strategy": min(times, key=times.get), "ms": {k: round(v, 4) for k, v in times.items()}}
             self._cache[key] = entry
             self._save()
@@ -106,20 +106,31 @@ class _Probe(nn.Module):
         return self.post(self.conv(self.pre(x)))
 
 
-def measure(spec: Conv3dSpec, strategy: str, precision: str = "fp32", threads: int = 1) -> float:
-    """Best time in ms of the micro-model with ``strategy`` as an XNNPACK ``.pte``."""
-    from .xnnpack import export, load_method, lower, pte_bytes, quantize, rewrite_for_xnnpack, set_threads, time_method
+def measure_all(spec: Conv3dSpec, precision: str = "fp32", threads: int = 1, rounds: int = 3) -> dict[str, float]:
+    """Best time in ms of the micro-model under each strategy, timed in alternating rounds so
+    that a burst of load on a shared machine hits both alike."""
+    from .xnnpack import set_threads, time_method
+
+    set_threads(threads)  # before any program loads
+    example = torch.randn(spec.n, spec.c, spec.t, spec.h, spec.w, generator=torch.Generator().manual_seed(0))
+    methods = {strategy: _lowered(spec, strategy, precision, example) for strategy in STRATEGIES}
+    best = {strategy: float("inf") for strategy in STRATEGIES}
+    for _ in range(rounds):
+        for strategy, method in methods.items():
+            best[strategy] = min(best[strategy], time_method(method, [example], min_seconds=0.1))
+    return best
+
+
+def _lowered(spec: Conv3dSpec, strategy: str, precision: str, example: torch.Tensor):
+    from .xnnpack import export, load_method, lower, pte_bytes, quantize, rewrite_for_xnnpack
 
     torch.manual_seed(0)
     probe = _Probe(spec).eval()
-    example = torch.randn(spec.n, spec.c, spec.t, spec.h, spec.w)
     gm = rewrite_for_xnnpack(probe, example, strategy=strategy, check=False).graph_module
     program = export(gm, example)
     if precision == "int8":
         program = quantize(program, example, [example, torch.randn_like(example)])
-    set_threads(threads)
-    method = load_method(pte_bytes(lower(program)))
-    return time_method(method, [example])
+    return load_method(pte_bytes(lower(program)))
 
 
-__all__ = ["STRATEGIES", "StrategyChooser", "cache_path", "measure"]
+__all__ = ["STRATEGIES", "StrategyChooser", "cache_path", "measure_all"]

@@ -131,10 +131,13 @@ def keep_float_filter(modules: Sequence[str]) -> Callable[[fx.Node], bool]:
 
 
 #: layout ops whose output must keep their input's quantization parameters: XNNPACK refuses a
-#: quantized slice whose input and output scales differ, and ``XNNPACKQuantizer`` only shares
-#: them for ``slice_copy``, not for the ``slice.Tensor`` a torch.export graph holds
-SHARED_QPARAM_OPS = (torch.ops.aten.slice.Tensor, torch.ops.aten.unsqueeze.default, torch.ops.aten.squeeze.dims,
-                     torch.ops.aten.clone.default, torch.ops.aten.alias.default)
+#: quantized slice/reshape whose input and output scales differ, and ``XNNPACKQuantizer``'s own
+#: propagation misses ``slice.Tensor`` (the op a torch.export graph holds; it lists
+#: ``slice_copy``) and everything downstream of it, since it runs once before we can add them
+_aten = torch.ops.aten
+SHARED_QPARAM_OPS = (_aten.slice.Tensor, _aten.reshape.default, _aten.view.default, _aten.permute.default,
+                     _aten.transpose.int, _aten.unsqueeze.default, _aten.squeeze.dims, _aten.squeeze.dim,
+                     _aten.flatten.using_ints, _aten.clone.default, _aten.alias.default)
 
 
 def share_qparams(model: fx.GraphModule, ops=SHARED_QPARAM_OPS) -> None:
