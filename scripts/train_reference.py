@@ -56,13 +56,13 @@ def batch_clips(frames: np.ndarray, spec, rng: np.random.Generator) -> torch.Ten
     return (x - mean) / std
 
 
-def evaluate(model, manifest: Path, spec) -> float:
+def evaluate(model, manifest: Path, spec, device: str = "cpu") -> float:
     dataset = load_dataset(manifest)
     correct = 0
     model.eval()
     with torch.inference_mode():
         for path, label in dataset.items:
-            logits = model(torch.from_numpy(test_views(path, spec))).mean(0)
+            logits = model(torch.from_numpy(test_views(path, spec)).to(device)).mean(0)
             correct += int(logits.argmax().item() == label)
     return 100.0 * correct / len(dataset.items)
 
@@ -80,6 +80,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=SHIPPED)
     parser.add_argument("--init", type=Path, help="continue from these weights (a second training phase)")
+    parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (weights are saved for CPU)")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
     frames, labels = decode_all(ensure_split("train", args.train_clips), spec.clip.short_side)
     print(f"decoded {len(labels)} training clips {frames.shape} in {time.time() - started:.0f} s", flush=True)
 
-    model = create_model(args.model, weights=str(args.init) if args.init else None).train()
+    model = create_model(args.model, weights=str(args.init) if args.init else None).to(args.device).train()
     steps_per_epoch = len(labels) // args.batch
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
@@ -101,8 +102,8 @@ def main(argv=None) -> int:
         seen, correct, loss_sum = 0, 0, 0.0
         for step in range(steps_per_epoch):
             idx = np.sort(order[step * args.batch:(step + 1) * args.batch])
-            x = batch_clips(frames[idx], spec, rng)
-            y = torch.from_numpy(labels[idx])
+            x = batch_clips(frames[idx], spec, rng).to(args.device)
+            y = torch.from_numpy(labels[idx]).to(args.device)
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=0.1)
             optimizer.zero_grad(set_to_none=True)
@@ -115,17 +116,17 @@ def main(argv=None) -> int:
         print(f"epoch {epoch + 1}/{args.epochs}: loss {loss_sum / seen:.3f} train top-1 {100 * correct / seen:.1f}%"
               f" ({time.time() - started:.0f} s)", flush=True)
 
-    val_top1 = evaluate(model, ensure_split("val", args.val_clips), spec)
+    val_top1 = evaluate(model, ensure_split("val", args.val_clips), spec, args.device)
     print(f"val top-1 on {args.val_clips} fresh clips: {val_top1:.2f}%", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     torch.save(state, args.out / f"{args.model}.pt")
     command = "python scripts/train_reference.py " + " ".join(sys.argv[1:] if argv is None else argv)
     previous = json.loads(args.init.with_suffix(".json").read_text()) if args.init and args.init.with_suffix(".json").is_file() else None
     meta = {
         "model": args.model,
         "commands": (previous.get("commands") or [previous["command"]] if previous else []) + [command],
-        "train_clips": args.train_clips, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
+        "train_clips": args.train_clips, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "device": args.device,
         "seed": args.seed, "val_clips": args.val_clips, "val_top1": round(val_top1, 2),
         "train_seconds": round(time.time() - started), "torch": torch.__version__, "python": platform.python_version(),
     }

@@ -79,8 +79,6 @@ def test_runner_path_imports_no_torch(fp32):
 
 
 @pytest.mark.skipif(reference_weights("x3d_synth") is None, reason="x3d_synth reference weights not trained yet")
-@pytest.mark.xfail(reason="known gap: entropy-calibrated full INT8 agreed with FP32 on only 88.5% of 200 val clips"
-                   " (SQNR 13 dB) for x3d_synth; needs per-layer fallback (harness --max-drop) or another calibrator")
 def test_reference_model_int8_keeps_accuracy(tmp_path):
     """Reference model: INT8 ORT top-1 within 1.0 point of FP32 with >= 97% agreement (200 fresh val clips)."""
     val = ensure_split("val", 200)

@@ -13,10 +13,9 @@ from edgevid.models.weights import SHIPPED
 from helpers import reference_weights
 
 TARGETS = {"x3d_synth": 95.0, "uniformerv2_synth": 90.0, "timesformer_synth": 90.0, "tubevit_synth": 90.0}
-# Known gap, kept visible: the shipped x3d_synth weights reach 85% on fresh val clips after two
-# CPU training phases (see edgevid/models/weights/x3d_synth.json); the target is 95%. strict=True
-# turns this into a failure the day the shipped weights meet the target, so the mark gets removed.
-BELOW_TARGET = {"x3d_synth": "shipped weights reach ~85% top-1, below the 95% target: training continues"}
+# A reference model below its target is marked here (strict xfail, with the reason), so the gap stays
+# visible and the mark must go the day the weights meet the target. None is below target now.
+BELOW_TARGET: dict[str, str] = {}
 
 
 def _param(name, minimum):
