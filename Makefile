@@ -38,6 +38,8 @@ demo: install-demo
 	$(BIN)/edgevid build --model x3d_synth --target torch-cpu --out $(ART)
 	$(BIN)/edgevid build --model x3d_synth --target onnx-cpu --precision fp32 --out $(ART)
 	$(BIN)/edgevid build --model x3d_synth --target onnx-cpu --precision int8 --out $(ART)
+	$(BIN)/edgevid build --model x3d_synth --target intel-cpu --precision fp32 --out $(ART)
+	$(BIN)/edgevid build --model x3d_synth --target intel-cpu --precision int8 --out $(ART)
 	VAL=$$($(BIN)/edgevid synth --split val --n 200) && for a in $(ART)/*/; do \
 		$(BIN)/edgevid eval $$a --data $$VAL --threads $(THREADS) || exit 1; \
 		$(BIN)/edgevid bench $$a --threads $(THREADS) --baseline eager || exit 1; done

@@ -18,6 +18,10 @@ from edgevid.targets import get_target  # noqa: E402
 from helpers import reference_weights, run_cli  # noqa: E402
 
 NAIVE = {"op_types_to_quantize": None, "calibrate_method": "minmax"}  # every op ORT can quantize, min/max ranges
+# The budget of the demonstration on each trained reference model. x3d_synth takes INT8 well: the naive
+# recipe costs it 1.0 point (per-tensor weights, quantize_static's defaults, only 0.5), so its budget
+# is 0.5 points, which the naive recipe misses and the search must meet.
+BUDGETS = {"x3d_synth": 0.5}
 
 
 def test_ort_lists_quantizable_layers_and_keeps_chosen_ones_float(tmp_path):
@@ -98,7 +102,7 @@ def test_naive_full_int8_of_a_reference_model_meets_the_budget(model, tmp_path):
         pytest.skip(f"{model} reference weights not trained yet (scripts/train_reference.py --model {model})")
     from edgevid.harness.mixed import build_with_budget
 
-    budget = 1.0
+    budget = BUDGETS.get(model, 1.0)
     artifact = build_with_budget(model, "onnx-cpu", budget, calib="synthetic", calib_size=32, out=tmp_path,
                                  options=NAIVE, val_size=200, rank_videos=32, threads=1)
     record = artifact.manifest.quantization["mixed_precision"]
@@ -106,6 +110,14 @@ def test_naive_full_int8_of_a_reference_model_meets_the_budget(model, tmp_path):
     print(f"{model}: naive drop {record['naive']['top1_drop']:.1f} (agreement {record['naive']['agreement']:.1f}%,"
           f" SQNR {record['naive']['sqnr_db']:.1f} dB); kept {kept}; final drop {record['final']['top1_drop']:.1f};"
           f" {record['variant_builds']} variants in {record['search_seconds']} s")
+    from edgevid.data.synthmotion import ensure_split
+    from edgevid.harness.eval import evaluate
+
+    held_out = evaluate(artifact.path, ensure_split("test", 200), threads=1)  # not the split the search chose on
+    print(f"  on the held-out test split: top-1 {held_out['top1']:.1f} (FP32 {held_out['ref_top1']:.1f}),"
+          f" agreement {held_out['agreement']:.1f}%")
+    if model in BUDGETS:
+        assert record["naive"]["top1_drop"] > budget, "the demonstration needs a naive recipe that misses the budget"
     assert record["reached"] and record["final"]["top1_drop"] <= budget
     assert artifact.manifest.quantization["nodes_kept_float"] == kept
     if record["naive"]["top1_drop"] <= budget:
