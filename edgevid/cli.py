@@ -216,6 +216,7 @@ def bench(
     precision: list[str] = typer.Option([], "--precision", help="With --all-targets: only these precisions (repeatable)."),
     weights: Optional[str] = typer.Option(None, help="With --all-targets: weights for builds (default: the reference / cached checkpoint; 'random')."),
     calib: Optional[str] = typer.Option(None, help="With --all-targets: calibration videos for INT8 builds."),
+    calib_size: Optional[int] = typer.Option(None, help="With --all-targets: calibration clips for INT8 builds (default: the recipe's)."),
     out_dir: Path = typer.Option(Path("artifacts"), "--out", help="With --all-targets: where artifacts are found / built."),
     rebuild: bool = typer.Option(False, help="With --all-targets: rebuild artifacts that exist."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for every run (default: the cores this process may use)."),
@@ -233,7 +234,7 @@ def bench(
     if all_targets:
         if artifact is not None or not model:
             raise EdgevidError("--all-targets needs --model M and no ARTIFACT argument")
-        result = bench_all_targets(model, out_dir, threads, target, precision, weights, calib, None,
+        result = bench_all_targets(model, out_dir, threads, target, precision, weights, calib, calib_size,
                                    tuple(baseline) or ("eager", "compile"), seconds, e2e, repeats, rebuild, progress, track)
     else:
         if artifact is None:

@@ -28,8 +28,10 @@ REFERENCE = SHIPPED / "x3d_synth.pt"
 NO_REFERENCE = "reference weights edgevid/models/weights/x3d_synth.pt not present yet (being trained)"
 # Val clips whose looped stream (Chromium loops the fake camera's file) the reference model labels
 # right after warm-up (test_chosen_clips_loop_correctly_offline): the browser test checks the
-# pipeline, not the model's 68.5 % val accuracy.
-LOOPING_SEEDS = (1_000_001, 1_000_005)  # move_right, rotate_ccw
+# pipeline, not the model. Looping is hard on a motion model: where the clip jumps back to its
+# first frame a window sees the opposite motion, and for most clips some seam window is labelled
+# wrong (of val seeds 1_000_000-1_000_023, four loop cleanly with the shipped weights).
+LOOPING_SEEDS = (1_000_008, 1_000_005)  # move_left, rotate_ccw
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]

@@ -88,3 +88,26 @@ def test_reference_model_int8_keeps_accuracy(tmp_path):
     assert result["ref_top1"] - result["top1"] <= 1.0
     assert result["agreement"] >= 97.0
     assert Artifact(art.path).read_report()["eval"]["videos"] == 200
+
+
+def test_entropy_calibration_that_cannot_fit_in_memory_is_refused_in_one_line(tmp_path):
+    """ORT's histogram calibrators hold every intermediate tensor of every clip: a run that would
+    exhaust memory (full-size X3D-S with 300 clips was killed here) is refused up front."""
+    from onnx import TensorProto, helper
+
+    from edgevid.backends.onnxruntime import activation_bytes, check_calibration_memory, pre_process
+    from edgevid.errors import EdgevidError
+
+    shape = [1, 3, 4, 8, 8]
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Sigmoid", ["h"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    prepared = pre_process(tmp_path / "m.onnx", tmp_path / "p.onnx")
+    assert activation_bytes(prepared) == 4 * 3 * 4 * 8 * 8  # the one intermediate tensor, h
+    check_calibration_memory(prepared, 100, "entropy")  # 300 KB: fine
+    with pytest.raises(EdgevidError, match=r"entropy calibration of \d+ clips would hold .* GB.*--calib-size \d+") as info:
+        check_calibration_memory(prepared, 10**9, "entropy")
+    assert "\n" not in str(info.value)

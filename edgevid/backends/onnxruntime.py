@@ -96,6 +96,8 @@ def quantize_qdq(
         raise EdgevidError(f"calibrate_method {calibrate_method!r}: choose {', '.join(methods)}")
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(fp32_path) if pre_processed else pre_process(fp32_path, Path(tmp) / "prepared.onnx")
+        if not (calibration_cache and Path(calibration_cache).is_file()):
+            check_calibration_memory(prepared, len(clips), calibrate_method)
         quantize_static(
             str(prepared),
             str(out_path),
@@ -108,6 +110,8 @@ def quantize_qdq(
             nodes_to_exclude=list(nodes_to_exclude),
             calibrate_method=methods[calibrate_method],
             calibration_providers=["CPUExecutionProvider"],
+            # not CalibMaxIntermediateOutputs: in ORT 1.32 MinMaxCalibrater.collect_data drops each full
+            # chunk without merging its ranges (and fails when the clip count is a multiple of it)
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibTensorRangeSymmetric": True},
             calibration_cache_path=str(calibration_cache) if calibration_cache else None,
         )
@@ -118,6 +122,39 @@ def quantize_qdq(
         "op_types": list(op_types) if op_types else "all supported",
         "nodes_kept_float": list(nodes_to_exclude),
     }
+
+
+def activation_bytes(path: Path) -> int:
+    """Bytes of every float32 intermediate tensor of one inference (shapes from shape inference)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    total = 0
+    for info in graph.value_info:
+        tensor = info.type.tensor_type
+        dims = [d.dim_value for d in tensor.shape.dim]
+        if tensor.elem_type == onnx.TensorProto.FLOAT and dims and all(d > 0 for d in dims):
+            total += 4 * int(np.prod(dims))
+    return total
+
+
+def check_calibration_memory(prepared: Path, clips: int, method: str) -> None:
+    """ORT's calibrators keep every intermediate tensor of every clip in memory before they compute
+    ranges or histograms: refuse, in one line, a run that cannot fit instead of being killed."""
+    import os
+
+    needed = activation_bytes(prepared) * clips
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if needed > 0.8 * available:
+        from ..errors import EdgevidError
+
+        fits = max(int(0.8 * available // max(activation_bytes(prepared), 1)), 1)
+        raise EdgevidError(
+            f"{method} calibration of {clips} clips would hold {needed / 2**30:.1f} GB of activations"
+            f" ({available / 2**30:.1f} GB free): pass --calib-size {fits} or less")
 
 
 def pre_process(fp32_path: Path, out_path: Path) -> Path:
