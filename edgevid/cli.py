@@ -20,8 +20,22 @@ from .errors import EdgevidError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Quantize, compile and measure video models for edge targets.")
-out = Console()
-err = Console(stderr=True)
+
+
+def _width(stream) -> int | None:
+    """200 columns when written to a file or a pipe (CI logs, `make demo | tee`) instead of rich's
+    80, so the wide tables stay readable; a terminal's own width, or COLUMNS, otherwise."""
+    import os
+
+    try:
+        piped = not stream.isatty()
+    except (AttributeError, ValueError):
+        piped = True
+    return 200 if piped and "COLUMNS" not in os.environ else None
+
+
+out = Console(width=_width(sys.stdout))
+err = Console(stderr=True, width=_width(sys.stderr))
 log = logging.getLogger("edgevid")
 
 

@@ -528,7 +528,13 @@ def output_agreement(reference, quantized, clips: Sequence[np.ndarray]) -> dict[
 
     core = ov.Core()
     ref = core.compile_model(reference, "CPU", _accuracy_config())
-    out = core.compile_model(quantized, "CPU", _accuracy_config())
+    try:
+        out = core.compile_model(quantized, "CPU", _accuracy_config())
+    except RuntimeError as exc:  # OpenVINO's message is many lines; the one naming the node says what broke
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((line for line in lines if line.startswith("While validating")), lines[-1] if lines else "")
+        raise EdgevidError(f"OpenVINO {ov.__version__} cannot compile the INT8 model on CPU: {detail[:400]}"
+                           " (an OpenVINO CPU plugin error; fp32/fp16 build, or --keep-float the layers around it)") from None
     a = np.concatenate([ref(c)[0] for c in clips]).astype(np.float64)
     b = np.concatenate([out(c)[0] for c in clips]).astype(np.float64)
     cosine = float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
