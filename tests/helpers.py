@@ -30,3 +30,13 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 def reference_weights(model: str) -> Path | None:
     path = SHIPPED / f"{model}.pt"
     return path if path.is_file() else None
+
+
+def random_model(name: str):
+    """``(model, spec)`` for a registered variant with seeded random weights (seed 0), in eval mode."""
+    import torch
+
+    from edgevid.models import create_model, get_spec
+
+    torch.manual_seed(0)
+    return create_model(name, weights="random"), get_spec(name)

@@ -6,7 +6,6 @@ Accuracy on the SynthMotion reference models is a slow test that skips while wei
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import json
 
@@ -26,9 +25,9 @@ from edgevid.rewrite import Conv3dSpec, StrategyChooser, rewrite_for_xnnpack  # 
 from edgevid.rewrite.xnnpack import delegation_report, export, lower, quantize  # noqa: E402
 from edgevid.spec import KINETICS_NORM, ClipSpec, ModelSpec  # noqa: E402
 from edgevid.targets import get_target  # noqa: E402
+from helpers import random_model  # noqa: E402
 
-FAMILIES = {"x3d_synth": "x3d", "uniformerv2_synth": "uniformerv2", "timesformer_synth": "timesformer",
-            "tubevit_synth": "tubevit"}
+SYNTH_MODELS = ("x3d_synth", "uniformerv2_synth", "timesformer_synth", "tubevit_synth")
 SPEC = ModelSpec(name="tiny", family="x3d", clip=ClipSpec(frames=4, stride=2, crop=16, short_side=16),
                  norm=KINETICS_NORM, num_classes=5, label_set="synthmotion")
 
@@ -155,16 +154,6 @@ def test_op_without_2d_form_is_named_and_the_build_fails_if_it_cannot_run(tmp_pa
         assert any("max_pool3d" in note and "pool" in note for note in result.notes)
 
 
-def _family(name):
-    try:
-        importlib.import_module(f"edgevid.models.{FAMILIES[name]}")
-        from edgevid.models import create_model, get_spec
-    except Exception as exc:  # noqa: BLE001 - another engineer's family may not import yet
-        pytest.skip(f"edgevid.models.{FAMILIES[name]} does not import yet: {exc}")
-    torch.manual_seed(0)
-    return create_model(name, weights="random"), get_spec(name)
-
-
 # Lowering a whole model takes minutes on a shared 2-core machine: one family runs in `make test`
 # (the tiny models above cover Conv3d/BN/SE/depthwise), every family and precision in `make bench`.
 @pytest.mark.parametrize("name,precision", [("tubevit_synth", "int8")] + [
@@ -174,7 +163,7 @@ def _family(name):
                             ("timesformer_synth", "int8"), ("tubevit_synth", "fp32")]])
 def test_every_family_is_fully_delegated(name, precision):
     """The goal of the rewrite: 100% of conv/linear/matmul FLOPs in XNNPACK, no op left outside."""
-    model, spec = _family(name)
+    model, spec = random_model(name)
     example = torch.randn(spec.input_shape(1))
     program = export(rewrite_for_xnnpack(model, example, strategy="taps").graph_module, example)
     if precision == "int8":
@@ -205,7 +194,6 @@ def test_artifact_end_to_end_with_runner_and_bench(tmp_path):
     from edgevid.build import build_artifact
     from edgevid.models import get_spec
 
-    _family("x3d_synth")
     artifact = build_artifact("x3d_synth", "android", "fp32", weights="random", out=tmp_path,
                               options={"conv3d_strategy": "channels"})
     assert {MODEL_FILE, DELEGATION_FILE} <= set(artifact.manifest.files)
@@ -257,11 +245,10 @@ def _reference_weights(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(FAMILIES))
+@pytest.mark.parametrize("name", list(SYNTH_MODELS))
 def test_int8_accuracy_on_synthmotion(name, tmp_path):
     """INT8 .pte top-1 within 1.0 point of the FP32 .pte and >= 97% agreement with PyTorch FP32."""
     _reference_weights(name)
-    _family(name)
     from edgevid.build import build_artifact
     from edgevid.data.synthmotion import ensure_split
     from edgevid.harness.eval import evaluate

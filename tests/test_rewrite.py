@@ -7,7 +7,6 @@ and run both strategies eagerly; the graph tests go through torch.export and the
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import pytest
@@ -18,11 +17,10 @@ from torch import nn
 
 from edgevid.rewrite import STRATEGIES, Conv3dSpec, banded_weight, conv3d_frames, from_frames, rewrite_for_xnnpack, to_frames
 from edgevid.rewrite.graph import Ops, relative_error
+from helpers import random_model
 
 TOL = 1e-5
 aten = torch.ops.aten
-FAMILIES = {"x3d_synth": "x3d", "uniformerv2_synth": "uniformerv2", "timesformer_synth": "timesformer",
-            "tubevit_synth": "tubevit"}
 NOT_DELEGABLE = {aten.conv3d.default, aten.batch_norm.default, aten.layer_norm.default, aten.matmul.default,
                  aten.select.int, aten.expand.default, aten.adaptive_avg_pool3d.default, aten.avg_pool3d.default}
 
@@ -242,17 +240,6 @@ def test_untranslatable_ops_are_reported_and_the_graph_stays_correct():
     assert "computed at run time" in left["aten.conv3d.default"]["reason"]
 
 
-def _family(name: str):
-    module = FAMILIES[name]
-    try:
-        importlib.import_module(f"edgevid.models.{module}")
-        from edgevid.models import create_model, get_spec
-    except Exception as exc:  # noqa: BLE001 - another engineer's family may not import yet
-        pytest.skip(f"edgevid.models.{module} does not import yet: {exc}")
-    torch.manual_seed(0)
-    return create_model(name, weights="random"), get_spec(name)
-
-
 FAST = [("x3d_synth", "taps"), ("x3d_synth", "channels"), ("uniformerv2_synth", "taps"),
         ("timesformer_synth", "taps"), ("tubevit_synth", "channels")]
 SLOW = [("uniformerv2_synth", "channels"), ("tubevit_synth", "taps")]
@@ -260,7 +247,7 @@ SLOW = [("uniformerv2_synth", "channels"), ("tubevit_synth", "taps")]
 
 @pytest.mark.parametrize("name,strategy", FAST + [pytest.param(*p, marks=pytest.mark.slow) for p in SLOW])
 def test_every_family_rewrites_exactly(name, strategy):
-    model, spec = _family(name)
+    model, spec = random_model(name)
     result = rewrite_for_xnnpack(model, torch.randn(spec.input_shape(1)), strategy=strategy)
     assert result.error <= TOL, f"{name}: relative error {result.error:.2e}"
     assert result.frames.left_3d == []
@@ -271,14 +258,7 @@ def test_every_family_rewrites_exactly(name, strategy):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["x3d_s", "uniformerv2_b16", "uniformerv2_b16_ssv2", "timesformer_b", "tubevit_b"])
 def test_full_size_models_rewrite_exactly(name):
-    family = {"x3d": "x3d", "uni": "uniformerv2", "tim": "timesformer", "tub": "tubevit"}[name[:3]]
-    try:
-        importlib.import_module(f"edgevid.models.{family}")
-        from edgevid.models import create_model, get_spec
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"edgevid.models.{family} does not import yet: {exc}")
-    torch.manual_seed(0)
-    model, spec = create_model(name, weights="random"), get_spec(name)
+    model, spec = random_model(name)
     result = rewrite_for_xnnpack(model, torch.randn(spec.input_shape(1)), strategy="taps")
     assert result.error <= TOL and result.frames.left_3d == []
 

@@ -143,7 +143,8 @@ def check_calibration_memory(prepared: Path, clips: int, method: str) -> None:
     ranges or histograms: refuse, in one line, a run that cannot fit instead of being killed."""
     import os
 
-    needed = activation_bytes(prepared) * clips
+    per_clip = activation_bytes(prepared)
+    needed = per_clip * clips
     try:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -151,7 +152,7 @@ def check_calibration_memory(prepared: Path, clips: int, method: str) -> None:
     if needed > 0.8 * available:
         from ..errors import EdgevidError
 
-        fits = max(int(0.8 * available // max(activation_bytes(prepared), 1)), 1)
+        fits = max(int(0.8 * available // max(per_clip, 1)), 1)
         raise EdgevidError(
             f"{method} calibration of {clips} clips would hold {needed / 2**30:.1f} GB of activations"
             f" ({available / 2**30:.1f} GB free): pass --calib-size {fits} or less")
