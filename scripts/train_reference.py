@@ -81,6 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=SHIPPED)
     parser.add_argument("--init", type=Path, help="continue from these weights (a second training phase)")
     parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (weights are saved for CPU)")
+    parser.add_argument("--eval-every", type=int, default=0, help="also print val top-1 every N epochs (monitoring only)")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -115,6 +116,8 @@ def main(argv=None) -> int:
             loss_sum += loss.item() * len(idx)
         print(f"epoch {epoch + 1}/{args.epochs}: loss {loss_sum / seen:.3f} train top-1 {100 * correct / seen:.1f}%"
               f" ({time.time() - started:.0f} s)", flush=True)
+        if args.eval_every and (epoch + 1) % args.eval_every == 0 and epoch + 1 < args.epochs:
+            print(f"  val top-1 {evaluate(model, ensure_split('val', args.val_clips), spec, args.device):.1f}%", flush=True)
 
     val_top1 = evaluate(model, ensure_split("val", args.val_clips), spec, args.device)
     print(f"val top-1 on {args.val_clips} fresh clips: {val_top1:.2f}%", flush=True)

@@ -142,7 +142,9 @@ class Block(nn.Module):
         xs = patches.reshape(-1, p, t, d).permute(0, 2, 1, 3).reshape(-1, p, d)  # (N*T, P, D)
         cls_per_frame = cls_token.expand(-1, t, -1).reshape(-1, 1, d)  # (N*T, 1, D)
         res_s = self.drop_path(self.attn(self.norm1(torch.cat((cls_per_frame, xs), dim=1)), 1 + p))
-        res_cls = res_s[:, 0].reshape(-1, t, d).mean(dim=1, keepdim=True)  # (N, 1, D)
+        # a slice, not res_s[:, 0]: OpenVINO 2026.4's CPU plugin turns Gather -> Reshape -> ReduceMean
+        # behind an INT8 MatMul into an invalid Reshape and refuses to compile the model
+        res_cls = res_s[:, :1].reshape(-1, t, d).mean(dim=1, keepdim=True)  # (N, 1, D)
         res_patches = res_s[:, 1:].reshape(-1, t, p, d).permute(0, 2, 1, 3).reshape(-1, p * t, d)
         return torch.cat((cls_token, patches), dim=1) + torch.cat((res_cls, res_patches), dim=1)
 
