@@ -17,7 +17,8 @@ from edgevid.models import create_model, get_spec  # noqa: E402
 from edgevid.targets import get_target  # noqa: E402
 from helpers import reference_weights, run_cli  # noqa: E402
 
-NAIVE = {"op_types_to_quantize": None, "calibrate_method": "minmax"}  # every op ORT can quantize, min/max ranges
+NAIVE = {"op_types_to_quantize": None, "calibrate_method": "minmax",  # every op ORT can quantize, min/max ranges
+         "float_activation_matmuls": False}  # attention products too
 # The budget of the demonstration on each trained reference model. x3d_synth takes INT8 well: the naive
 # recipe costs it 1.0 point (per-tensor weights, quantize_static's defaults, only 0.5), so its budget
 # is 0.5 points, which the naive recipe misses and the search must meet.
@@ -51,9 +52,10 @@ def test_ort_lists_quantizable_layers_and_keeps_chosen_ones_float(tmp_path):
 
 def test_search_keeps_the_fewest_ranked_layers_that_meet_the_budget():
     with Workbench(hm.TINY, "onnx-cpu", weights="random", calib="synthetic", calib_size=8, options=NAIVE,
-                   val_size=12, threads=1) as bench:
+                   val_size=96, threads=1) as bench:
         # Random weights: judge against the FP32 model's own predictions, so the FP32 top-1 is 100% and
-        # the drop is exactly the share of videos whose INT8 top-1 flips.
+        # the drop is exactly the share of videos whose INT8 top-1 flips. How many flip depends on the CPU's
+        # INT8 kernels (12 videos flipped some on an AVX2 machine, none with AVX-512 VNNI; 96 flip 2 there).
         bench.val.labels = [int(np.argsort(-softmax(r).mean(0), kind="stable")[0]) for r in bench.val.ref]
         ranking = sensitivity(bench, "quantize-one", rank_videos=None)
         rows = ranking["layers"]

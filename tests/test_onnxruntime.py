@@ -78,13 +78,16 @@ def test_runner_path_imports_no_torch(fp32):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.skipif(reference_weights("x3d_synth") is None, reason="x3d_synth reference weights not trained yet")
-def test_reference_model_int8_keeps_accuracy(tmp_path):
+@pytest.mark.parametrize("name", ["x3d_synth"] + [pytest.param(name, marks=pytest.mark.slow) for name in
+                                                     ("uniformerv2_synth", "timesformer_synth", "tubevit_synth")])
+def test_reference_model_int8_keeps_accuracy(name, tmp_path):
     """Reference model: INT8 ORT top-1 within 1.0 point of FP32 with >= 97% agreement (200 fresh val clips)."""
+    if reference_weights(name) is None:
+        pytest.skip(f"{name} reference weights not trained yet (scripts/train_reference.py --model {name})")
     val = ensure_split("val", 200)
-    art = build_artifact("x3d_synth", "onnx-cpu", "int8", calib="synthetic", calib_size=100, out=tmp_path)
+    art = build_artifact(name, "onnx-cpu", "int8", calib="synthetic", calib_size=100, out=tmp_path)
     result = evaluate(art.path, val)
-    print({k: result[k] for k in ("top1", "ref_top1", "agreement", "sqnr_db")})
+    print(name, {k: result[k] for k in ("top1", "ref_top1", "agreement", "sqnr_db")})
     assert result["ref_top1"] - result["top1"] <= 1.0
     assert result["agreement"] >= 97.0
     assert Artifact(art.path).read_report()["eval"]["videos"] == 200
@@ -111,3 +114,34 @@ def test_entropy_calibration_that_cannot_fit_in_memory_is_refused_in_one_line(tm
     with pytest.raises(EdgevidError, match=r"entropy calibration of \d+ clips would hold .* GB.*--calib-size \d+") as info:
         check_calibration_memory(prepared, 10**9, "entropy")
     assert "\n" not in str(info.value)
+
+
+def test_attention_products_stay_float_when_asked(tmp_path):
+    """float_activation_matmuls excludes MatMuls of two activations (Q·Kᵀ, A·V): their outputs stay float."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgevid.backends.onnxruntime import activation_matmuls, quantize_qdq
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), name) for name in ("wq", "wk")]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "wq"], ["q"], name="proj_q"),
+         helper.make_node("MatMul", ["x", "wk"], ["k"], name="proj_k"),
+         helper.make_node("MatMul", ["q", "k"], ["y"], name="scores")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])], initializer=weights)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert activation_matmuls(path) == ["scores"]
+    clips = [np.random.default_rng(i).standard_normal((4, 8)).astype(np.float32) for i in range(4)]
+    for keep_float in (False, True):
+        out = tmp_path / f"q{keep_float}.onnx"
+        quant = quantize_qdq(path, out, clips, "x", op_types=["MatMul"], float_activation_matmuls=keep_float)
+        nodes = onnx.load(str(out)).graph.node
+        quantized = {n.input[0] for n in nodes if n.op_type == "QuantizeLinear"}
+        # ORT's QDQ MatMul quantizes its inputs and its output; kept float, the scores (pre-softmax in a
+        # transformer) stay float, while q and k still carry the Q/DQ of the projections that produce them
+        scores_quantized = any(name.split("_QuantizeLinear")[0] == "y" for name in quantized)  # a graph output is renamed
+        assert scores_quantized != keep_float and {"x", "q", "k"} <= quantized
+        assert ("scores" in quant["nodes_kept_float"]) == keep_float
+        assert quant["activation_matmuls"] == ("float" if keep_float else "int8")

@@ -22,7 +22,7 @@ import openvino as ov  # noqa: E402
 from edgevid.artifact import Artifact, Manifest, WeightsInfo, finalize_manifest, staging_dir  # noqa: E402
 from edgevid.backends import BuildRequest, open_runner  # noqa: E402
 from edgevid.backends.openvino import (  # noqa: E402
-    BACKEND, RUNTIME_FILE, DeviceUnavailable, layer_precisions, quantize_int8, top1_validator)
+    BACKEND, RUNTIME_FILE, SMOOTH_QUANT_OFF, DeviceUnavailable, layer_precisions, quantize_int8, top1_validator)
 from edgevid.errors import ArtifactError, DataError, EdgevidError  # noqa: E402
 from edgevid.spec import KINETICS_NORM, ClipSpec, ModelSpec  # noqa: E402
 from edgevid.targets import get_target  # noqa: E402
@@ -232,6 +232,8 @@ def test_every_transformer_family_compiles_as_int8(name, tmp_path):
     model, spec = random_model(name)
     art = build_artifact(name, "intel-cpu", "int8", weights="random", calib="synthetic", calib_size=8, out=tmp_path)
     assert art.manifest.quantization["layers_int8"] > 0
+    # SmoothQuant is off (alpha -1) exactly for the families where it measurably costs accuracy
+    assert (art.manifest.quantization["smooth_quant_alpha"] < 0) == (spec.family in SMOOTH_QUANT_OFF)
     clip = np.random.default_rng(0).standard_normal(spec.input_shape()).astype(np.float32)
     with open_runner(art.path) as runner:
         ours, ref = runner(clip), torch_out(model, clip)
