@@ -120,7 +120,7 @@ def test_attention_products_stay_float_when_asked(tmp_path):
     """float_activation_matmuls excludes MatMuls of two activations (Q·Kᵀ, A·V): their outputs stay float."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgevid.backends.onnxruntime import activation_matmuls, quantize_qdq
+    from edgevid.backends.onnxruntime import activation_matmuls, quantizable_nodes, quantize_qdq
 
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), name) for name in ("wq", "wk")]
@@ -132,7 +132,10 @@ def test_attention_products_stay_float_when_asked(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])], initializer=weights)
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    assert activation_matmuls(path) == ["scores"]
+    assert activation_matmuls(onnx.load(str(path))) == ["scores"]
+    # what the harness ranks and searches over: never the products this recipe always keeps float
+    assert [layer.name for layer in quantizable_nodes(path, ["MatMul"], float_activation_matmuls=True)] == ["proj_q", "proj_k"]
+    assert len(quantizable_nodes(path, ["MatMul"])) == 3
     clips = [np.random.default_rng(i).standard_normal((4, 8)).astype(np.float32) for i in range(4)]
     for keep_float in (False, True):
         out = tmp_path / f"q{keep_float}.onnx"
@@ -145,3 +148,13 @@ def test_attention_products_stay_float_when_asked(tmp_path):
         assert scores_quantized != keep_float and {"x", "q", "k"} <= quantized
         assert ("scores" in quant["nodes_kept_float"]) == keep_float
         assert quant["activation_matmuls"] == ("float" if keep_float else "int8")
+
+
+@pytest.mark.parametrize("value", ["maybe", 1, None])
+def test_float_activation_matmuls_option_must_be_a_bool(value):
+    from edgevid.backends.onnxruntime import _float_activation_matmuls
+    from edgevid.errors import EdgevidError
+
+    assert _float_activation_matmuls({}, "timesformer") and not _float_activation_matmuls({}, "x3d")
+    with pytest.raises(EdgevidError, match="option float_activation_matmuls=.*write true or false"):
+        _float_activation_matmuls({"float_activation_matmuls": value}, "x3d")

@@ -201,6 +201,15 @@ def test_int8_conv_recipe_quantizes_every_conv(int8, x3d):
     assert sqnr_db(ours, ref) > 8.0
 
 
+@pytest.mark.parametrize("alpha", ["abc", True, [0.5]])
+def test_smooth_quant_alpha_option_must_be_a_number(alpha):
+    from edgevid.backends.openvino import quantization_settings
+
+    assert quantization_settings("uniformerv2", "CPU", {})[1]["smooth_quant_alpha"] == -1  # off by default there
+    with pytest.raises(EdgevidError, match="option smooth_quant_alpha=.*give a number"):
+        quantization_settings("timesformer", "CPU", {"smooth_quant_alpha": alpha})
+
+
 def test_transformer_recipe_keeps_norm_softmax_gelu_float(vit, tmp_path):
     art = build(tmp_path, vit, spec_for("timesformer"), "int8", calib=clips(32, seed=3))
     q = art.manifest.quantization

@@ -12,6 +12,10 @@ import numpy as np
 
 from ..errors import BackendUnavailable, EdgevidError
 
+#: the attention model families: each backend's INT8 recipe keeps their softmax / LayerNorm / GELU and
+#: (where the backend can) their attention products in float
+TRANSFORMER_FAMILIES = frozenset({"uniformerv2", "timesformer", "tubevit"})
+
 if TYPE_CHECKING:  # torch stays out of the runtime import graph of runners
     from torch import nn
 

@@ -13,13 +13,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Backend, BuildRequest, BuildResult, Int8Plan, QuantLayer, Runner
+from ..errors import EdgevidError
+from .base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, Int8Plan, QuantLayer, Runner
 
 log = logging.getLogger("edgevid")
 
 MODEL_FILE = "model.onnx"
-#: families with attention, whose MatMuls of two activations are excluded from INT8 by default
-ATTENTION_FAMILIES = {"uniformerv2", "timesformer", "tubevit"}
 
 
 class CalibrationReader:
@@ -93,20 +92,20 @@ def quantize_qdq(
     ``calibration_cache`` (a JSON file ORT writes on first use) lets later variants of the same
     model skip calibration; ``pre_processed`` skips shape inference when ``fp32_path`` had it.
     """
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
                "percentile": CalibrationMethod.Percentile}
     if calibrate_method not in methods:
-        from ..errors import EdgevidError
-
         raise EdgevidError(f"calibrate_method {calibrate_method!r}: choose {', '.join(methods)}")
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(fp32_path) if pre_processed else pre_process(fp32_path, Path(tmp) / "prepared.onnx")
         if not (calibration_cache and Path(calibration_cache).is_file()):
             check_calibration_memory(prepared, len(clips), calibrate_method)
         if float_activation_matmuls:
-            nodes_to_exclude = list(dict.fromkeys([*nodes_to_exclude, *activation_matmuls(prepared)]))
+            attention = activation_matmuls(onnx.load(str(prepared), load_external_data=False))
+            nodes_to_exclude = list(dict.fromkeys([*nodes_to_exclude, *attention]))
         quantize_static(
             str(prepared),
             str(out_path),
@@ -134,13 +133,27 @@ def quantize_qdq(
     }
 
 
-def activation_matmuls(path: Path) -> list[str]:
-    """MatMul nodes whose inputs are both computed (no weight): attention's score and context products."""
-    import onnx
+def _constant_sources(model) -> set[str]:
+    """Tensors that are compile-time constants (initializers, Constant outputs and views of them)."""
+    const = {init.name for init in model.graph.initializer}
+    passthrough = {"Transpose", "Reshape", "Cast", "Identity", "Squeeze", "Unsqueeze", "QuantizeLinear", "DequantizeLinear"}
+    changed = True
+    while changed:
+        changed = False
+        for node in model.graph.node:
+            if any(o in const for o in node.output):
+                continue
+            if node.op_type == "Constant" or (node.op_type in passthrough and node.input and node.input[0] in const):
+                const.update(node.output)
+                changed = True
+    return const
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    constants = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    return [n.name for n in graph.node if n.op_type == "MatMul" and not constants.intersection(n.input)]
+
+def activation_matmuls(model) -> list[str]:
+    """MatMuls whose both operands are activations: Q@K^T and attention@V in attention blocks."""
+    const = _constant_sources(model)
+    return [n.name for n in model.graph.node
+            if n.op_type == "MatMul" and len(n.input) == 2 and not (set(n.input) & const)]
 
 
 def activation_bytes(path: Path) -> int:
@@ -169,8 +182,6 @@ def check_calibration_memory(prepared: Path, clips: int, method: str) -> None:
     except (ValueError, OSError, AttributeError):
         return
     if needed > 0.8 * available:
-        from ..errors import EdgevidError
-
         fits = max(int(0.8 * available // max(per_clip, 1)), 1)
         raise EdgevidError(
             f"{method} calibration of {clips} clips would hold {needed / 2**30:.1f} GB of activations"
@@ -203,20 +214,24 @@ def _module_scopes(path: Path) -> dict[str, str]:
     return scopes
 
 
-def quantizable_nodes(path: Path, op_types: Sequence[str] | None, exported: Path | None = None) -> list[QuantLayer]:
+def quantizable_nodes(path: Path, op_types: Sequence[str] | None, exported: Path | None = None,
+                      float_activation_matmuls: bool = False) -> list[QuantLayer]:
     """Nodes of ``path`` that quantize_static would quantize (``op_types`` or every supported type).
 
     ``exported``: the graph before ORT's pre-processing, which still carries the module names.
+    ``float_activation_matmuls``: leave out the attention products, which that recipe never quantizes.
     """
     import onnx
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     types = set(op_types) if op_types else set(QDQRegistry) | set(QLinearOpsRegistry)
     scopes = _module_scopes(exported) if exported else {}
+    model = onnx.load(str(path), load_external_data=False)
+    always_float = set(activation_matmuls(model)) if float_activation_matmuls else set()
     return [
         QuantLayer(name=node.name, op=node.op_type, scope=scopes.get(node.name.split("/")[0], ""))
-        for node in onnx.load(str(path), load_external_data=False).graph.node
-        if node.op_type in types
+        for node in model.graph.node
+        if node.op_type in types and node.name not in always_float
     ]
 
 
@@ -228,7 +243,10 @@ def _excluded(options: dict) -> list[str]:
 def _float_activation_matmuls(options: dict, family: str) -> bool:
     """Target option ``float_activation_matmuls``; by default on for the attention families (on the trained
     uniformerv2_synth, INT8 attention products cost agreement: 96.0% with them, vs 97% required)."""
-    return bool(options.get("float_activation_matmuls", family in ATTENTION_FAMILIES))
+    value = options.get("float_activation_matmuls", family in TRANSFORMER_FAMILIES)
+    if not isinstance(value, bool):
+        raise EdgevidError(f"option float_activation_matmuls={value!r}: write true or false")
+    return value
 
 
 class OrtInt8Plan(Int8Plan):
@@ -246,7 +264,9 @@ class OrtInt8Plan(Int8Plan):
     @property
     def layers(self) -> list[QuantLayer]:
         if self._layers is None:
-            self._layers = quantizable_nodes(self.prepared, self.options.get("op_types_to_quantize"), self.exported)
+            self._layers = quantizable_nodes(
+                self.prepared, self.options.get("op_types_to_quantize"), self.exported,
+                _float_activation_matmuls(self.options, self.request.spec.family))
         return self._layers
 
     def build(self, keep_float, out_dir: Path) -> BuildResult:
@@ -328,7 +348,8 @@ class OnnxRuntimeBackend(Backend):
             exported = self.export_fp32(request, Path(tmp) / "fp32.onnx")
             prepared = pre_process(exported, Path(tmp) / "prepared.onnx")
             options = {**request.target.options, **request.options}
-            return quantizable_nodes(prepared, options.get("op_types_to_quantize"), exported)
+            return quantizable_nodes(prepared, options.get("op_types_to_quantize"), exported,
+                                     _float_activation_matmuls(options, request.spec.family))
 
     def int8_plan(self, request: BuildRequest) -> Int8Plan:
         return OrtInt8Plan(self, request)

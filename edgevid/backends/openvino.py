@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ArtifactError, DataError, EdgevidError
-from .base import Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from .base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
 
 log = logging.getLogger("edgevid")
 
@@ -27,9 +27,6 @@ MODEL_XML = "model.xml"
 MODEL_BIN = "model.bin"
 RUNTIME_FILE = "runtime.json"
 OUTPUT_NAME = "logits"
-#: families whose INT8 recipe is NNCF's ModelType.TRANSFORMER (SmoothQuant; LayerNorm, softmax,
-#: GELU and elementwise ops stay in float)
-TRANSFORMER_FAMILIES = {"uniformerv2", "timesformer", "tubevit"}
 #: transformer families whose default recipe switches SmoothQuant off, with the measurement behind it:
 #: on the trained uniformerv2_synth (200 val clips) SmoothQuant cost 5.5 points (top-1 88.0 vs FP32 93.5,
 #: agreement 91.5%, SQNR 12.3 dB); without it, 1.0 point (92.5, agreement 98.5%, SQNR 25.7 dB)
@@ -183,6 +180,8 @@ def quantization_settings(family: str, device: str, options: dict[str, Any]) -> 
     fast_bias = bool(options.get("fast_bias_correction", transformer))
     advanced = AdvancedQuantizationParameters(weights_quantization_params=QuantizationParameters(per_channel=True))
     alpha = options.get("smooth_quant_alpha", -1 if family in SMOOTH_QUANT_OFF else None)
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
+        raise EdgevidError(f"option smooth_quant_alpha={alpha!r}: give a number in [0, 1], or -1 to switch SmoothQuant off")
     if alpha is not None:  # -1 switches SmoothQuant off
         advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(matmul=float(alpha))
     kwargs = dict(

@@ -29,7 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailable, EdgevidError
-from .base import Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from .base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from .onnxruntime import activation_matmuls
 
 log = logging.getLogger("edgevid")
 
@@ -39,8 +40,6 @@ TIMING_CACHE_FILE = "timing.cache"
 PENDING = "pending on device"
 BUILT = "built"
 
-#: families whose softmax/LayerNorm/GELU and attention MatMuls stay in float
-TRANSFORMER_FAMILIES = {"uniformerv2", "timesformer", "tubevit"}
 #: ops that compute in float in a transformer: nothing quantized feeds them
 FLOAT_OPS = {"Softmax", "LayerNormalization", "Erf", "Gelu"}
 WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
@@ -73,29 +72,6 @@ class QuantPolicy:
             return ("cnn: Conv/MatMul/Gemm INT8 (weights per-channel, inputs per-tensor); adds, pools,"
                     " SiLU/sigmoid gates stay high precision")
         return "cnn: ModelOpt's TensorRT-guided Q/DQ placement (adds and pools INT8 too), weights per-channel"
-
-
-def _constant_sources(model) -> set[str]:
-    """Tensors that are compile-time constants (initializers, Constant outputs and views of them)."""
-    const = {init.name for init in model.graph.initializer}
-    passthrough = {"Transpose", "Reshape", "Cast", "Identity", "Squeeze", "Unsqueeze", "QuantizeLinear", "DequantizeLinear"}
-    changed = True
-    while changed:
-        changed = False
-        for node in model.graph.node:
-            if any(o in const for o in node.output):
-                continue
-            if node.op_type == "Constant" or (node.op_type in passthrough and node.input and node.input[0] in const):
-                const.update(node.output)
-                changed = True
-    return const
-
-
-def activation_matmuls(model) -> list[str]:
-    """MatMuls whose both operands are activations: Q@K^T and attention@V in attention blocks."""
-    const = _constant_sources(model)
-    return [n.name for n in model.graph.node
-            if n.op_type == "MatMul" and len(n.input) == 2 and not (set(n.input) & const)]
 
 
 def quant_policy(family: str, model, placement: str = "weighted") -> QuantPolicy:
