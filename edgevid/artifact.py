@@ -1,31 +1,43 @@
-"""The artifact folder: model files + a manifest that describes and fingerprints them.
+"""The artifact folder: model files + a sealed manifest that describes and fingerprints them.
 
-Artifacts are assembled in a temporary sibling folder and renamed into place, so a failed or
-interrupted build never leaves a half-written artifact behind. Torch-free: runners use it.
+Artifacts are assembled in a staging folder and swapped into place (``outputs.commit_folder``),
+so a failed or interrupted build never leaves a half-written artifact behind and never replaces
+anything edgevid did not make. The manifest is sealed (sha256 over its canonical JSON, checked on
+open); every file a runner opens must be listed in it, confined to the folder and match its
+sha256; an optional Ed25519 signature (``signing``) covers the seal. Torch-free: runners use it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-import time
+import posixpath
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from .errors import ArtifactError, EdgevidError
+from .errors import ArtifactError, first_line
+from .outputs import commit_folder, write_atomic
 from .spec import ModelSpec
 
 MANIFEST = "manifest.json"
 REPORT = "report.json"
-# Files that change after the build and are therefore not hashed.
-UNHASHED = {MANIFEST, REPORT, "report.md", "build.log"}
+from .signing import SIGNATURE  # noqa: E402  (signing imports nothing of ours but errors)
+# Files that change after the build (or sign it) and are therefore not hashed; nothing runs them.
+MUTABLE_FILES = {MANIFEST, REPORT, "report.md", "build.log", SIGNATURE, ".report.lock"}
+BACKENDS = ("torch_eager", "onnxruntime", "openvino", "executorch", "tensorrt")
+
+
+def safe_relative(name: str) -> str:
+    """``name`` if it is a normalised relative path inside a folder, else ``ValueError``."""
+    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
+        raise ValueError(f"file entry {name!r} is not a relative path")
+    if name.startswith("/") or posixpath.normpath(name) != name or name.split("/")[0] == "..":
+        raise ValueError(f"file entry {name!r} is not a normalised path inside the artifact")
+    return name
 
 
 class WeightsInfo(BaseModel):
@@ -48,7 +60,7 @@ class Manifest(BaseModel):
     target: str
     backend: str
     device: str
-    precision: str
+    precision: Literal["fp32", "fp16", "int8"]
     weights: WeightsInfo
     calibration: CalibrationInfo | None = None
     quantization: dict[str, Any] = {}
@@ -61,6 +73,51 @@ class Manifest(BaseModel):
     notes: list[str] = []
     build_seconds: float | None = None
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    seal: str | None = Field(None, description="sha256 of this manifest's canonical JSON without the seal")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"backend {value!r} is not one of {', '.join(BACKENDS)}")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _confined(cls, files: dict[str, str]) -> dict[str, str]:
+        for name in files:
+            safe_relative(name)
+            if name in MUTABLE_FILES:
+                raise ValueError(f"file entry {name!r} cannot be hashed (it changes after the build)")
+        return files
+
+    @model_validator(mode="after")
+    def _agrees_with_spec(self) -> "Manifest":
+        if len(self.input_shape) != 5 or list(self.input_shape[1:]) != list(self.spec.input_shape(1)[1:]):
+            raise ValueError(f"input_shape {self.input_shape} disagrees with the spec's clip"
+                             f" {list(self.spec.input_shape(1)[1:])} (frames {self.spec.clip.frames}, crop {self.spec.clip.crop})")
+        if len(self.labels) != self.spec.num_classes:
+            raise ValueError(f"{len(self.labels)} labels for the spec's num_classes {self.spec.num_classes}")
+        if self.spec.name != self.model:
+            raise ValueError(f"model {self.model!r} disagrees with the spec's name {self.spec.name!r}")
+        return self
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def seal_of(data: dict) -> str:
+    """The seal of a manifest's JSON object: sha256 of its canonical form without ``seal``."""
+    return hashlib.sha256(canonical_json({k: v for k, v in data.items() if k != "seal"})).hexdigest()
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> Manifest:
+    """Seal ``manifest`` and write it to ``folder/manifest.json`` (atomically)."""
+    data = json.loads(manifest.model_dump_json())
+    data["seal"] = seal_of(data)
+    write_atomic(Path(folder) / MANIFEST, json.dumps(data, indent=2, ensure_ascii=False))
+    return Manifest.model_validate(data)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -72,7 +129,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 class Artifact:
-    """An artifact folder on disk."""
+    """An artifact folder on disk, its manifest checked against its seal on open."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -82,17 +139,38 @@ class Artifact:
                 f"{self.path} is not an edgevid artifact (no {MANIFEST}); build one with `edgevid build`"
             )
         try:
-            self.manifest = Manifest.model_validate_json(manifest_path.read_text())
-        except Exception as exc:
-            raise ArtifactError(f"{manifest_path} is unreadable ({str(exc).splitlines()[0][:200]}); rebuild the artifact") from None
+            raw = json.loads(manifest_path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{manifest_path} is unreadable ({first_line(exc)}); rebuild the artifact") from None
+        if raw.get("seal") != seal_of(raw):
+            what = "has no seal (made by an older edgevid)" if not raw.get("seal") else "was edited after the build (its seal does not match)"
+            raise ArtifactError(f"{manifest_path} {what}; rebuild the artifact with `edgevid build`")
+        try:
+            self.manifest = Manifest.model_validate(raw)
+        except ValidationError as exc:
+            detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors()[:2])
+            raise ArtifactError(f"{manifest_path} is invalid ({detail[:300]}); rebuild the artifact") from None
 
     def file(self, name: str) -> Path:
+        """The path of a file the manifest lists (``ArtifactError`` for any other name)."""
+        if name not in self.manifest.files:
+            raise ArtifactError(f"{self.path / name} is not listed in {self.path / MANIFEST}; rebuild the artifact"
+                                f" with `{self.rebuild_command()}`")
         return self.path / name
 
+    def has(self, name: str) -> bool:
+        return name in self.manifest.files
+
     def verify(self) -> None:
-        """Raise ``ArtifactError`` if a listed file is missing or its sha256 differs."""
+        """Raise ``ArtifactError`` unless every listed file is present, confined and matches its
+        sha256, no unlisted file sits in the folder, and (when required) the signature is valid."""
+        root = self.path.resolve()
         for name, expected in self.manifest.files.items():
             path = self.path / name
+            if path.is_symlink() or not path.resolve().is_relative_to(root):
+                raise ArtifactError(f"{path} points outside the artifact; rebuild it with `{self.rebuild_command()}`")
             if not path.is_file():
                 raise ArtifactError(f"{path} is missing from the artifact; rebuild it with `{self.rebuild_command()}`")
             if sha256_file(path) != expected:
@@ -100,6 +178,14 @@ class Artifact:
                     f"{path} does not match its sha256 in {MANIFEST} (modified or corrupt); rebuild it with"
                     f" `{self.rebuild_command()}`"
                 )
+        for path in self.path.rglob("*"):
+            rel = path.relative_to(self.path).as_posix()
+            if not path.is_dir() and rel not in self.manifest.files and rel not in MUTABLE_FILES and not _is_temp(rel):
+                raise ArtifactError(f"{path} is not listed in {MANIFEST} (added after the build); remove it or rebuild"
+                                    f" the artifact with `{self.rebuild_command()}`")
+        from .signing import check_required_signature
+
+        check_required_signature(self.path, self.manifest.seal or "", "artifact")
 
     def rebuild_command(self) -> str:
         m = self.manifest
@@ -108,7 +194,15 @@ class Artifact:
 
     def read_report(self) -> dict[str, Any]:
         path = self.path / REPORT
-        return json.loads(path.read_text()) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(report, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{path} is corrupt ({first_line(exc)}); delete it (eval and bench write a new one)") from None
+        return report
 
     def update_report(self, section: str, data: Any) -> None:
         """Merge ``data`` under ``section`` of report.json (atomic write)."""
@@ -124,15 +218,14 @@ class Artifact:
         return f"Artifact({self.path})"
 
 
+def _is_temp(rel: str) -> bool:
+    """edgevid's own atomic-write temp files (``.report.json.XXXX``) while another process writes."""
+    name = rel.rsplit("/", 1)[-1]
+    return "/" not in rel and any(name.startswith(f".{m}.") for m in MUTABLE_FILES)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(Path(path), text)
 
 
 def artifact_name(model: str, target: str, precision: str) -> str:
@@ -140,35 +233,18 @@ def artifact_name(model: str, target: str, precision: str) -> str:
 
 
 @contextmanager
-def staging_dir(final: Path) -> Iterator[Path]:
-    """Yield an empty temp folder beside ``final``; on success it replaces ``final`` atomically."""
-    final = Path(final)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-    except OSError as exc:
-        raise EdgevidError(f"cannot write to output folder {final.parent} ({exc.strerror}); pass a writable --out") from None
-    try:
+def staging_dir(final: Path, overwrite: bool = True) -> Iterator[Path]:
+    """Yield an empty staging folder for the artifact ``final``; on success it replaces ``final``
+    atomically, only if ``final`` is absent or an edgevid artifact (rebuilding the same name)."""
+    with commit_folder(final, "artifact", overwrite=overwrite) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{int(time.time() * 1000)}"
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def finalize_manifest(folder: Path, manifest: Manifest) -> Manifest:
-    """Hash every file in ``folder`` (except the mutable ones) and write manifest.json."""
+    """Hash every file in ``folder`` (except the mutable ones), seal and write manifest.json."""
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
-        if rel not in UNHASHED:
+        if rel not in MUTABLE_FILES:
             files[rel] = sha256_file(path)
-    manifest = manifest.model_copy(update={"files": files})
-    (folder / MANIFEST).write_text(manifest.model_dump_json(indent=2))
-    return manifest
+    return write_manifest(folder, manifest.model_copy(update={"files": files}))

@@ -8,8 +8,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .artifact import Artifact, CalibrationInfo, Manifest, WeightsInfo, artifact_name, finalize_manifest, sha256_file, staging_dir
+from .artifact import Artifact, CalibrationInfo, Manifest, WeightsInfo, artifact_name, finalize_manifest, sha256_file, staging_dir, write_manifest
 from .backends import BuildRequest, get_backend
+from .backends.options import validate_options
+from .errors import EdgevidError
+from .outputs import check_output_folder
+from .signing import load_private_key, write_signature
 from .labels import labels_for
 from .targets import get_target
 
@@ -27,8 +31,22 @@ def build_artifact(
     num_classes: int | None = None,
     options: dict[str, Any] | None = None,
     track: Callable[[Iterable, str, int], Iterable] | None = None,
+    sign: str | Path | None = None,
+    overwrite: bool = True,
+    finish: Callable[[Path, Manifest], Manifest] | None = None,
 ) -> Artifact:
-    """Build ``model`` for ``target``; the artifact appears at ``out/<model>-<target>-<precision>``."""
+    """Build ``model`` for ``target``; the artifact appears at ``out/<model>-<target>-<precision>``.
+
+    An existing artifact of that name is replaced (atomically) when ``overwrite``; anything at that
+    path that edgevid did not build is never replaced. ``finish(staging, manifest)`` may amend the
+    manifest from the staged artifact (the ``--max-drop`` search records its final score) before it
+    is sealed, signed (``sign``: an Ed25519 private key file) and committed.
+    """
+    if num_classes is not None and num_classes < 1:
+        raise EdgevidError(f"--num-classes {num_classes}: give the number of classes of your data (>= 1)")
+    if calib_size is not None and calib_size < 1:
+        raise EdgevidError(f"--calib-size {calib_size}: give the number of calibration clips (>= 1)")
+    signing_key = load_private_key(sign) if sign else None
     if options and options.get("from_onnx"):  # TensorRT: finish a host-built artifact on the device (torch-free)
         from .backends.tensorrt import build_from_onnx
 
@@ -43,6 +61,7 @@ def build_artifact(
 
     target_obj = get_target(target)
     precision = target_obj.check_precision(precision)
+    options = validate_options(target_obj.backend, dict(options or {}))
     backend = get_backend(target_obj.backend)
     backend.check(for_build=True)
     name = canonical_name(model)
@@ -56,10 +75,11 @@ def build_artifact(
         torch.manual_seed(0)  # the eval reference re-creates the same random weights
     net = create_model(name, num_classes=num_classes, weights=None if choice.random else str(choice.path))
 
-    calib_set = calibration_set(calib, spec, calib_size, track) if precision == "int8" else None
     final = Path(out) / artifact_name(name, target_obj.name, precision)
+    check_output_folder(final, "artifact", overwrite)  # before any work: never after a long calibration
+    calib_set = calibration_set(calib, spec, calib_size, track) if precision == "int8" else None
     started = time.perf_counter()
-    with staging_dir(final) as tmp:
+    with staging_dir(final, overwrite) as tmp:
         handler = logging.FileHandler(tmp / "build.log")
         handler.setLevel(logging.DEBUG)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -97,7 +117,11 @@ def build_artifact(
                 notes=notes,
                 build_seconds=round(time.perf_counter() - started, 2),
             )
-            finalize_manifest(tmp, manifest)
+            manifest = finalize_manifest(tmp, manifest)
+            if finish is not None:
+                manifest = write_manifest(tmp, finish(tmp, manifest))
+            if signing_key is not None:
+                write_signature(tmp, signing_key, "artifact", manifest.seal)
         finally:
             log.removeHandler(handler)
             handler.close()

@@ -16,7 +16,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .errors import EdgevidError
+from .errors import EdgevidError, first_line
+from .outputs import check_output_file, mark, markdown_marker, write_output_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Quantize, compile and measure video models for edge targets.")
@@ -53,7 +54,19 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 @app.callback()
-def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs.")) -> None:
+def _setup(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs."),
+    require_signature: Optional[Path] = typer.Option(
+        None, "--require-signature", metavar="PUB",
+        help="Refuse artifacts and golden packs not signed by this Ed25519 public key (also: EDGEVID_REQUIRE_SIGNATURE=PUB)."),
+) -> None:
+    import os
+
+    if require_signature is not None:
+        from .signing import REQUIRE_ENV, load_public_key
+
+        load_public_key(require_signature, "--require-signature")
+        os.environ[REQUIRE_ENV] = str(require_signature.resolve())
     handler = RichHandler(console=err, show_time=False, show_path=False, level=logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
     log.setLevel(logging.DEBUG)  # build.log gets everything; the console gets INFO unless --verbose
@@ -106,9 +119,11 @@ def build(
     precision: Optional[str] = typer.Option(None, help="fp32 | fp16 | int8 (default: the target's)."),
     weights: Optional[str] = typer.Option(None, help="Checkpoint file, or 'random' (speed work only)."),
     calib: Optional[str] = typer.Option(None, help="Calibration videos: a folder, a manifest, or 'synthetic'."),
-    calib_size: Optional[int] = typer.Option(None, help="Number of calibration clips (default: the recipe's)."),
-    num_classes: Optional[int] = typer.Option(None, help="Re-initialise the classifier with this many classes."),
-    out_dir: Path = typer.Option(Path("artifacts"), "--out", help="Folder that receives the artifact folder."),
+    calib_size: Optional[int] = typer.Option(None, min=1, help="Number of calibration clips (default: the recipe's)."),
+    num_classes: Optional[int] = typer.Option(None, min=1, help="Re-initialise the classifier with this many classes."),
+    out_dir: Path = typer.Option(Path("artifacts"), "--out", help="Folder that receives the artifact folder (an existing"
+                                 " artifact of the same name is replaced; nothing else ever is)."),
+    sign: Optional[Path] = typer.Option(None, "--sign", metavar="KEY", help="Sign the artifact with this Ed25519 private key (`edgevid keygen`)."),
     max_drop: Optional[float] = typer.Option(None, "--max-drop", help="INT8: allowed top-1 drop in points; keeps the fewest, most sensitive layers in float (every backend with the keep_float hook; OpenVINO: NNCF accuracy control)."),
     val_data: Optional[str] = typer.Option(None, "--val-data", help="Labelled videos (folder or CSV) that --max-drop validates on (default for SynthMotion models: its val split)."),
     device: Optional[str] = typer.Option(None, "--device", help="Compile for this device now (e.g. OpenVINO CPU, GPU, NPU); it must be present."),
@@ -116,9 +131,9 @@ def build(
     dla_core: Optional[int] = typer.Option(None, "--dla-core", help="TensorRT on Jetson: run on this DLA core (GPU fallback, static shapes)."),
     option: list[str] = typer.Option([], "--option", help="Backend option KEY=VALUE (YAML value), e.g. calibrate_method=minmax, op_types_to_quantize=null (quantize every op)."),
     keep_float: list[str] = typer.Option([], "--keep-float", help="INT8: keep these layers in float, named as `edgevid sensitivity` lists them (ONNX nodes for onnxruntime/TensorRT, OpenVINO ops, modules for ExecuTorch); repeat the flag or separate with commas."),
-    val_size: Optional[int] = typer.Option(None, "--val-size", help="--max-drop: validation videos (default 200)."),
+    val_size: Optional[int] = typer.Option(None, "--val-size", min=1, help="--max-drop: validation videos (default 200)."),
     sensitivity_file: Optional[Path] = typer.Option(None, "--sensitivity", help="--max-drop: reuse a ranking written by `edgevid sensitivity`."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="--max-drop: CPU threads for the validation runs."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="--max-drop: CPU threads for the validation runs."),
     min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="--max-drop: also keep this % of"
                                                   " validation videos on the FP32 top-1 (e.g. 97)."),
 ) -> None:
@@ -136,10 +151,10 @@ def build(
         artifact = build_with_budget(model, target, max_drop, weights, calib, calib_size, out_dir, num_classes,
                                      options=options, val_data=val_data, val_size=val_size, precision=precision,
                                      ranking_file=sensitivity_file, threads=threads, track=track,
-                                     min_agreement=min_agreement)
+                                     min_agreement=min_agreement, sign=sign)
     else:
         artifact = build_artifact(model, target, precision, weights, calib, calib_size, out_dir, num_classes,
-                                  options=options, track=track)
+                                  options=options, track=track, sign=sign)
     m = artifact.manifest
     err.print(f"[green]built[/] {artifact.path}  ({m.backend} {m.precision}, {m.build_seconds:.1f} s)")
     for note in m.notes:
@@ -153,8 +168,8 @@ def eval_(
                                    " and/or the artifact folder whose shards to combine)."),
     merge_paths: Optional[list[Path]] = typer.Argument(None, help="eval merge: shard JSON files / artifact folder."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset: a folder-per-class or a CSV manifest (path,label)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for the runner."),
-    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N videos."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for the runner."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Evaluate only the first N videos."),
     shard: Optional[str] = typer.Option(None, "--shard", help="Evaluate shard i of n (1-based, e.g. 2/4): every n-th"
                                         " video; combine with `edgevid eval merge`."),
     restart: bool = typer.Option(False, "--restart", help="Discard the progress of an interrupted run instead of resuming."),
@@ -162,12 +177,13 @@ def eval_(
                                    " (agreement, cosine, SQNR); --no-reference: labels only, no torch needed."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster address: run shards on the nodes advertising"
                                       " this artifact's target (needs edgevid's ray extra)."),
-    ray_shards: Optional[int] = typer.Option(None, "--ray-shards", help="With --ray: number of shards (default: one per device)."),
+    ray_shards: Optional[int] = typer.Option(None, "--ray-shards", min=1, help="With --ray: number of shards (default: one per device)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result to this file."),
 ) -> None:
     """Top-1/top-5 with the model's test views, and agreement with the FP32 reference (resumable)."""
     from .harness.eval import evaluate, merge_into
 
+    check_output_file(json_path, "eval", "--json")  # before the run, not after it
     if artifact == "merge":
         if not merge_paths:
             raise EdgevidError("eval merge: pass the shard results (JSON files from --json) and/or the artifact folder")
@@ -182,7 +198,7 @@ def eval_(
                           ray=ray, ray_shards=ray_shards, with_reference=reference)
     _print_result(f"eval {Path(result['artifact']).name}  ({result['label']})" + (f" shard {result['shard']}" if result.get("shard") else ""), result)
     if json_path:
-        json_path.write_text(json.dumps(result, indent=2))
+        write_output_file(json_path, json.dumps(mark(result, "eval"), indent=2), "eval", "--json")
 
 
 def _print_result(title: str, result: dict) -> None:
@@ -230,13 +246,13 @@ def bench(
     precision: list[str] = typer.Option([], "--precision", help="With --all-targets: only these precisions (repeatable)."),
     weights: Optional[str] = typer.Option(None, help="With --all-targets: weights for builds (default: the reference / cached checkpoint; 'random')."),
     calib: Optional[str] = typer.Option(None, help="With --all-targets: calibration videos for INT8 builds."),
-    calib_size: Optional[int] = typer.Option(None, help="With --all-targets: calibration clips for INT8 builds (default: the recipe's)."),
+    calib_size: Optional[int] = typer.Option(None, min=1, help="With --all-targets: calibration clips for INT8 builds (default: the recipe's)."),
     out_dir: Path = typer.Option(Path("artifacts"), "--out", help="With --all-targets: where artifacts are found / built."),
     rebuild: bool = typer.Option(False, help="With --all-targets: rebuild artifacts that exist."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for every run (default: the cores this process may use)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for every run (default: the cores this process may use)."),
     baseline: list[str] = typer.Option([], help="Time 'eager' and/or 'compile' PyTorch FP32 in this run (--all-targets default: both)."),
-    seconds: float = typer.Option(3.0, help="Minimum timed seconds per measurement."),
-    repeats: int = typer.Option(1, help="Repeat every measurement in rotation; keep the median repeat."),
+    seconds: float = typer.Option(3.0, min=0.01, help="Minimum timed seconds per measurement."),
+    repeats: int = typer.Option(1, min=1, help="Repeat every measurement in rotation; keep the median repeat."),
     e2e: bool = typer.Option(True, help="Also time end-to-end clips (decode + sampling + preprocessing + inference)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write every figure to this JSON file."),
     md_path: Optional[Path] = typer.Option(None, "--md", help="Write the table as Markdown to this file."),
@@ -245,6 +261,11 @@ def bench(
     from .bench import COLUMNS, bench_all_targets, bench_artifact, cell, header_lines, markdown, table_rows
 
     progress = lambda what: err.print(f"[dim]bench: {escape(what)}[/]")  # noqa: E731
+    check_output_file(json_path, "bench", "--json")  # before the run, not after it
+    check_output_file(md_path, "bench", "--md")
+    for name in baseline:
+        if name not in ("eager", "compile"):
+            raise EdgevidError(f"--baseline {name}: choose eager or compile")
     if all_targets:
         if artifact is not None or not model:
             raise EdgevidError("--all-targets needs --model M and no ARTIFACT argument")
@@ -270,9 +291,9 @@ def bench(
     for skipped in result.get("skipped_targets", []):
         err.print(f"[dim]skipped {skipped['target']}: {escape(skipped['reason'])}[/]", soft_wrap=True)
     if json_path:
-        json_path.write_text(json.dumps(result, indent=2, default=str))
+        write_output_file(json_path, json.dumps(mark(result, "bench"), indent=2, default=str), "bench", "--json")
     if md_path:
-        md_path.write_text(markdown(result))
+        write_output_file(md_path, markdown_marker("bench") + markdown(result), "bench", "--md")
 
 
 @app.command()
@@ -295,6 +316,29 @@ def report(folder: Path = typer.Argument(Path("artifacts"), help="Folder holding
     err.print(f"wrote {table_path}" + (f" and {plot_path}" if plot_path else " (no plot: see the note above)"))
 
 
+@app.command()
+def keygen(out_prefix: Path = typer.Option(..., "--out", help="Writes OUT.key (private, mode 0600) and OUT.pub (public).")) -> None:
+    """Make an Ed25519 key pair for `--sign` (set EDGEVID_KEY_PASSPHRASE to encrypt the private key)."""
+    from .signing import generate_keypair
+
+    private, public = generate_keypair(out_prefix)
+    err.print(f"[green]wrote[/] {escape(str(private))} (keep it secret: it signs builds) and {escape(str(public))}"
+              " (copy it to the devices: --require-signature / EDGEVID_REQUIRE_SIGNATURE)")
+    out.print(str(public))
+
+
+@app.command()
+def verify(
+    path: Path = typer.Argument(..., help="Artifact folder or golden pack folder."),
+    key: Optional[Path] = typer.Option(None, "--key", metavar="PUB", help="Also check its Ed25519 signature against this public key."),
+) -> None:
+    """Check an artifact or golden pack: every file's sha256, the manifest seal / pack digest, and the signature."""
+    from .integrity import verify_folder
+
+    kind, detail = verify_folder(path, key)
+    err.print(f"[green]verified[/] {kind} {escape(str(path))}: {escape(detail)}")
+
+
 golden_app = typer.Typer(no_args_is_help=True, help="Golden packs: fixed inputs + FP32 reference logits, run on the device.")
 app.add_typer(golden_app, name="golden")
 
@@ -303,17 +347,21 @@ app.add_typer(golden_app, name="golden")
 def golden_make(
     model: str = typer.Option(..., "--model", "-m", help="Model name or alias."),
     data: str = typer.Option(..., "--data", help="Labelled videos: a CSV manifest or a folder per class."),
-    clips: int = typer.Option(..., "--clips", help="Number of videos in the pack (the first N of --data)."),
-    out_dir: Path = typer.Option(..., "--out", help="Pack folder to write."),
+    clips: int = typer.Option(..., "--clips", min=1, help="Number of videos in the pack (the first N of --data)."),
+    out_dir: Path = typer.Option(..., "--out", help="Pack folder to write (a new folder; an existing pack only with --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing golden pack at --out (never anything else)."),
+    gates_file: Optional[Path] = typer.Option(None, "--gates", help="Gates YAML to ship in the pack (covered by its digest and signature)."),
+    sign: Optional[Path] = typer.Option(None, "--sign", metavar="KEY", help="Sign the pack with this Ed25519 private key (`edgevid keygen`)."),
     weights: Optional[str] = typer.Option(None, help="Checkpoint the artifacts are built from, or 'random'."),
     views: str = typer.Option("test", help="test: the model's clips x crops per video (as eval); center: one clip."),
-    chunk: int = typer.Option(16, help="Videos per .npz chunk."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for the FP32 reference."),
+    chunk: int = typer.Option(16, min=1, help="Videos per .npz chunk."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for the FP32 reference."),
 ) -> None:
     """Write a golden pack: preprocessed inputs (.npz chunks), FP32 reference logits, labels, spec, digest."""
     from .harness.golden import load_pack, make_pack
 
-    path = make_pack(model, data, clips, out_dir, weights=weights, views=views, chunk_videos=chunk, threads=threads, track=track)
+    path = make_pack(model, data, clips, out_dir, weights=weights, views=views, chunk_videos=chunk, threads=threads,
+                     track=track, gates_file=gates_file, sign=sign, overwrite=overwrite)
     pack = load_pack(path)
     size = sum(p.stat().st_size for p in path.iterdir()) / 2**20
     err.print(f"[green]golden pack[/] {path}: {len(pack.videos)} videos x {pack.info['views_per_video']} views,"
@@ -327,10 +375,10 @@ def golden_run(
     pack: Path = typer.Argument(..., help="Golden pack folder (from `edgevid golden make`)."),
     gates: Optional[Path] = typer.Option(None, "--gates", help="Gates YAML (default: the pack's gates.yaml, then"
                                          " targets/gates/<target>.yaml, then targets/gates/default.yaml)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for the runner."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for the runner."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster address: run the chunks on the nodes"
                                       " advertising this artifact's target (needs edgevid's ray extra)."),
-    ray_shards: Optional[int] = typer.Option(None, "--ray-shards", help="With --ray: number of shards (default: one per device)."),
+    ray_shards: Optional[int] = typer.Option(None, "--ray-shards", min=1, help="With --ray: number of shards (default: one per device)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result to this file."),
 ) -> None:
     """Run a golden pack on this device (numpy + the backend's runtime only); exit 1 when a gate fails."""
@@ -351,7 +399,7 @@ def regress(
     section: Optional[str] = typer.Option(None, help="Compare 'eval' or 'golden' runs (default: what both have)."),
     gates: Optional[Path] = typer.Option(None, "--gates", help="Gates YAML (max_top1_drop, min_agreement,"
                                          " min_sqnr_db, max_sqnr_loss_db)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for the runner."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for the runner."),
 ) -> None:
     """Compare the artifact's accuracy with a baseline run on the same videos; exit 1 on a regression."""
     from .harness.regress import raise_for, regress as run_regress
@@ -376,20 +424,23 @@ def sensitivity(
     target: str = typer.Option(..., "--target", "-t", help="Target with an int8 precision."),
     weights: Optional[str] = typer.Option(None, help="Checkpoint file, or 'random'."),
     calib: Optional[str] = typer.Option(None, help="Calibration videos: a folder, a manifest, or 'synthetic'."),
-    calib_size: Optional[int] = typer.Option(None, help="Number of calibration clips."),
+    calib_size: Optional[int] = typer.Option(None, min=1, help="Number of calibration clips."),
     val_data: Optional[str] = typer.Option(None, "--val-data", help="Labelled videos to measure on (default for"
                                            " SynthMotion models: its val split)."),
-    val_size: int = typer.Option(32, "--val-size", help="Validation videos per measurement."),
+    val_size: int = typer.Option(32, "--val-size", min=1, help="Validation videos per measurement."),
     method: str = typer.Option("quantize-one", help="quantize-one: each layer INT8 alone; keep-float: full INT8"
                                " minus that layer."),
     option: list[str] = typer.Option([], "--option", help="Backend option KEY=VALUE (YAML value)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for the runners."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for the runners."),
     out_path: Optional[Path] = typer.Option(None, "--out", help="Ranking JSON to write (a .md table goes beside it;"
                                             " default artifacts/sensitivity/MODEL-TARGET.json)."),
 ) -> None:
     """Rank the quantizable layers by what quantizing each one costs (SQNR, agreement, top-1 vs FP32)."""
     from .harness.mixed import Workbench, sensitivity as rank, write_ranking
 
+    if out_path is not None:  # before the (long) run
+        check_output_file(out_path, "sensitivity", "--out")
+        check_output_file(out_path.with_suffix(".md"), "sensitivity", "--out (its .md table)")
     with Workbench(model, target, weights, calib, calib_size, _parse_options(option), val_data, val_size, threads,
                    track) as bench:
         ranking = rank(bench, method, rank_videos=None)
@@ -410,7 +461,7 @@ def sensitivity(
 @app.command()
 def synth(
     split: str = typer.Option("val", help="train | val | calib | test (disjoint seeds)."),
-    n: int = typer.Option(200, help="Number of clips."),
+    n: int = typer.Option(200, min=1, help="Number of clips."),
     root: Optional[Path] = typer.Option(None, help="Where to write (default: $EDGEVID_HOME/datasets)."),
 ) -> None:
     """Generate (or reuse) a SynthMotion split and print its manifest path."""
@@ -423,9 +474,9 @@ def synth(
 def demo(
     artifacts: Optional[list[Path]] = typer.Argument(None, help="Artifact folders, or folders holding them (default: artifacts/demo, else artifacts)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind. Anything but 127.0.0.1 exposes the demo to your network: an explicit opt-in."),
-    port: Optional[int] = typer.Option(None, help="Port (default: Gradio's 7860 or the next free one)."),
+    port: Optional[int] = typer.Option(None, min=1, max=65535, help="Port (default: Gradio's 7860 or the next free one)."),
     share: bool = typer.Option(False, "--share", help="Also publish a public Gradio share link (explicit opt-in)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads per runner."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads per runner."),
 ) -> None:
     """Gradio streaming demo: webcam, video file or SynthMotion sample; live top-k and FPS per artifact."""
     import importlib.util
@@ -447,16 +498,56 @@ def demo(
     module.launch(paths, host=host, port=port, share=share, threads=threads)
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escape sequences in a file name ...) shown escaped."""
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
+
+
+#: errno values that mean "the disk or folder, not edgevid": one line, exit 2
+_DISK_ERRORS = {28: "no space left on the device", 30: "read-only file system", 13: "permission denied",
+                122: "disk quota exceeded", 5: "input/output error"}
+
+
 def main() -> None:
-    """Console-script entry point: user errors become one line on stderr and a non-zero exit."""
+    """Console-script entry point: user errors become one line on stderr and a non-zero exit.
+
+    Exit codes: 0 ok; 1 a gate or regression failed; 2 bad input (usage errors too); 3 a missing
+    optional dependency; 130 interrupted (SIGINT); 143 terminated (SIGTERM).
+    """
+    import signal
+
+    from .outputs import terminate_cleanly
+
     try:
-        app()
+        with terminate_cleanly():
+            code = app(standalone_mode=False)  # we print usage errors and map interrupts ourselves
+    except typer.TyperException as exc:  # usage errors: bad flag, bad value
+        if hasattr(exc, "show"):
+            exc.show()
+        else:
+            err.print(f"[red]error:[/] {escape(printable(str(exc)))}", soft_wrap=True, highlight=False)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:  # typer's name for KeyboardInterrupt / EOF at a prompt
+        err.print("[red]interrupted[/]")
+        sys.exit(130)
     except EdgevidError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        err.print(f"[red]error:[/] {escape(printable(str(exc)))}", soft_wrap=True, highlight=False)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        err.print(f"[red]error:[/] {_DISK_ERRORS[exc.errno]}{escape(printable(where))}; free space or choose a writable"
+                  " --out / --json path", soft_wrap=True, highlight=False)
+        sys.exit(2)
     except KeyboardInterrupt:
         err.print("[red]interrupted[/]")
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 128 + signal.SIGTERM:
+            err.print("[red]terminated[/]")
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -597,7 +597,7 @@ class TensorRTBackend(Backend):
 
     def open(self, artifact, threads=None, mode="latency") -> Runner:
         m = artifact.manifest
-        if m.status.get("engine") == PENDING or not artifact.file(ENGINE_FILE).is_file():
+        if m.status.get("engine") == PENDING or not artifact.has(ENGINE_FILE):
             from .onnxruntime import OnnxRuntimeRunner
 
             return OnnxRuntimeRunner(
@@ -644,7 +644,7 @@ def build_from_onnx(
     src = Artifact(source)
     src.verify()
     m = src.manifest
-    if m.backend != "tensorrt" or not src.file(ONNX_FILE).is_file():
+    if m.backend != "tensorrt" or not src.has(ONNX_FILE):
         raise EdgevidError(f"--from-onnx {source}: not a TensorRT artifact with {ONNX_FILE} (backend {m.backend});"
                            " build one with `edgevid build --target jetson ...` first")
     if model and model != m.model and _canonical(model) != m.model:

@@ -33,6 +33,7 @@ def connect(address: str):
     except ImportError:
         raise BackendUnavailable("--ray needs Ray: pip install 'edgevid[ray]'") from None
     if not ray.is_initialized():
+        _probe(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
                      configure_logging=False)
@@ -40,6 +41,22 @@ def connect(address: str):
             raise EdgevidError(f"--ray {address}: cannot join the Ray cluster ({str(exc).splitlines()[0][:200]});"
                                " start one with `ray start --head` and pass its address") from None
     return ray
+
+
+def _probe(address: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds, with one line, when nothing listens at ``host:port`` (Ray itself retries for minutes)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise EdgevidError(f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc});"
+                           " start one with `ray start --head` and pass its address") from None
 
 
 def devices(ray, target: str, address: str) -> int:

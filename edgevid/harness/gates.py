@@ -15,6 +15,7 @@ Where they come from, first match wins: ``--gates FILE``; ``gates.yaml`` in the 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ..errors import EdgevidError
 from ..paths import data_file
 
 GATES_FILE = "gates.yaml"
+RULE_GATES = ("max_top1_drop", "min_agreement", "min_sqnr_db", "min_top1", "max_sqnr_loss_db")
 
 
 class Gates(BaseModel):
@@ -47,18 +49,29 @@ class Gates(BaseModel):
             raise EdgevidError(f"gates for precision {precision} are invalid: {first}") from None
 
 
-def load_gates(path: str | Path) -> Gates:
+def load_gates(path: str | Path, flag: str = "gates file") -> Gates:
+    """Read a gates YAML; an empty or comment-only file is an error, never "no gates, passed"."""
     path = Path(path)
     if not path.is_file():
-        raise EdgevidError(f"--gates {path}: no such file; write a YAML with max_top1_drop / min_agreement / min_sqnr_db")
+        raise EdgevidError(f"{flag} {path}: no such file; write a YAML with max_top1_drop / min_agreement / min_sqnr_db")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if raw is None:
+            raise EdgevidError(f"{flag} {path} sets no gates (empty or only comments); set at least one of"
+                               " max_top1_drop / min_agreement / min_sqnr_db / min_top1")
         if not isinstance(raw, dict):
             raise ValueError("expected a mapping of gate: value")
-        return Gates(**raw)
-    except (yaml.YAMLError, ValidationError, ValueError, TypeError) as exc:
+        gates = Gates(**raw)
+    except (yaml.YAMLError, ValidationError, ValueError, TypeError, UnicodeDecodeError) as exc:
         first = str(exc).replace("\n", " ")[:300]
-        raise EdgevidError(f"gates file {path} is invalid: {first}") from None
+        raise EdgevidError(f"{flag} {path} is invalid: {first}") from None
+    if not any(getattr(gates, name) is not None for name in RULE_GATES) and not gates.precision:
+        raise EdgevidError(f"{flag} {path} sets no gates; set at least one of {' / '.join(RULE_GATES)}")
+    for name in RULE_GATES:
+        value = getattr(gates, name)
+        if value is not None and not math.isfinite(value):
+            raise EdgevidError(f"{flag} {path}: {name} is {value}; give a finite number")
+    return gates
 
 
 def find_gates(explicit: str | Path | None, pack: Path | None, target: str | None) -> tuple[Gates, str]:
@@ -74,7 +87,7 @@ def find_gates(explicit: str | Path | None, pack: Path | None, target: str | Non
     candidates.append(folder / "default.yaml")
     for i, path in enumerate(candidates):
         if path.is_file() or (explicit and i == 0):
-            return load_gates(path), str(path)
+            return load_gates(path, "--gates" if explicit and i == 0 else "gates file"), str(path)
     return Gates(max_top1_drop=1.0, min_agreement=95.0, min_sqnr_db=15.0), "built-in defaults"
 
 

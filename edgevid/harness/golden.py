@@ -5,7 +5,9 @@
     <pack>/pack.json          model, spec, labels, weights, views, videos, chunks (+ sha256), digest
     <pack>/chunk-0000.npz     inputs [views, C, T, H, W] float32, video [views] int32,
                               ref_logits [views, classes] float32
-    <pack>/gates.yaml         (optional) the gates this pack is judged by
+    <pack>/gates.yaml         (optional, ``--gates`` at make time) the gates this pack is judged by;
+                              its sha256 is in pack.json, so the digest covers it
+    <pack>/signature.json     (optional, ``--sign KEY``) Ed25519 signature of the digest
 
 ``run_pack`` (device) needs numpy, the backend's runtime and this module only: no torch, no PyAV
 (for ONNX Runtime, OpenVINO and TensorRT artifacts). It checks the pack's digest and its fit to
@@ -21,12 +23,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..artifact import Artifact, sha256_file, staging_dir
+from ..artifact import Artifact, sha256_file
 from ..errors import EdgevidError
+from ..outputs import check_output_file, check_output_folder, commit_folder, mark, write_output_file
 from . import gates as gates_mod
 from .errors import GateFailed, NonFiniteOutput, PackError, RunIncomplete
 from .metrics import aggregate, video_record
@@ -64,12 +68,22 @@ def write_pack(
     data: dict | None = None,
     reference_info: dict | None = None,
     track: Track | None = None,
+    gates_file: str | Path | None = None,
+    sign: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a pack atomically: ``inputs_of(i)`` gives video i's views, ``reference`` their logits."""
+    """Write a pack atomically: ``inputs_of(i)`` gives video i's views, ``reference`` their logits.
+
+    ``out`` must be new, or an edgevid pack with ``overwrite``. ``gates_file`` is copied in as
+    gates.yaml (checked first) and covered by the digest; ``sign`` signs the digest."""
+    from ..signing import load_private_key, write_signature
+
     out = Path(out)
+    gates_text = _read_gates_for_pack(gates_file) if gates_file else None
+    signing_key = load_private_key(sign) if sign else None
     entries, chunks, shapes = [], [], set()
     buffer: list[tuple[int, np.ndarray, np.ndarray]] = []
-    with staging_dir(out) as tmp:
+    with commit_folder(out, "pack", overwrite=overwrite) as tmp:
 
         def flush():
             name = f"chunk-{len(chunks):04d}.npz"
@@ -115,9 +129,20 @@ def write_pack(
             "chunks": chunks,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+        if gates_text is not None:
+            (tmp / gates_mod.GATES_FILE).write_text(gates_text, encoding="utf-8")
+            info["gates"] = {"file": gates_mod.GATES_FILE, "sha256": sha256_file(tmp / gates_mod.GATES_FILE)}
         info["digest"] = pack_digest(info)
         (tmp / PACK_FILE).write_text(json.dumps(info, indent=1))
+        if signing_key is not None:
+            write_signature(tmp, signing_key, "pack", info["digest"])
     return out
+
+
+def _read_gates_for_pack(path: str | Path) -> str:
+    """The text of a gates file after checking it parses (``--gates`` of golden make)."""
+    gates_mod.load_gates(path, flag="--gates")
+    return Path(path).read_text(encoding="utf-8")
 
 
 def make_pack(
@@ -130,8 +155,14 @@ def make_pack(
     chunk_videos: int = 16,
     threads: int | None = None,
     track: Track | None = None,
+    gates_file: str | Path | None = None,
+    sign: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """`edgevid golden make`: the first ``clips`` videos of ``data``, preprocessed for ``model``."""
+    check_output_folder(out, "pack", overwrite)  # before any work
+    if gates_file:
+        _read_gates_for_pack(gates_file)
     import torch
 
     from ..backends.torch_eager import TorchEagerRunner
@@ -165,7 +196,7 @@ def make_pack(
         lambda x: run_views(runner, x, "the reference"),
         views=views, chunk_videos=chunk_videos, data=data_info,
         reference_info={"runner": "pytorch eager fp32", "torch": torch.__version__},
-        track=track,
+        track=track, gates_file=gates_file, sign=sign, overwrite=overwrite,
     )
 
 
@@ -224,7 +255,93 @@ def load_pack(path: str | Path) -> Pack:
     if info.get("digest") != pack_digest(info):
         raise PackError(f"{file} does not match its digest (edited or corrupt); make the pack again with"
                         " `edgevid golden make`")
+    _check_schema(file, info)
+    _check_pack_files(path, info)
+    from ..signing import check_required_signature
+
+    check_required_signature(path, info["digest"], "pack")
     return Pack(path, info)
+
+
+class _Video(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    index: int = Field(ge=0)
+    video: str
+    label: int
+    chunk: int = Field(ge=0)
+
+
+class _Chunk(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    file: str
+    videos: list[int]
+    views: int = Field(gt=0)
+    sha256: str
+
+
+class _Gates(BaseModel):
+    file: Literal["gates.yaml"]
+    sha256: str
+
+
+class _PackInfo(BaseModel):
+    """The shape of pack.json: a pack whose digest matches may still have been built by hand."""
+
+    model_config = ConfigDict(extra="allow")
+    format: Literal[1]
+    model: str
+    spec: dict
+    labels: list[str] = Field(min_length=1)
+    weights: dict
+    views: Literal["test", "center"]
+    views_per_video: int = Field(gt=0)
+    input_shape: list[int] = Field(min_length=4, max_length=4)
+    data: dict = {}
+    reference: dict = {}
+    videos: list[_Video] = Field(min_length=1)
+    chunks: list[_Chunk] = Field(min_length=1)
+    gates: _Gates | None = None
+
+
+def _check_schema(file: Path, info: dict) -> None:
+    try:
+        parsed = _PackInfo.model_validate(info)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise PackError(f"{file} is malformed ({where}: {error['msg']}); make the pack again with `edgevid golden make`") from None
+    if any(v.chunk >= len(parsed.chunks) for v in parsed.videos) or \
+            sum(c.views for c in parsed.chunks) != len(parsed.videos) * parsed.views_per_video or \
+            sorted(v.index for v in parsed.videos) != list(range(len(parsed.videos))):
+        raise PackError(f"{file} is inconsistent (videos, chunks and views do not add up); make the pack again with"
+                        " `edgevid golden make`")
+    if any(d <= 0 for d in parsed.input_shape):
+        raise PackError(f"{file} is malformed (input_shape {parsed.input_shape}); make the pack again with `edgevid golden make`")
+
+
+def _check_pack_files(path: Path, info: dict) -> None:
+    """Every chunk name is a plain file name; gates.yaml is the one the digest covers; nothing else was added."""
+    chunk_names = set()
+    for chunk in info.get("chunks", []):
+        name = chunk.get("file") if isinstance(chunk, dict) else None
+        if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", "..") or not name.endswith(".npz"):
+            raise PackError(f"{path / PACK_FILE} lists chunk {name!r}, not a file of the pack; make the pack again")
+        chunk_names.add(name)
+    gates_path = path / gates_mod.GATES_FILE
+    covered = info.get("gates")
+    if covered:
+        if not gates_path.is_file():
+            raise PackError(f"{gates_path} is missing from the pack; make the pack again with `edgevid golden make --gates`")
+        if sha256_file(gates_path) != covered.get("sha256"):
+            raise PackError(f"{gates_path} does not match its sha256 in {PACK_FILE} (edited after the pack was made);"
+                            " make the pack again with `edgevid golden make --gates FILE`, or pass --gates to `golden run`")
+    elif gates_path.exists():
+        raise PackError(f"{gates_path} is not covered by the pack's digest (added after the pack was made); make the"
+                        " pack with `edgevid golden make --gates FILE`, or move it out and pass --gates FILE")
+    allowed = {PACK_FILE, gates_mod.GATES_FILE, "signature.json", *chunk_names}
+    extra = sorted(p.name for p in path.iterdir() if p.name not in allowed)
+    if extra:
+        raise PackError(f"{path} holds files that are not part of the pack ({', '.join(extra[:3])}); remove them")
 
 
 def check_fit(pack: Pack, artifact: Artifact) -> None:
@@ -321,6 +438,7 @@ def run_pack(
     artifact raises before anything runs.
     """
     started = time.perf_counter()
+    check_output_file(json_path, "golden", "--json")  # before the run, not after it
     artifact = Artifact(artifact_path)
     m = artifact.manifest
     meta = {"kind": "golden", "artifact": artifact.path.name, "model": m.model, "target": m.target,
@@ -385,7 +503,7 @@ def _save(artifact: Artifact, result: dict, json_path: str | Path | None) -> Non
     from .report import report_lock, write_artifact_markdown
 
     if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=2))
+        write_output_file(json_path, json.dumps(mark(result, "golden"), indent=2), "golden", "--json")
     try:
         with report_lock(artifact.path):
             artifact.update_report("golden", result)

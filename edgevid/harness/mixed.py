@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..artifact import Artifact, Manifest, WeightsInfo, finalize_manifest, write_text_atomic
+from ..artifact import Artifact, Manifest, WeightsInfo, finalize_manifest
+from ..outputs import check_output_file, mark, markdown_marker, write_output_file
 from ..errors import DataError, EdgevidError
 from .metrics import aggregate, video_record
 
@@ -124,6 +125,7 @@ class Workbench:
         import torch
 
         from ..backends import BuildRequest, get_backend
+        from ..backends.options import validate_options
         from ..backends.torch_eager import TorchEagerRunner
         from ..calibration import calibration_set
         from ..labels import labels_for
@@ -145,7 +147,7 @@ class Workbench:
         self.net = create_model(self.model, weights=None if self.choice.random else str(self.choice.path))
         self.threads = threads
         self.track = track
-        self.options = dict(options or {})
+        self.options = validate_options(self.target.backend, dict(options or {}))
         calib_set = calibration_set(calib, self.spec, calib_size, track)
         self.calib_source = calib_set.source
         reference = TorchEagerRunner(self.net, self.spec.input_shape(1), threads)
@@ -155,7 +157,9 @@ class Workbench:
                                out_dir=Path(self._tmp.name), calib=calib_set.clips, options=self.options)
         started = time.perf_counter()
         self.plan = self.backend.int8_plan(request)
-        self.layers = self.plan.layers
+        # the user's --keep-float layers stay float in every variant and are not search candidates
+        self.user_kept = list(self.options.get("keep_float") or [])
+        self.layers = [layer for layer in self.plan.layers if layer.name not in self.user_kept]
         log.info("%s on %s: %d quantizable layers (plan ready in %.1f s)", self.model, self.target.name,
                  len(self.layers), time.perf_counter() - started)
         self.builds = 0
@@ -163,13 +167,14 @@ class Workbench:
     def variant(self, keep_float: list[str], val: ValSet | None = None) -> dict:
         """Build the INT8 variant keeping ``keep_float`` in float and score it."""
         with tempfile.TemporaryDirectory(dir=self._tmp.name) as tmp:
-            result = self.plan.build(keep_float, Path(tmp))
+            result = self.plan.build(list(dict.fromkeys([*self.user_kept, *keep_float])), Path(tmp))
             manifest = Manifest(
                 model=self.model, spec=self.spec, labels=self.labels, target=self.target.name,
                 backend=self.backend.name, device=self.target.device, precision="int8",
                 weights=WeightsInfo(source=self.choice.source, random=self.choice.random),
                 quantization=result.quantization, input_shape=list(self.spec.input_shape(self.target.input_shape.batch)),
                 input_name=result.input_name, notes=["mixed-precision search candidate"],
+                fingerprint=result.fingerprint, status=result.status,
             )
             finalize_manifest(Path(tmp), manifest)
             runner = self.backend.open(Artifact(tmp), threads=self.threads, mode="throughput")
@@ -273,8 +278,8 @@ def search(bench: Workbench, order: list[str] | Callable[[], list[str]], max_dro
 def write_ranking(ranking: dict, path: str | Path) -> tuple[Path, Path]:
     """The ranking as JSON and as a Markdown table beside it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(ranking, indent=2))
+    check_output_file(path.with_suffix(".md"), "sensitivity", "--out (its .md table)")
+    write_output_file(path, json.dumps(mark(ranking, "sensitivity"), indent=2), "sensitivity")
     full = ranking["full_int8"]
     lines = [f"# INT8 sensitivity: {ranking['model']} on {ranking['target']} ({ranking['backend']})", "",
              f"method {ranking['method']}, {ranking['videos']} videos of {ranking['val']}; full INT8: top-1 drop"
@@ -283,7 +288,7 @@ def write_ranking(ranking: dict, path: str | Path) -> tuple[Path, Path]:
     lines += [f"| {r['rank']} | {r['layer']} | {r['op']} | {r['scope']} | {r['sqnr_db']:.1f} | {r['agreement']:.1f} |"
               f" {r['top1_drop']:.2f} |" for r in ranking["layers"]]
     table = path.with_suffix(".md")
-    write_text_atomic(table, "\n".join(lines) + "\n")
+    write_output_file(table, markdown_marker("sensitivity") + "\n".join(lines) + "\n", "sensitivity", "--out (its .md table)")
     return path, table
 
 
@@ -323,8 +328,10 @@ def build_with_budget(
     threads: int | None = None,
     track: Track | None = None,
     min_agreement: float | None = None,
+    sign: str | Path | None = None,
 ) -> Artifact:
-    """`edgevid build --precision int8 --max-drop X`: INT8 with the fewest layers kept in float."""
+    """`edgevid build --precision int8 --max-drop X`: INT8 with the fewest layers kept in float
+    (on top of the user's own ``keep_float`` layers, which always stay float)."""
     from ..backends import get_backend, open_runner
     from ..build import build_artifact
     from ..targets import get_target
@@ -344,7 +351,7 @@ def build_with_budget(
         return build_artifact(model, target, "int8", weights, calib, calib_size, out, num_classes,
                               options={**options, "max_drop": max_drop, **({"val_data": val_data} if val_data else {}),
                                        **({"val_size": val_size} if val_size else {})},
-                              track=track)
+                              track=track, sign=sign)
     started = time.perf_counter()
     with Workbench(model, target, weights, calib, calib_size, options, val_data, val_size, threads, track) as bench:
         ranking: dict = {"method": "none needed: full INT8 met the budget"}
@@ -359,31 +366,35 @@ def build_with_budget(
         kept, naive, trials = search(bench, rank, max_drop, min_agreement)
         val, builds = bench.val, bench.builds
         layers = {layer.name: layer for layer in bench.layers}
-    artifact = build_artifact(model, target, "int8", weights, calib, calib_size, out,
-                              options={**options, "keep_float": kept}, track=track)
-    with open_runner(artifact, threads=threads, mode="throughput") as runner:
-        final = score(runner, val)
-    record = {
-        "max_drop": max_drop,
-        "min_agreement": min_agreement,
-        "metric": "top-1 points below the FP32 reference",
-        "validation": {"data": val.source, "videos": len(val), "views": val.views_kind},
-        "ranking": ranking["method"],
-        "naive": {"kept": 0, **naive},
-        "kept_float": [{"layer": n, "op": layers[n].op, "scope": layers[n].scope} for n in kept],
-        "final": final,
-        "reached": final["top1_drop"] <= max_drop + 1e-9
-        and (min_agreement is None or final["agreement"] >= min_agreement - 1e-9),
-        "trials": trials,
-        "variant_builds": builds,
-        "search_seconds": round(time.perf_counter() - started, 1),
-    }
-    m = artifact.manifest
-    notes = list(m.notes)
-    notes.append(f"--max-drop {max_drop}: full INT8 dropped {naive['top1_drop']:.2f} points; kept {len(kept)} layer(s)"
-                 f" in float; final drop {final['top1_drop']:.2f} on {len(val)} validation videos")
-    if not record["reached"]:
-        notes.append("the final artifact misses the budget that its search candidate met (non-deterministic calibration?)")
-    manifest = m.model_copy(update={"quantization": {**m.quantization, "mixed_precision": record}, "notes": notes})
-    write_text_atomic(artifact.path / "manifest.json", manifest.model_dump_json(indent=2))  # not hashed: files unchanged
-    return Artifact(artifact.path)
+    user_kept = list(options.get("keep_float") or [])
+
+    def finish(staged: Path, manifest: Manifest) -> Manifest:
+        """Score the staged artifact and record the search in its manifest (before it is sealed and committed)."""
+        with open_runner(Artifact(staged), threads=threads, mode="throughput") as runner:
+            final = score(runner, val)
+        record = {
+            "max_drop": max_drop,
+            "min_agreement": min_agreement,
+            "metric": "top-1 points below the FP32 reference",
+            "validation": {"data": val.source, "videos": len(val), "views": val.views_kind},
+            "ranking": ranking["method"],
+            "naive": {"kept": 0, **naive},
+            "kept_float": [{"layer": n, "op": layers[n].op, "scope": layers[n].scope} for n in kept],
+            "final": final,
+            "reached": final["top1_drop"] <= max_drop + 1e-9
+            and (min_agreement is None or final["agreement"] >= min_agreement - 1e-9),
+            "trials": trials,
+            "variant_builds": builds,
+            "search_seconds": round(time.perf_counter() - started, 1),
+        }
+        m = manifest
+        notes = list(m.notes)
+        notes.append(f"--max-drop {max_drop}: full INT8 dropped {naive['top1_drop']:.2f} points; kept {len(kept)} layer(s)"
+                     f" in float; final drop {final['top1_drop']:.2f} on {len(val)} validation videos")
+        if not record["reached"]:
+            notes.append("the final artifact misses the budget that its search candidate met (non-deterministic calibration?)")
+        return m.model_copy(update={"quantization": {**m.quantization, "mixed_precision": record}, "notes": notes})
+
+    return build_artifact(model, target, "int8", weights, calib, calib_size, out,
+                          options={**options, "keep_float": list(dict.fromkeys([*user_kept, *kept]))}, track=track,
+                          sign=sign, finish=finish)

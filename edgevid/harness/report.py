@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..artifact import MANIFEST, Artifact, write_text_atomic
+from ..errors import EdgevidError
+from ..outputs import check_output_file, markdown_marker, write_output_file
 
 log = logging.getLogger("edgevid")
 
@@ -33,10 +35,10 @@ def collect(folder: str | Path) -> list[dict]:
     for manifest in manifests:
         try:
             artifact = Artifact(manifest.parent)
-        except Exception as exc:  # one broken folder must not hide the others
+            report = artifact.read_report()
+        except EdgevidError as exc:  # one broken folder must not hide the others
             log.warning("skipping %s: %s", manifest.parent, exc)
             continue
-        report = artifact.read_report()
         m = artifact.manifest
         acc, source = _accuracy(report)
         run = report.get("bench", {}).get("runs", {}).get("artifact", {})
@@ -114,7 +116,7 @@ def plot_accuracy_vs_fps(rows: list[dict], path: Path) -> Path | None:
     ax.set_title("accuracy vs speed")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, metadata={"Software": "edgevid_output: report"})  # lets the next `edgevid report` replace it
     plt.close(fig)
     return path
 
@@ -126,7 +128,8 @@ def write_folder_report(folder: str | Path) -> tuple[list[dict], Path, Path | No
     if not rows:
         return rows, folder / TABLE_FILE, None
     table = folder / TABLE_FILE
-    write_text_atomic(table, "# edgevid report\n\n" + markdown_table(rows))
+    check_output_file(folder / PLOT_FILE, "report", "report plot")  # never replace a user's report.png
+    write_output_file(table, markdown_marker("report") + "# edgevid report\n\n" + markdown_table(rows), "report", "report table")
     return rows, table, plot_accuracy_vs_fps(rows, folder / PLOT_FILE)
 
 

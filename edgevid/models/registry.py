@@ -7,7 +7,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..errors import UnknownNameError, suggest
+from ..errors import CheckpointError, UnknownNameError, suggest
 from ..spec import ModelSpec
 
 
@@ -79,4 +79,16 @@ def create_model(name: str, num_classes: int | None = None, weights: str | None 
         from .checkpoint import load_checkpoint
 
         load_checkpoint(model, weights, family=entry.spec.family, reinit_head=num_classes is not None)
+        check_finite(model, weights)
     return model.eval()
+
+
+def check_finite(model: nn.Module, source: str) -> None:
+    """Refuse weights with NaN/Inf: they build silently and later look like a quantization failure."""
+    import torch
+
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"checkpoint {source}: tensor {key} holds {bad} NaN/Inf value(s); the checkpoint is"
+                                  " corrupt or from a diverged run: use another checkpoint")
