@@ -28,6 +28,7 @@ REPORT = "report.json"
 from .signing import SIGNATURE  # noqa: E402  (signing imports nothing of ours but errors)
 # Files that change after the build (or sign it) and are therefore not hashed; nothing runs them.
 MUTABLE_FILES = {MANIFEST, REPORT, "report.md", "build.log", SIGNATURE, ".report.lock"}
+PROGRESS_DIR = ".progress"  # eval's resumable progress (harness/eval.py): appended to, never run
 BACKENDS = ("torch_eager", "onnxruntime", "openvino", "executorch", "tensorrt")
 
 
@@ -41,9 +42,50 @@ def safe_relative(name: str) -> str:
 
 
 class WeightsInfo(BaseModel):
-    source: str = Field(description="'random', 'reference' or the checkpoint path")
+    source: str = Field(description="'random', 'reference' (the shipped weights) or the checkpoint path as given")
+    path: str | None = Field(None, description="absolute path of the checkpoint the build read")
     sha256: str | None = None
     random: bool = False
+
+    @property
+    def flag(self) -> str:
+        """The ``--weights`` value that selects these weights again."""
+        return "random" if self.random else "reference" if self.source == "reference" else (self.path or self.source)
+
+
+class BuildRecord(BaseModel):
+    """The build request as given, so that a printed rebuild command rebuilds the same artifact."""
+
+    weights: str
+    calib: str | None = None
+    calib_size: int | None = None
+    num_classes: int | None = None
+    options: dict[str, Any] = {}
+    out: str
+
+    def command(self, model: str, target: str, precision: str) -> str:
+        import shlex
+
+        import yaml
+
+        args = ["edgevid", "build", "--model", model, "--target", target, "--precision", precision, "--weights", self.weights]
+        if self.calib:
+            args += ["--calib", self.calib]
+        if self.calib_size:
+            args += ["--calib-size", str(self.calib_size)]
+        if self.num_classes:
+            args += ["--num-classes", str(self.num_classes)]
+        options = dict(self.options)
+        if options.get("keep_float"):
+            args += ["--keep-float", ",".join(options.pop("keep_float"))]
+        options.pop("keep_float", None)
+        for key, value in sorted(options.items()):
+            if key == "from_onnx":
+                continue
+            flow = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+            args += ["--option", f"{key}={flow.removesuffix(chr(10) + '...').strip()}"]
+        args += ["--out", self.out]
+        return shlex.join(args)
 
 
 class CalibrationInfo(BaseModel):
@@ -73,6 +115,7 @@ class Manifest(BaseModel):
     notes: list[str] = []
     build_seconds: float | None = None
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    build: BuildRecord | None = None
     seal: str | None = Field(None, description="sha256 of this manifest's canonical JSON without the seal")
 
     @field_validator("backend")
@@ -180,7 +223,7 @@ class Artifact:
                 )
         for path in self.path.rglob("*"):
             rel = path.relative_to(self.path).as_posix()
-            if not path.is_dir() and rel not in self.manifest.files and rel not in MUTABLE_FILES and not _is_temp(rel):
+            if not path.is_dir() and rel not in self.manifest.files and not is_mutable(rel):
                 raise ArtifactError(f"{path} is not listed in {MANIFEST} (added after the build); remove it or rebuild"
                                     f" the artifact with `{self.rebuild_command()}`")
         from .signing import check_required_signature
@@ -188,9 +231,10 @@ class Artifact:
         check_required_signature(self.path, self.manifest.seal or "", "artifact")
 
     def rebuild_command(self) -> str:
+        """A command that, run as printed, rebuilds this artifact in place."""
         m = self.manifest
-        weights = "random" if m.weights.random else m.weights.source
-        return f"edgevid build --model {m.model} --target {m.target} --precision {m.precision} --weights {weights}"
+        record = m.build or BuildRecord(weights=m.weights.flag, out=str(self.path.resolve().parent))
+        return record.command(m.model, m.target, m.precision)
 
     def read_report(self) -> dict[str, Any]:
         path = self.path / REPORT
@@ -218,10 +262,12 @@ class Artifact:
         return f"Artifact({self.path})"
 
 
-def _is_temp(rel: str) -> bool:
-    """edgevid's own atomic-write temp files (``.report.json.XXXX``) while another process writes."""
-    name = rel.rsplit("/", 1)[-1]
-    return "/" not in rel and any(name.startswith(f".{m}.") for m in MUTABLE_FILES)
+def is_mutable(rel: str) -> bool:
+    """Files edgevid writes into an artifact after the build: reports, logs, the signature, eval's
+    progress, and the temp files of their atomic writes (``.report.json.XXXX``)."""
+    if rel in MUTABLE_FILES or rel.startswith(PROGRESS_DIR + "/"):
+        return True
+    return "/" not in rel and any(rel.startswith(f".{m}.") for m in MUTABLE_FILES)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -245,6 +291,6 @@ def finalize_manifest(folder: Path, manifest: Manifest) -> Manifest:
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
-        if rel not in MUTABLE_FILES:
+        if not is_mutable(rel):
             files[rel] = sha256_file(path)
     return write_manifest(folder, manifest.model_copy(update={"files": files}))

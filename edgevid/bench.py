@@ -424,7 +424,9 @@ def bench_artifact(
               "runs": runs, "artifact_mb": round(size / 2**20, 2), "build_seconds": m.build_seconds,
               "peaks": peaks, "versions": m.versions, "runtime_versions": runtime_versions(), "machine": machine_info(),
               "method": METHOD}
-    artifact.update_report("bench", result)
+    from .pipeline import record_report
+
+    record_report(artifact, "bench", result)
     return result
 
 
@@ -483,26 +485,19 @@ def host_targets(selected: Iterable[str] = ()) -> tuple[list, list[tuple[str, st
 def ensure_artifact(model: str, target, precision: str, out: Path, weights: str | None, calib: str | None,
                     calib_size: int | None, rebuild: bool, track=None) -> tuple[Path, bool]:
     """The artifact folder for (model, target, precision) under ``out``, built if missing or stale."""
-    from .artifact import Artifact, artifact_name
+    from .artifact import artifact_name
     from .build import build_artifact
-    from .errors import ArtifactError
     from .models import canonical_name
 
-    from .artifact import sha256_file
-    from .models.weights import resolve_weights
+    from .pipeline import stale_reason
 
     path = Path(out) / artifact_name(canonical_name(model), target.name, precision)
     if path.is_dir() and not rebuild:
-        try:
-            existing = Artifact(path)
-            existing.verify()
-            choice = resolve_weights(model, weights)
-            built_with = existing.manifest.weights
-            if (choice.random and built_with.random) or (
-                    not choice.random and not built_with.random and built_with.sha256 == sha256_file(choice.path)):
-                return path, False
-        except ArtifactError:
-            pass
+        reason = stale_reason(path, model, target, weights, calib if precision == "int8" else None,
+                              calib_size if precision == "int8" else None)
+        if reason is None:
+            return path, False
+        log.info("rebuilding %s: %s", path, reason)
     artifact = build_artifact(model, target.name, precision, weights, calib, calib_size, out, track=track)
     return artifact.path, True
 
@@ -584,8 +579,10 @@ def bench_all_targets(
                  "built_now": built, "weights": m.weights.source, "versions": m.versions, "notes": m.notes,
                  "runs": {"artifact": run}}
         if "error" not in run:
-            artifact.update_report("bench", {**entry, "runs": {"artifact": run, **{k: runs[k] for k in baselines}},
-                                             "threads": threads, "gflops_per_clip": gflops, "machine": machine_info()})
+            from .pipeline import record_report
+
+            record_report(artifact, "bench", {**entry, "runs": {"artifact": run, **{k: runs[k] for k in baselines}},
+                                              "threads": threads, "gflops_per_clip": gflops, "machine": machine_info()})
         rows.append(entry)
     return {"model": name, "threads": threads, "gflops_per_clip": gflops, "input_shape": first.manifest.input_shape,
             "artifacts": rows, "baselines": {kind: runs[kind] for kind in baselines}, "failures": failures,

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .artifact import Artifact, CalibrationInfo, Manifest, WeightsInfo, artifact_name, finalize_manifest, sha256_file, staging_dir, write_manifest
+from .artifact import Artifact, BuildRecord, CalibrationInfo, Manifest, artifact_name, finalize_manifest, staging_dir, write_manifest
 from .backends import BuildRequest, get_backend
 from .backends.options import validate_options
 from .errors import EdgevidError
 from .outputs import check_output_folder
 from .signing import load_private_key, write_signature
-from .labels import labels_for
 from .targets import get_target
 
 log = logging.getLogger("edgevid")
@@ -56,28 +54,20 @@ def build_artifact(
 
         check_dla_request(get_target(target), options["dla_core"])
     from .calibration import calibration_set
-    from .models import canonical_name, create_model, get_spec
-    from .models.weights import resolve_weights
+    from .models import canonical_name
+    from .pipeline import assemble_manifest, given_source, prepare_model
 
     target_obj = get_target(target)
     precision = target_obj.check_precision(precision)
     options = validate_options(target_obj.backend, dict(options or {}))
     backend = get_backend(target_obj.backend)
     backend.check(for_build=True)
-    name = canonical_name(model)
-    spec = get_spec(name)
-    if num_classes and num_classes != spec.num_classes:
-        spec = spec.model_copy(update={"num_classes": num_classes})
-    choice = resolve_weights(name, weights)
-    if choice.random:
-        import torch
-
-        torch.manual_seed(0)  # the eval reference re-creates the same random weights
-    net = create_model(name, num_classes=num_classes, weights=None if choice.random else str(choice.path))
-
-    final = Path(out) / artifact_name(name, target_obj.name, precision)
+    final = Path(out) / artifact_name(canonical_name(model), target_obj.name, precision)
     check_output_folder(final, "artifact", overwrite)  # before any work: never after a long calibration
-    calib_set = calibration_set(calib, spec, calib_size, track) if precision == "int8" else None
+    prepared = prepare_model(model, weights, num_classes)
+    record = BuildRecord(weights=prepared.weights.flag, calib=given_source(calib), calib_size=calib_size,
+                         num_classes=num_classes, options=options, out=str(Path(out).resolve()))
+    calib_set = calibration_set(calib, prepared.spec, calib_size, track) if precision == "int8" else None
     started = time.perf_counter()
     with staging_dir(final, overwrite) as tmp:
         handler = logging.FileHandler(tmp / "build.log")
@@ -85,38 +75,15 @@ def build_artifact(
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         try:
-            log.info("building %s for %s (%s, backend %s)", name, target_obj.name, precision, backend.name)
+            log.info("building %s for %s (%s, backend %s)", prepared.name, target_obj.name, precision, backend.name)
             result = backend.build(BuildRequest(
-                model=net, spec=spec, target=target_obj, precision=precision, out_dir=tmp,
-                calib=calib_set.clips if calib_set else None, options=options or {},
+                model=prepared.net, spec=prepared.spec, target=target_obj, precision=precision, out_dir=tmp,
+                calib=calib_set.clips if calib_set else None, options=options,
             ))
-            notes = list(result.notes)
-            if choice.random:
-                notes.insert(0, "random weights: for speed measurements only, accuracy is meaningless")
-            manifest = Manifest(
-                model=name,
-                spec=spec,
-                labels=labels_for(spec.label_set, spec.num_classes),
-                target=target_obj.name,
-                backend=backend.name,
-                device=target_obj.device,
-                precision=precision,
-                weights=WeightsInfo(
-                    source=choice.source,
-                    sha256=None if choice.random else sha256_file(choice.path),
-                    random=choice.random,
-                ),
-                calibration=CalibrationInfo(source=calib_set.source, clips=len(calib_set.clips), digest=calib_set.digest)
-                if calib_set else None,
-                quantization=result.quantization,
-                input_shape=list(spec.input_shape(target_obj.input_shape.batch)),
-                input_name=result.input_name,
-                versions={"edgevid": _version(), "python": platform.python_version(), **result.versions},
-                fingerprint=result.fingerprint,
-                status=result.status,
-                notes=notes,
-                build_seconds=round(time.perf_counter() - started, 2),
-            )
+            calibration = CalibrationInfo(source=calib_set.source, clips=len(calib_set.clips), digest=calib_set.digest) \
+                if calib_set else None
+            manifest = assemble_manifest(prepared, target_obj, backend.name, precision, result, calibration, record,
+                                         time.perf_counter() - started)
             manifest = finalize_manifest(tmp, manifest)
             if finish is not None:
                 manifest = write_manifest(tmp, finish(tmp, manifest))
@@ -127,8 +94,3 @@ def build_artifact(
             handler.close()
     return Artifact(final)
 
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__

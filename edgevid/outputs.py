@@ -53,9 +53,9 @@ def _artifact_files(folder: Path) -> set[str] | None:
     if not isinstance(data, dict) or not {"model", "backend", "spec"} <= data.keys():
         return None
     listed = data.get("files") if isinstance(data.get("files"), dict) else {}
-    from .artifact import MUTABLE_FILES
+    from .artifact import is_mutable
 
-    return set(listed) | MUTABLE_FILES
+    return _Names(set(listed), is_mutable)
 
 
 def _pack_files(folder: Path) -> set[str] | None:
@@ -67,6 +67,17 @@ def _pack_files(folder: Path) -> set[str] | None:
         return None
     chunks = [c.get("file") for c in data.get("chunks", []) if isinstance(c, dict)]
     return {"pack.json", "gates.yaml", "signature.json", *chunks}
+
+
+class _Names(set):
+    """A set of names that also admits any name ``extra(name)`` accepts."""
+
+    def __init__(self, names: set[str], extra: Callable[[str], bool]):
+        super().__init__(names)
+        self.extra = extra
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or (isinstance(name, str) and self.extra(name))
 
 
 # kind -> function returning the names edgevid writes into such a folder, or None when it is not one

@@ -39,7 +39,7 @@ def test_ort_lists_quantizable_layers_and_keeps_chosen_ones_float(tmp_path):
         assert {layer.scope for layer in plan.layers} >= {"temporal", "res", "qkv", "head"}  # the PyTorch modules
         keep = [weighted[0], weighted[-1]]
         result = plan.build(keep, tmp_path)
-        assert result.quantization["nodes_kept_float"] == keep
+        assert result.quantization["kept_float"] == keep
         graph = onnx.load(str(tmp_path / "model.onnx")).graph
         made_by = {out: node.op_type for node in graph.node for out in node.output}
         for node in graph.node:
@@ -88,7 +88,7 @@ def test_cli_sensitivity_then_build_with_max_drop(tmp_path):
     record = manifest["quantization"]["mixed_precision"]
     kept = [k["layer"] for k in record["kept_float"]]
     assert record["reached"] and record["final"]["top1_drop"] <= 0
-    assert manifest["quantization"]["nodes_kept_float"] == kept
+    assert manifest["quantization"]["kept_float"] == kept
     assert kept == [r["layer"] for r in rows[: len(kept)]]  # the top of the ranking
     proc = run_cli("build", *common, "--precision", "fp32", "--max-drop", "1", prelude=prelude)
     assert proc.returncode == 2 and "--max-drop applies to int8 builds" in proc.stderr
@@ -121,7 +121,7 @@ def test_naive_full_int8_of_a_reference_model_meets_the_budget(model, tmp_path):
     if model in BUDGETS:
         assert record["naive"]["top1_drop"] > budget, "the demonstration needs a naive recipe that misses the budget"
     assert record["reached"] and record["final"]["top1_drop"] <= budget
-    assert artifact.manifest.quantization["nodes_kept_float"] == kept
+    assert artifact.manifest.quantization["kept_float"] == kept
     if record["naive"]["top1_drop"] <= budget:
         assert kept == []
     else:  # minimal along the ranking: one layer fewer missed the budget

@@ -146,7 +146,7 @@ def test_attention_products_stay_float_when_asked(tmp_path):
         # transformer) stay float, while q and k still carry the Q/DQ of the projections that produce them
         scores_quantized = any(name.split("_QuantizeLinear")[0] == "y" for name in quantized)  # a graph output is renamed
         assert scores_quantized != keep_float and {"x", "q", "k"} <= quantized
-        assert ("scores" in quant["nodes_kept_float"]) == keep_float
+        assert ("scores" in quant["kept_float"]) == keep_float
         assert quant["activation_matmuls"] == ("float" if keep_float else "int8")
 
 

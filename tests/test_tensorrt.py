@@ -230,7 +230,7 @@ def test_transformer_qdq_keeps_softmax_layernorm_gelu_and_attention_in_float(tin
     assert float_rule_violations(qdq) == []
     # ...while every Linear is INT8 (weights and inputs), so the model is really quantized
     assert entry["quant"]["int8_layers"].get("MatMul", 0) >= 4 * TinyViT.blocks_count
-    assert len(entry["quant"]["kept_float_nodes"]) == 2 * TinyViT.blocks_count
+    assert len(entry["quant"]["kept_float"]) == 2 * TinyViT.blocks_count
     # FP16 remainder, LayerNorm kept FP32 (FP16 LayerNorm after attention overflows)
     norms = [n for n in qdq.graph.node if n.op_type == "LayerNormalization"]
     assert norms and all(_init(qdq, n.input[1]).dtype == np.float32 for n in norms)
@@ -455,7 +455,7 @@ def test_keep_float_nodes_stay_float_in_the_qdq_onnx(tmp_path):
     # the kept layers lost their Q/DQ and every other INT8 layer kept it (ModelOpt may then also
     # quantize a neighbour it had left float: its placement looks at the surrounding graph)
     assert not mixed & set(kept) and full - set(kept) <= mixed, (sorted(full), sorted(mixed))
-    assert set(kept) <= set(quant["kept_float_nodes"])
+    assert set(kept) <= set(quant["kept_float"])
 
 @no_engine_here
 def test_pending_artifact_runs_the_qdq_onnx_on_onnxruntime_cpu(pending):

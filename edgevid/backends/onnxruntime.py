@@ -129,7 +129,7 @@ def quantize_qdq(
         "calibrate_method": calibrate_method,
         "op_types": list(op_types) if op_types else "all supported",
         "activation_matmuls": "float" if float_activation_matmuls else "int8",
-        "nodes_kept_float": list(nodes_to_exclude),
+        "kept_float": list(nodes_to_exclude),
     }
 
 

@@ -40,7 +40,6 @@ class OnnxRuntimeOptions(CommonOptions):
 
 class OpenVINOOptions(CommonOptions):
     device: str | None = None
-    performance_hint: Literal["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"] | None = None
     inference_precision: str | None = None
     preset: Literal["mixed", "performance"] | None = None
     fast_bias_correction: bool | None = None

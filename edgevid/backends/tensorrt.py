@@ -266,7 +266,7 @@ def quantize_int8_qdq(
         "scheme": "explicit INT8 Q/DQ for TensorRT: symmetric, per-channel weights, per-tensor activations",
         "policy": policy.describe(),
         "calibration": f"{calibrate_method}, {len(clips)} clips, ONNX Runtime CPU execution provider",
-        "kept_float_nodes": policy.nodes_to_exclude,
+        "kept_float": policy.nodes_to_exclude,
     }
     error = None
     if tool == "modelopt":

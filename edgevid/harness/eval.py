@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..artifact import Artifact, Manifest
+from ..artifact import Artifact, Manifest, PROGRESS_DIR
 from ..backends import Runner, open_runner
 from ..errors import DataError, EdgevidError
 from .errors import NonFiniteOutput, RunIncomplete
@@ -27,30 +27,15 @@ from .metrics import aggregate, compare, softmax, video_record  # noqa: F401  (c
 
 log = logging.getLogger("edgevid")
 
-PROGRESS_DIR = ".progress"
 Track = Callable[[Iterable, str, int], Iterable]
 
 
 def reference_runner(manifest: Manifest, threads: int | None = None, weights_path: str | None = None) -> Runner:
-    """PyTorch eager FP32 with the same weights the artifact was built from."""
-    import torch
-
+    """PyTorch eager FP32 with the same weights the artifact was built from (sha256 checked)."""
     from ..backends.torch_eager import TorchEagerRunner
-    from ..models import create_model
-    from ..models.weights import SHIPPED
+    from ..pipeline import reference_model
 
-    weights = manifest.weights
-    if weights.random:
-        torch.manual_seed(0)  # builds seed random init the same way
-        path = None
-    elif weights_path:
-        path = weights_path
-    elif weights.source == "reference":
-        path = SHIPPED / f"{manifest.model}.pt"
-    else:
-        path = weights.source
-    model = create_model(manifest.model, num_classes=manifest.spec.num_classes, weights=path and str(path))
-    return TorchEagerRunner(model, manifest.input_shape, threads)
+    return TorchEagerRunner(reference_model(manifest, weights_path), manifest.input_shape, threads)
 
 
 def run_views(runner: Runner, views: np.ndarray, what: str = "") -> np.ndarray:

@@ -181,15 +181,10 @@ def _eval_task(artifact_files: dict, videos: dict, items: list[tuple], with_refe
 
 
 def _reference_weights(artifact: Artifact) -> dict | None:
-    m = artifact.manifest
-    if m.weights.random:
-        return None
-    from ..models.weights import SHIPPED
+    from ..pipeline import weights_file
 
-    path = SHIPPED / f"{m.model}.pt" if m.weights.source == "reference" else Path(m.weights.source)
-    if not path.is_file():
-        raise EdgevidError(f"--ray: the reference weights {path} are not on this machine; the nodes need them too")
-    return {path.name: path.read_bytes()}
+    path = weights_file(artifact.manifest.weights, artifact.manifest.model)  # sha256 checked before it is shipped
+    return None if path is None else {path.name: path.read_bytes()}
 
 
 def eval_on_ray(address: str, artifact: Artifact, items: list, with_reference: bool, threads: int | None = None,

@@ -167,9 +167,9 @@ def make_pack(
 
     from ..backends.torch_eager import TorchEagerRunner
     from ..data.views import single_clip, test_views
+    from ..models import canonical_name, get_spec
     from ..labels import labels_for
-    from ..models import canonical_name, create_model, get_spec
-    from ..models.weights import resolve_weights
+    from ..pipeline import prepare_model
     from .eval import dataset_items, run_views
 
     if clips <= 0:
@@ -178,19 +178,16 @@ def make_pack(
         raise EdgevidError(f"--views {views}: choose test (the model's clips x crops) or center (one clip)")
     name = canonical_name(model)
     spec = get_spec(name)
-    labels = labels_for(spec.label_set, spec.num_classes)
-    items, data_info = dataset_items(data, labels, clips)
+    items, data_info = dataset_items(data, labels_for(spec.label_set, spec.num_classes), clips)
     if len(items) < clips:
         log.warning("%s has %d videos, fewer than --clips %d: using all of them", data, len(items), clips)
-    choice = resolve_weights(name, weights)
-    if choice.random:
-        torch.manual_seed(0)  # as builds and the eval reference do
-    net = create_model(name, weights=None if choice.random else str(choice.path))
-    runner = TorchEagerRunner(net, spec.input_shape(1), threads)
+    prepared = prepare_model(name, weights)
+    spec, labels = prepared.spec, prepared.labels
+    runner = TorchEagerRunner(prepared.net, spec.input_shape(1), threads)
     cut = test_views if views == "test" else single_clip
     return write_pack(
         out, name, spec, labels,
-        {"source": choice.source, "sha256": None if choice.random else sha256_file(choice.path), "random": choice.random},
+        prepared.weights.model_dump(mode="json"),
         [(item.key, item.label) for item in items],
         lambda i: cut(items[i].path, spec),
         lambda x: run_views(runner, x, "the reference"),
@@ -215,12 +212,6 @@ class Pack:
     @property
     def chunks(self) -> list[dict]:
         return self.info["chunks"]
-
-    def remake_command(self) -> str:
-        i = self.info
-        weights = "random" if i["weights"].get("random") else i["weights"].get("source")
-        data = i.get("data", {}).get("data", "MANIFEST")
-        return f"edgevid golden make --model {i['model']} --data {data} --clips {len(i['videos'])} --weights {weights}"
 
     def load_chunk(self, index: int) -> dict[str, np.ndarray]:
         """A verified chunk's arrays; ``PackError`` if it is missing, altered or malformed."""
@@ -346,10 +337,12 @@ def _check_pack_files(path: Path, info: dict) -> None:
 
 def check_fit(pack: Pack, artifact: Artifact) -> None:
     """Refuse a pack made for another model, spec, label set or weights (nothing runs)."""
+    import shlex
+
     m, info = artifact.manifest, pack.info
     spec = m.spec.model_dump(mode="json")
-    weights = "random" if m.weights.random else m.weights.source
-    remake = f"make a pack for it with `edgevid golden make --model {m.model} --weights {weights} --data ... --clips N`"
+    remake = (f"make a pack for it with `edgevid golden make --model {m.model} --weights {shlex.quote(m.weights.flag)}"
+              " --data VIDEOS --clips N --out NEW_PACK`")
     if info["model"] != m.model:
         raise PackError(f"pack {pack.path} was made for model {info['model']}, the artifact is {m.model}; {remake}")
     packed = info["spec"]
@@ -374,7 +367,7 @@ def check_fit(pack: Pack, artifact: Artifact) -> None:
     if bool(weights.get("random")) != m.weights.random or (not m.weights.random and weights.get("sha256") != m.weights.sha256):
         built = "random weights" if m.weights.random else f"weights {m.weights.source}"
         raise PackError(f"pack {pack.path}'s reference logits come from other weights ({weights.get('source')}) than"
-                        f" the artifact ({built}); make the pack with --weights matching the build")
+                        f" the artifact ({built}); {remake}")
 
 
 # --- running -----------------------------------------------------------------------------------

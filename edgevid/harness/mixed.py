@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..artifact import Artifact, Manifest, WeightsInfo, finalize_manifest
+from ..artifact import Artifact, Manifest, finalize_manifest
+from ..pipeline import assemble_manifest
 from ..outputs import check_output_file, mark, markdown_marker, write_output_file
 from ..errors import DataError, EdgevidError
 from .metrics import aggregate, video_record
@@ -122,15 +123,11 @@ class Workbench:
         threads: int | None = None,
         track: Track | None = None,
     ):
-        import torch
-
         from ..backends import BuildRequest, get_backend
         from ..backends.options import validate_options
         from ..backends.torch_eager import TorchEagerRunner
         from ..calibration import calibration_set
-        from ..labels import labels_for
-        from ..models import canonical_name, create_model, get_spec
-        from ..models.weights import resolve_weights
+        from ..pipeline import prepare_model
         from ..targets import get_target
 
         self.target = get_target(target)
@@ -138,13 +135,9 @@ class Workbench:
             raise EdgevidError(f"target {self.target.name} has no int8 precision: nothing to keep in float")
         self.backend = get_backend(self.target.backend)
         self.backend.check(for_build=True)
-        self.model = canonical_name(model)
-        self.spec = get_spec(self.model)
-        self.labels = labels_for(self.spec.label_set, self.spec.num_classes)
-        self.choice = resolve_weights(self.model, weights)
-        if self.choice.random:
-            torch.manual_seed(0)  # as build_artifact and the eval reference
-        self.net = create_model(self.model, weights=None if self.choice.random else str(self.choice.path))
+        self.prepared = prepared = prepare_model(model, weights)
+        self.model, self.spec, self.labels, self.net = prepared.name, prepared.spec, prepared.labels, prepared.net
+        self.weights = prepared.weights
         self.threads = threads
         self.track = track
         self.options = validate_options(self.target.backend, dict(options or {}))
@@ -168,14 +161,8 @@ class Workbench:
         """Build the INT8 variant keeping ``keep_float`` in float and score it."""
         with tempfile.TemporaryDirectory(dir=self._tmp.name) as tmp:
             result = self.plan.build(list(dict.fromkeys([*self.user_kept, *keep_float])), Path(tmp))
-            manifest = Manifest(
-                model=self.model, spec=self.spec, labels=self.labels, target=self.target.name,
-                backend=self.backend.name, device=self.target.device, precision="int8",
-                weights=WeightsInfo(source=self.choice.source, random=self.choice.random),
-                quantization=result.quantization, input_shape=list(self.spec.input_shape(self.target.input_shape.batch)),
-                input_name=result.input_name, notes=["mixed-precision search candidate"],
-                fingerprint=result.fingerprint, status=result.status,
-            )
+            manifest = assemble_manifest(self.prepared, self.target, self.backend.name, "int8", result, None, None, 0.0,
+                                         notes=["mixed-precision search candidate"])
             finalize_manifest(Path(tmp), manifest)
             runner = self.backend.open(Artifact(tmp), threads=self.threads, mode="throughput")
             try:

@@ -32,18 +32,24 @@ def resolve_weights(model: str, weights: str | None) -> WeightsChoice:
     name = canonical_name(model)
     if weights == "random":
         return WeightsChoice(None, "random")
+    if weights == "reference":
+        shipped = SHIPPED / f"{name}.pt"
+        if not shipped.is_file():
+            raise CheckpointError(f"--weights reference: edgevid ships no reference weights for {name}; pass a checkpoint"
+                                  " file or 'random'")
+        return WeightsChoice(shipped, "reference")
     if weights:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise CheckpointError(f"--weights {weights}: no such file; pass a checkpoint file or 'random'")
-        return WeightsChoice(path, str(path))
+            raise CheckpointError(f"--weights {weights}: no such file; pass a checkpoint file, 'reference' or 'random'")
+        return WeightsChoice(path.resolve(), str(path))
     shipped = SHIPPED / f"{name}.pt"
     if shipped.is_file():
         return WeightsChoice(shipped, "reference")
     for suffix in CHECKPOINT_SUFFIXES:
         cached = cache_dir() / f"{name}{suffix}"
         if cached.is_file():
-            return WeightsChoice(cached, str(cached))
+            return WeightsChoice(cached.resolve(), str(cached))
     url = get_spec(name).checkpoint_url
     where = f"download the official checkpoint from {url}" if url else "no official checkpoint is published"
     raise CheckpointError(
