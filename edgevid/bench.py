@@ -46,7 +46,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .errors import EdgevidError
+from .errors import EdgevidError, first_line
 
 log = logging.getLogger("edgevid")
 
@@ -547,7 +547,7 @@ def bench_all_targets(
                 continue
             except Exception as exc:  # a backend bug must not hide the other targets' figures
                 failures.append({"target": target.name, "precision": precision,
-                                 "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"})
+                                 "error": f"{type(exc).__name__}: {first_line(exc)}"})
                 continue
             artifacts.append((path, built))
     if not artifacts:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import EdgevidError
+from .errors import EdgevidError, first_line
 
 log = logging.getLogger("edgevid")
 # The exporter warns once per torchvision op that torchvision is absent; we never use torchvision.
@@ -22,8 +22,7 @@ OUTPUT_NAME = "logits"
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    return first_line(exc)
 
 
 def batch_dim(min_batch: int, max_batch: int):

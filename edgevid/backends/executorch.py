@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, DataError, EdgevidError
+from ..errors import ArtifactError, DataError, EdgevidError, first_line
 from .base import Backend, BuildRequest, BuildResult, QuantLayer, Runner
 
 log = logging.getLogger("edgevid")
@@ -31,7 +31,6 @@ log = logging.getLogger("edgevid")
 MODEL_FILE = "model.pte"
 COREML_FILE = "model_coreml.pte"
 DELEGATION_FILE = "delegation.json"
-_IGNORE = ("Failed to load", )
 
 
 class ExecuTorchRunner(Runner):
@@ -52,7 +51,7 @@ class ExecuTorchRunner(Runner):
             self._program = Runtime.get().load_program(str(path))
             self._method = self._program.load_method("forward")
         except Exception as exc:  # noqa: BLE001 - the runtime raises RuntimeError with a code
-            raise ArtifactError(f"ExecuTorch cannot load {path} ({str(exc).splitlines()[0][:200]});"
+            raise ArtifactError(f"ExecuTorch cannot load {path} ({first_line(exc, 200)});"
                                 " rebuild it with `edgevid build`") from None
         self.input_shape = tuple(input_shape)
         self.threads = _threadpool_get_thread_count()
@@ -232,7 +231,7 @@ def _smoke_run(path: Path, example, graph_module, report) -> dict:
         got = load_method(str(path)).execute([x])[0]
     except Exception as exc:  # noqa: BLE001
         left = sorted({f"{e['op']} ({e['module'] or 'root'})" for e in report["not_delegated"]})
-        raise EdgevidError(f"the .pte does not run ({str(exc).splitlines()[0][:120]}); ops outside XNNPACK:"
+        raise EdgevidError(f"the .pte does not run ({first_line(exc, 120)}); ops outside XNNPACK:"
                            f" {', '.join(left[:10]) or 'none'}") from None
     error = relative_error(outputs(graph_module, x), got)
     result = {"max_rel_error_vs_rewritten_fp32": error}
@@ -270,7 +269,7 @@ def _export_coreml(request: BuildRequest, example, notes: list[str]) -> str:
         lowered = to_edge_transform_and_lower(program, partitioner=[CoreMLPartitioner()])
         (request.out_dir / COREML_FILE).write_bytes(lowered.to_executorch().buffer)
     except Exception as exc:  # noqa: BLE001 - Core ML export is optional: report, keep the XNNPACK build
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc, 200)
         notes.append(f"coreml: export failed ({reason}); only the XNNPACK .pte was built")
         return f"failed: {reason}"
     precision = "FP16 compute (Core ML's default)" if request.precision == "fp32" else \

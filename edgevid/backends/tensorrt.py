@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ArtifactError, BackendUnavailable, EdgevidError
+from ..errors import ArtifactError, BackendUnavailable, EdgevidError, first_line
 from .base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
 from .onnxruntime import activation_matmuls
 
@@ -217,7 +217,7 @@ def _modelopt_worker(job_path: str) -> None:
             raise RuntimeError("ModelOpt wrote no output model")
     except BaseException as exc:
         text = str(exc).strip()
-        Path(job["result"]).write_text(json.dumps({"error": f"{type(exc).__name__}: {text.splitlines()[0][:250] if text else ''}"}))
+        Path(job["result"]).write_text(json.dumps({"error": f"{type(exc).__name__}: {first_line(exc, 250)}"}))
         raise SystemExit(1) from None
     Path(job["result"]).write_text(json.dumps({"ok": True}))
 

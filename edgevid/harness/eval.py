@@ -23,7 +23,7 @@ from ..artifact import Artifact, Manifest, PROGRESS_DIR
 from ..backends import Runner, open_runner
 from ..errors import DataError, EdgevidError
 from .errors import NonFiniteOutput, RunIncomplete
-from .metrics import aggregate, compare, softmax, video_record  # noqa: F401  (compare, softmax: public API)
+from .metrics import aggregate, softmax, video_record  # noqa: F401  (softmax: public API)
 
 log = logging.getLogger("edgevid")
 
@@ -426,17 +426,3 @@ def _label(manifest: Manifest) -> str:
     if manifest.status.get("engine") == "pending on device":
         return f"{manifest.backend} {manifest.precision} (Q/DQ ONNX under ONNX Runtime CPU; engine pending on device)"
     return f"{manifest.backend} {manifest.precision}"
-
-
-def summary_keys() -> tuple[str, ...]:
-    return ("videos", "top1", "top5", "ref_top1", "top1_drop", "agreement", "cosine", "sqnr_db", "max_abs_diff")
-
-
-def read_json(path: str | Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise EdgevidError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise EdgevidError(f"{path}: not a JSON report") from None
-

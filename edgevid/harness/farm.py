@@ -21,7 +21,7 @@ import time
 from pathlib import Path, PurePosixPath
 
 from ..artifact import MANIFEST, Artifact
-from ..errors import BackendUnavailable, EdgevidError
+from ..errors import BackendUnavailable, EdgevidError, first_line
 
 log = logging.getLogger("edgevid")
 
@@ -38,7 +38,7 @@ def connect(address: str):
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
                      configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise EdgevidError(f"--ray {address}: cannot join the Ray cluster ({str(exc).splitlines()[0][:200]});"
+            raise EdgevidError(f"--ray {address}: cannot join the Ray cluster ({first_line(exc, 200)});"
                                " start one with `ray start --head` and pass its address") from None
     return ray
 

@@ -30,33 +30,6 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return float("inf") if noise == 0 else 10.0 * np.log10(max(signal, 1e-30) / noise)
 
 
-def compare(scores: np.ndarray, labels: np.ndarray, ref_logits: np.ndarray | None, logits: np.ndarray) -> dict:
-    """Aggregate metrics for N videos: accuracy vs labels and agreement vs the reference."""
-    out = {
-        "videos": int(len(labels)),
-        "top1": float(topk_correct(scores, labels, 1).mean() * 100),
-        "top5": float(topk_correct(scores, labels, 5).mean() * 100),
-    }
-    if ref_logits is not None:
-        ref_scores = softmax(ref_logits)
-        out.update(
-            ref_top1=float(topk_correct(ref_scores, labels, 1).mean() * 100),
-            agreement=float((scores.argmax(-1) == ref_scores.argmax(-1)).mean() * 100),
-            cosine=float(cosine(logits, ref_logits).mean()),
-            sqnr_db=sqnr_db(ref_logits, logits),
-            max_abs_diff=float(np.abs(logits - ref_logits).max()),
-        )
-        out["top1_drop"] = out["ref_top1"] - out["top1"]
-    return out
-
-
-# --- per-video records and their aggregation (eval, golden runs, shards and merges) -------------
-#
-# A record holds what aggregation needs for one video, so shard results merge into exactly the
-# figures one run gives: sums are taken with ``math.fsum`` (exact, order-independent) and every
-# figure is computed from records only.
-
-
 def video_record(index: int, video: str, label: int, logits: np.ndarray, ref_logits: np.ndarray | None) -> dict:
     """Metrics of one video from its per-view logits ``[V, classes]`` (and the reference's).
 

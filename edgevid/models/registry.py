@@ -60,10 +60,6 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def aliases_of(name: str) -> tuple[str, ...]:
-    return get_entry(name).aliases
-
-
 def create_model(name: str, num_classes: int | None = None, weights: str | None = None, **kwargs) -> nn.Module:
     """Build a variant in eval mode.
 
