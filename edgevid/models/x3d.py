@@ -275,10 +275,11 @@ _LAYOUTS = ("slowfast", "pytorchvideo")
 
 
 def _kinetics_spec(name: str, frames: int, stride: int, crop: int, params_m: float, gflops: float,
-                   train_crop: int, ptv_gflops: float, top1: float) -> ModelSpec:
+                   train_crop: int, ptv_gflops: float, top1: float, measured_params_m: float) -> ModelSpec:
     return ModelSpec(
         name=name,
         family="x3d",
+        params_m=measured_params_m,
         clip=ClipSpec(frames=frames, stride=stride, crop=crop, short_side=crop, test_clips=10, test_crops=3),
         norm=KINETICS_NORM,
         num_classes=400,
@@ -310,22 +311,22 @@ def _official_head(name: str, frames: int, kwargs: dict) -> dict:
     return kwargs
 
 
-@register_model(_kinetics_spec("x3d_xs", 4, 12, 182, 3.8, 0.60, TRAIN_CROPS["x3d_xs"], 0.91, 69.5))
+@register_model(_kinetics_spec("x3d_xs", 4, 12, 182, 3.8, 0.60, TRAIN_CROPS["x3d_xs"], 0.91, 69.5, 3.79))
 def x3d_xs(num_classes: int = 400, **kwargs) -> X3D:
     return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **_official_head("x3d_xs", 4, kwargs))
 
 
-@register_model(_kinetics_spec("x3d_s", 13, 6, 182, 3.8, 1.96, TRAIN_CROPS["x3d_s"], 2.96, 73.5))
+@register_model(_kinetics_spec("x3d_s", 13, 6, 182, 3.8, 1.96, TRAIN_CROPS["x3d_s"], 2.96, 73.5, 3.79))
 def x3d_s(num_classes: int = 400, **kwargs) -> X3D:
     return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **_official_head("x3d_s", 13, kwargs))
 
 
-@register_model(_kinetics_spec("x3d_m", 16, 5, 256, 3.8, 4.73, TRAIN_CROPS["x3d_m"], 6.72, 76.2))
+@register_model(_kinetics_spec("x3d_m", 16, 5, 256, 3.8, 4.73, TRAIN_CROPS["x3d_m"], 6.72, 76.2, 3.79))
 def x3d_m(num_classes: int = 400, **kwargs) -> X3D:
     return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **_official_head("x3d_m", 16, kwargs))
 
 
-@register_model(_kinetics_spec("x3d_l", 16, 5, 356, 6.2, 18.37, TRAIN_CROPS["x3d_l"], 26.64, 77.5))
+@register_model(_kinetics_spec("x3d_l", 16, 5, 356, 6.2, 18.37, TRAIN_CROPS["x3d_l"], 26.64, 77.5, 6.15))
 def x3d_l(num_classes: int = 400, **kwargs) -> X3D:
     return X3D(num_classes=num_classes, stage_depths=_DEPTHS_L, **_official_head("x3d_l", 16, kwargs))
 
@@ -333,6 +334,7 @@ def x3d_l(num_classes: int = 400, **kwargs) -> X3D:
 SYNTH_SPEC = ModelSpec(
     name="x3d_synth",
     family="x3d",
+    params_m=0.86,
     clip=ClipSpec(frames=8, stride=3, crop=80, short_side=92, test_clips=1, test_crops=1),
     norm=KINETICS_NORM,
     num_classes=8,
