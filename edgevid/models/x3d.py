@@ -15,19 +15,21 @@ The architecture follows the reference implementation in facebookresearch/SlowFa
 The head's window is ``(frames, ceil(train_crop / 32), ceil(train_crop / 32))``, as both official
 builders size it. At the training crop it covers the whole feature map (one position, a global
 pool); at the larger test crops of the model zoo it leaves several: 2x2 for X3D-XS/S (6x6 map at
-182) and X3D-M (8x8 at 256), 3x3 for X3D-L (12x12 at 356). Pooling globally instead changes the
-logits by 5-11% there, so the window is part of the model.
+182) and X3D-M (8x8 at 256), 3x3 for X3D-L (12x12 at 356). Pooling globally instead moves the
+logits there by 5-11% of their scale (measured on seeded random weights against the official
+models), so the window is part of the model.
 
 Which average: the logits follow **pytorchvideo** (``head_activation=None``, then
 ``AdaptiveAvgPool3d(1)``): the mean of the position logits. SlowFast's test head instead takes a
 softmax at each position and averages the probabilities. We keep logits because everything
 downstream compares logits (INT8 vs FP32 cosine, SQNR, max-abs; calibration; the view combiner's
 softmax); because the mean of logits is linear, so it runs before the classifier as one pooled
-vector, the same graph as at the training crop, clean for every backend; and because the same
-weights are published through both repositories. To reproduce SlowFast's published protocol, build
-with ``position_average="softmax"``: the model then returns ``log(mean softmax)`` over positions
-(``average_positions``), whose softmax is exactly SlowFast's per-view score, so a view combiner that
-averages softmax over views reproduces SlowFast's ensemble.
+vector, the same graph as at the training crop, clean for every backend; and because pytorchvideo's
+hub models, which load here too, are defined that way. To reproduce SlowFast's published protocol
+(accuracy comparisons with its model zoo), build with ``position_average="softmax"``: the model
+then returns ``log(mean softmax)`` over positions (``average_positions``), whose softmax is exactly
+SlowFast's per-view score, so a view combiner that averages (or, as SlowFast's ``ENSEMBLE_METHOD:
+sum``, adds) softmax over views ranks classes as SlowFast does.
 
 Official checkpoints load from SlowFast ``.pyth`` files and from pytorchvideo's hub files; both
 layouts are registered below.
