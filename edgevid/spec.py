@@ -36,7 +36,8 @@ class Normalization(BaseModel):
 
 
 class Published(BaseModel):
-    """Figures the authors published for the full model (None where they gave none)."""
+    """Figures the authors published for the full model (None where they gave none), kept as
+    published even where the network has another size (``ModelSpec.params_m`` is the measured one)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -55,6 +56,10 @@ class ModelSpec(BaseModel):
 
     name: str
     family: str
+    params_m: float | None = Field(
+        None, description="parameters of this network in millions, as edgevid counts them (to 0.01 M; pinned by a"
+        " test); the paper's figure is published.params_m",
+    )
     clip: ClipSpec
     norm: Normalization
     layout: str = "NCTHW"

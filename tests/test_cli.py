@@ -7,11 +7,26 @@ import pytest
 from helpers import assert_one_line_error, run_cli
 
 
+def _row(stdout: str, name: str) -> str:
+    return next(line for line in stdout.splitlines() if f" {name} " in line)
+
+
 def test_models_lists_every_registered_variant_with_counts():
     proc = run_cli("models")
     assert proc.returncode == 0, proc.stderr
     for name in ("x3d_xs", "x3d_s", "x3d_m", "x3d_l", "x3d_synth"):
         assert name in proc.stdout
+    # TubeViT-B: the paper says 90.0 M, the network has 86.55 M (> 1% apart): both are shown
+    assert "86.55 (paper 90.00)" in _row(proc.stdout, "tubevit_b")
+    # TimeSformer-HR: 122.02 M vs the paper's 121.4 M (0.5%): ours only
+    assert "122.02" in _row(proc.stdout, "timesformer_hr") and "paper" not in _row(proc.stdout, "timesformer_hr")
+
+
+def test_models_without_counting_shows_the_specs_measured_params():
+    proc = run_cli("models", "--no-counts")
+    assert proc.returncode == 0, proc.stderr
+    assert "86.55 (paper 90.00)" in _row(proc.stdout, "tubevit_b")
+    assert "3.79" in _row(proc.stdout, "x3d_xs") and "paper" not in _row(proc.stdout, "x3d_xs")
 
 
 def test_targets_show_backend_status():

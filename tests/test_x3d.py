@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from edgevid.errors import CheckpointError
 from edgevid.models import create_model, get_spec, list_models, load_checkpoint
-from edgevid.models.x3d import X3D, SqueezeExcite, X3DBlock, round_width
+from edgevid.models.x3d import TRAIN_CROPS, X3D, SqueezeExcite, X3DBlock, average_positions, head_pool_size, round_width
 
 KINETICS_VARIANTS = ("x3d_xs", "x3d_s", "x3d_m", "x3d_l")
 ALL_VARIANTS = KINETICS_VARIANTS + ("x3d_synth",)
@@ -325,6 +325,150 @@ def test_corrupt_and_foreign_files(tmp_path):
         create_model("x3d_synth", weights=str(foreign))
 
 
+# ---- the official test-time head -----------------------------------------------------------------
+
+
+def official_head(head, features: torch.Tensor, train_crop: int, frames: int):
+    """SlowFast ``X3DHead.forward`` in eval mode, on our head's weights, written from its code:
+    pool ``AvgPool3d([NUM_FRAMES, ceil(TRAIN_CROP_SIZE / 32), ...], stride=1)`` (video_model_builder),
+    ``lin_5``, ReLU, permute to (N, T, H, W, C), ``projection`` at every position; then SlowFast's
+    ``Softmax(dim=4)`` + ``mean([1, 2, 3])`` and pytorchvideo's ``AdaptiveAvgPool3d(1)`` on logits.
+    Returns (pytorchvideo logits, SlowFast probabilities, positions)."""
+    x = torch.relu(head.norm(head.conv(features)))
+    side = int(math.ceil(train_crop / 32.0))
+    x = nn.AvgPool3d([frames, side, side], stride=1)(x)
+    x = torch.relu(nn.functional.conv3d(x, head.fc.weight))
+    x = nn.functional.linear(x.permute((0, 2, 3, 4, 1)), head.classifier.weight, head.classifier.bias)
+    return x.mean([1, 2, 3]), nn.Softmax(dim=4)(x).mean([1, 2, 3]), tuple(x.shape[1:4])
+
+
+def head_input(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, the features the head received) from one forward pass."""
+    seen = []
+    handle = model.head.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    finally:
+        handle.remove()
+    return logits, seen[0]
+
+
+def test_head_window_comes_from_the_training_crop():
+    expected = {"x3d_xs": (4, 5, 5), "x3d_s": (13, 5, 5), "x3d_m": (16, 7, 7), "x3d_l": (16, 10, 10),
+                "x3d_synth": (8, 3, 3)}
+    assert TRAIN_CROPS == {"x3d_xs": 160, "x3d_s": 160, "x3d_m": 224, "x3d_l": 312, "x3d_synth": 80}
+    for name, window in expected.items():
+        with torch.device("meta"):
+            model = create_model(name)
+        assert model.head.pool_size == window == head_pool_size(get_spec(name).clip.frames, TRAIN_CROPS[name])
+        assert model.head.position_average == "logits"
+    assert create_model("x3d_xs", head_pool_size=None).head.pool_size is None  # global pooling on request
+
+
+# X3D-XS/S at 182 and X3D-M at 256 leave 2x2 positions, X3D-L at 356 3x3; one at the training crop.
+@pytest.mark.parametrize("name,positions", [
+    ("x3d_xs", (1, 2, 2)), ("x3d_l", (1, 3, 3)),
+    pytest.param("x3d_s", (1, 2, 2), marks=pytest.mark.slow), pytest.param("x3d_m", (1, 2, 2), marks=pytest.mark.slow),
+])
+def test_head_is_the_official_head_at_the_test_crop(name, positions):
+    torch.set_num_threads(1)
+    spec = get_spec(name)
+    model = randomize_(create_model(name), seed=11)
+    x = random_clip(spec.input_shape(1), seed=5)
+    logits, features = head_input(model, x)
+    with torch.no_grad():
+        ptv, slowfast, seen = official_head(model.head, features, TRAIN_CROPS[name], spec.clip.frames)
+        probabilities = create_model(name, position_average="softmax").eval()
+        probabilities.load_state_dict(model.state_dict())
+        scores = probabilities.head(features).softmax(-1)
+        global_pool = create_model(name, head_pool_size=None).eval()
+        global_pool.load_state_dict(model.state_dict())
+        pooled = global_pool.head(features)
+    assert seen == positions
+    logit_err, prob_err = float((logits - ptv).abs().max()), float((scores - slowfast).abs().max())
+    print(f"{name} at {tuple(x.shape[2:])}: positions {seen}; logits vs pytorchvideo head max-abs {logit_err:.2e}"
+          f" (logit std {float(ptv.std()):.3f}); position_average='softmax' vs SlowFast head max-abs {prob_err:.2e};"
+          f" a global pool would differ by {float((pooled - ptv).abs().max()):.2e}")
+    assert logit_err <= 1e-5 * max(1.0, float(ptv.abs().max())) and prob_err <= 1e-7
+    assert float((pooled - ptv).abs().max()) > 100 * logit_err  # the window matters here
+
+
+def test_training_crop_is_one_position_and_a_global_pool():
+    """At the training crop the window covers the map: the head is the global-pool head, so the
+    shipped x3d_synth weights (trained and tested at 80 px) compute exactly what they did."""
+    for name, shape in (("x3d_xs", (1, 3, 4, 160, 160)), ("x3d_synth", get_spec("x3d_synth").input_shape(1))):
+        model = randomize_(create_model(name), seed=2)
+        logits, features = head_input(model, random_clip(shape))
+        _, _, seen = official_head(model.head, features, TRAIN_CROPS[name], shape[2])
+        global_pool = create_model(name, head_pool_size=None).eval()
+        global_pool.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            assert seen == (1, 1, 1) and torch.equal(global_pool.head(features), logits)
+
+
+def test_average_positions():
+    z = torch.randn(3, 4, 6, generator=torch.Generator().manual_seed(0)) * 3
+    assert torch.allclose(average_positions(z, "logits"), z.mean(1))
+    assert torch.allclose(average_positions(z, "softmax").softmax(-1), z.softmax(-1).mean(1), atol=1e-7)
+    assert torch.allclose(average_positions(z, "softmax").exp().sum(-1), torch.ones(3))  # log-probabilities
+    with pytest.raises(ValueError, match="position_average"):
+        average_positions(z, "probs")
+    with pytest.raises(ValueError, match="position_average"):
+        create_model("x3d_synth", position_average="mean")
+
+
+def test_inputs_smaller_than_the_window_pool_whole():
+    model = randomize_(create_model("x3d_xs"), seed=4)
+    logits, features = head_input(model, random_clip((1, 3, 2, 64, 64)))  # 2x2 map, 5x5 window; 2 < 4 frames
+    assert features.shape[2:] == (2, 2, 2) and model.head.window(features.shape[2:]) == (2, 2, 2)
+    global_pool = create_model("x3d_xs", head_pool_size=None).eval()
+    global_pool.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(global_pool.head(features), logits)
+
+
+def test_official_test_shape_through_the_executorch_rewrite_and_openvino():
+    """X3D-XS at its test clip (4x182x182): the frames rewrite turns the window pool into rank-4
+    ops with nothing left in 3-D, and OpenVINO's IR pools 5x5 at stride 1 on the 6x6 map; both
+    compute the eager logits."""
+    import numpy as np
+
+    from edgevid.backends.openvino import convert
+    from edgevid.rewrite import rewrite_for_xnnpack
+    from edgevid.targets import ShapePolicy
+
+    torch.set_num_threads(1)
+    spec = get_spec("x3d_xs")
+    model = randomize_(create_model("x3d_xs"), seed=9)
+    x = random_clip(spec.input_shape(1), seed=3)
+    with torch.no_grad():
+        expected = model(x)
+    rewritten = rewrite_for_xnnpack(model, x, strategy="taps")
+    assert rewritten.error <= 1e-5 and rewritten.frames.left_3d == []
+    pools = [n for n in rewritten.graph_module.graph.nodes if n.target == torch.ops.aten.avg_pool2d.default]
+    assert [(list(n.args[1]), list(n.args[2]), tuple(n.args[0].meta["val"].shape[2:])) for n in pools] == [
+        ([5, 5], [1, 1], (6, 6))]
+    assert not [n for n in rewritten.graph_module.graph.nodes if n.op == "call_function"
+                and isinstance(n.meta.get("val"), torch.Tensor) and n.meta["val"].dim() == 5
+                and n.target not in (torch.ops.aten.permute.default, torch.ops.aten.reshape.default,
+                                     torch.ops.aten.slice.Tensor, torch.ops.aten.cat.default,
+                                     torch.ops.aten.constant_pad_nd.default)]
+
+    import openvino as ov
+
+    ir = convert(model, spec, ShapePolicy())
+    pools = [op for op in ir.get_ops() if op.get_type_name() == "AvgPool"]
+    assert [(list(op.get_attributes()["kernel"]), list(op.get_attributes()["strides"]),
+             list(op.input(0).get_shape())[2:], list(op.output(0).get_shape())[2:]) for op in pools] == [
+        ([1, 5, 5], [1, 1, 1], [1, 6, 6], [1, 2, 2])]
+    assert list(ir.input(0).get_shape()) == [1, 3, 4, 182, 182] and list(ir.output(0).get_shape()) == [1, 400]
+    got = ov.Core().compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x.numpy())[0]
+    err = float(np.abs(got - expected.numpy()).max())
+    print(f"x3d_xs 4x182x182: OpenVINO FP32 vs eager max-abs {err:.2e}; rewrite relative error {rewritten.error:.2e}")
+    assert err <= 1e-4
+
+
 # ---- export ------------------------------------------------------------------------------------
 
 # No temporal stride and a total spatial stride of 32: T=2 (temporal kernels see a neighbour) and
@@ -341,12 +485,16 @@ def test_s_and_m_are_the_xs_network():
 
 # x3d_s and x3d_m export the very network of x3d_xs (asserted above): marked slow to keep `make test` fast.
 @pytest.mark.parametrize("name", [
-    "x3d_xs", "x3d_l", "x3d_synth",
+    "x3d_xs", "x3d_l", "x3d_synth", "x3d_xs:windowed", "x3d_xs:softmax",
     pytest.param("x3d_s", marks=pytest.mark.slow), pytest.param("x3d_m", marks=pytest.mark.slow),
 ])
 def test_export(name, tmp_path):
-    model = randomize_(create_model(name), seed=3)
-    x = random_clip(EXPORT_CLIP)
+    name, _, head = name.partition(":")
+    if head:  # a 2x2 window on a 3x3 map: 2x2 head positions in the exported graph (both averages)
+        kwargs = dict(head_pool_size=(2, 2, 2), position_average="softmax" if head == "softmax" else "logits")
+        model, x = randomize_(create_model(name, **kwargs), seed=3), random_clip((1, 3, 2, 96, 96))
+    else:
+        model, x = randomize_(create_model(name), seed=3), random_clip(EXPORT_CLIP)
     program = torch.export.export(model, (x,), strict=True)
     onnx_program = torch.onnx.export(program, (x,), dynamo=True, verbose=False)
     graph = onnx_program.model_proto.graph

@@ -3,14 +3,25 @@
 Each family registers the layouts it can read with ``register_layout``. A layout converts a state
 dict in its own naming into ours (the names of ``model.state_dict()``); our own layout needs no
 registration.
+
+Reading never executes pickled code. Files are read with ``torch.load(weights_only=True)``; one it
+refuses is read again by ``InertUnpickler``, which resolves torch's own weights-only allow-list
+(tensor rebuilds, containers) as torch does and turns each reference to trainer-state code (PyTorch
+Lightning's optimizer and LR-scheduler objects, such as the bound ``anneal_func`` method an old
+``OneCycleLR`` pickles; hyper-parameter containers; numpy values) into an inert ``Inert``
+placeholder that is never imported and never called. Any other global (``os.system``, ``exec``, a
+project's own classes) refuses the file, and so does a file whose weights themselves need a
+placeholder: then its weights cannot exist without running its code.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -44,29 +55,157 @@ def layouts_for(family: str) -> list[str]:
     return ["edgevid"] + [layout.name for layout in _LAYOUTS.get(family, [])]
 
 
+# --- reading without running pickled code ------------------------------------------------------
+
+#: Where trainer state's code lives: references to these become inert placeholders. Matched on the
+#: module's top-level package (``torch.optim``: its own subpackage), or on the exact global.
+_TRAINER_STATE_PACKAGES = ("lightning", "pytorch_lightning", "lightning_fabric", "torchmetrics", "numpy", "omegaconf")
+_TRAINER_STATE_GLOBALS = frozenset({
+    "builtins.getattr",  # how pickle references a bound method: getattr(obj, "name")
+    "builtins.object", "copyreg._reconstructor", "copyreg.__newobj__",
+    # builtin types as arguments (defaultdict(dict), a type in the hyper-parameters)
+    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.frozenset", "builtins.int", "builtins.float",
+    "builtins.bool", "builtins.str", "builtins.bytes", "builtins.slice", "builtins.range", "builtins.type",
+    "functools.partial", "argparse.Namespace", "collections.defaultdict", "collections.deque",
+    "pathlib.Path", "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePosixPath", "pathlib.PureWindowsPath",
+    "datetime.datetime", "datetime.timedelta",
+})
+
+
+class Inert:
+    """What a pickled reference to code becomes: its name and what it would have received.
+
+    Calling (pickle's REDUCE / NEWOBJ), ``__setstate__`` (BUILD), item and list appends only record
+    their arguments; nothing of the named global is imported or run.
+    """
+
+    global_name = "?"
+
+    def __new__(cls, *args, **kwargs):
+        obj = object.__new__(cls)
+        obj.args, obj.kwargs, obj.state, obj.items, obj.entries = args, kwargs, None, [], {}
+        return obj
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+    def __setitem__(self, key, value) -> None:
+        self.entries[key] = value
+
+    def append(self, value) -> None:
+        self.items.append(value)
+
+    def extend(self, values) -> None:
+        self.items.extend(values)
+
+    def __repr__(self) -> str:
+        return f"<inert {self.global_name}>"
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickled global that is neither weights nor known trainer state."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _is_trainer_state(module: str, name: str) -> bool:
+    top = module.split(".", 1)[0]
+    return (top in _TRAINER_STATE_PACKAGES or module == "torch.optim" or module.startswith("torch.optim.")
+            or f"{module}.{name}" in _TRAINER_STATE_GLOBALS)
+
+
+class InertUnpickler(pickle.Unpickler):
+    """Resolves torch's weights-only allow-list; trainer-state globals become ``Inert`` classes;
+    every other global raises ``RefusedGlobal``. No global outside torch's allow-list is imported."""
+
+    _placeholders: dict[str, type] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        import _compat_pickle
+
+        from torch._weights_only_unpickler import _get_allowed_globals, _get_user_allowed_globals
+
+        # Protocol < 3 pickles name Python 2 modules (__builtin__.getattr): map them as pickle does.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        key = f"{module}.{name}"
+        for allowed in (_get_allowed_globals(), _get_user_allowed_globals()):
+            if key in allowed:
+                return allowed[key]
+        if not _is_trainer_state(module, name):
+            raise RefusedGlobal(key)
+        if key not in self._placeholders:
+            self._placeholders[key] = type(f"Inert[{key}]", (Inert,), {"global_name": key})
+        return self._placeholders[key]
+
+
+_INERT_PICKLE = types.ModuleType("edgevid_inert_pickle")
+_INERT_PICKLE.Unpickler = InertUnpickler
+_INERT_PICKLE.load = lambda file, **kwargs: InertUnpickler(file, **kwargs).load()  # type: ignore[attr-defined]
+_INERT_PICKLE.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
+
+
+def load_without_code(path: str | Path) -> Any:
+    """``torch.load`` through ``InertUnpickler``: tensors as torch rebuilds them, trainer state as
+    ``Inert`` placeholders; raises ``RefusedGlobal`` on any other global."""
+    # weights_only=False only because torch allows no pickle_module beside weights_only=True; the
+    # module given is what guarantees that nothing runs.
+    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_INERT_PICKLE)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
 def read_state_dict(path: str | Path) -> StateDict:
-    """Read a checkpoint file with ``weights_only=True`` and unwrap the usual containers."""
+    """Read a checkpoint file without running pickled code and unwrap the usual containers."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass an existing file to --weights")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or pickled-code files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {path} ({first[:200]}); it must be a PyTorch state dict file"
-            " (weights only, no pickled code)"
-        ) from None
+        first = _first_line(exc)
+        try:
+            obj = load_without_code(path)  # e.g. a Lightning checkpoint's trainer state
+        except RefusedGlobal as refused:
+            raise CheckpointError(
+                f"checkpoint {path} pickles {refused.name}, code that edgevid never runs; re-save its weights"
+                " with torch.save(model.state_dict(), path) where the code is trusted"
+            ) from None
+        except Exception:
+            raise CheckpointError(
+                f"cannot read checkpoint {path} ({first}); it must be a PyTorch state dict file"
+                " (weights only, no pickled code)"
+            ) from None
     return unwrap_state_dict(obj, str(path))
 
 
 def unwrap_state_dict(obj, origin: str = "checkpoint") -> StateDict:
+    if isinstance(obj, Inert):
+        raise CheckpointError(
+            f"{origin} is a pickled {obj.global_name} object: its weights exist only by running its code,"
+            " which edgevid never does; save model.state_dict() instead"
+        )
     for _ in range(3):
         if isinstance(obj, Mapping) and not _is_tensor_dict(obj):
             inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
             if inner is None:
                 break
             obj = inner
+    inert = [k for k, v in obj.items() if isinstance(v, Inert)] if isinstance(obj, Mapping) else []
+    if inert:
+        raise CheckpointError(
+            f"{origin}: {inert[0]} is a pickled {obj[inert[0]].global_name} object, not a tensor; its weights exist"
+            " only by running its code, which edgevid never does; save model.state_dict() instead"
+        )
     if not isinstance(obj, Mapping) or not _is_tensor_dict(obj):
         raise CheckpointError(f"{origin} holds no state dict of tensors (looked under {', '.join(_WRAPPER_KEYS)})")
     sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}

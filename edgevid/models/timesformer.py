@@ -342,10 +342,13 @@ _FLOPS_NOTE = (
 _LAYOUTS = ("official", "huggingface")
 
 
-def _spec(name: str, frames: int, stride: int, crop: int, gflops: float, top1: float, url: str) -> ModelSpec:
+def _spec(name: str, frames: int, stride: int, crop: int, gflops: float, top1: float, url: str,
+          measured_params_m: float) -> ModelSpec:
+    """The paper gives one size (121.4 M) for all three; their position embeddings differ in length."""
     return ModelSpec(
         name=name,
         family=FAMILY,
+        params_m=measured_params_m,
         clip=ClipSpec(frames=frames, stride=stride, crop=crop, short_side=crop, test_clips=1, test_crops=3),
         norm=KINETICS_NORM,
         num_classes=400,
@@ -369,7 +372,7 @@ _URL_L = _DROPBOX + "r1iuxahif3sgimo/TimeSformer_divST_96x4_224_K400.pyth"
 
 
 @register_model(
-    _spec("timesformer_b", 8, 32, 224, 590 / 3, 77.9, _URL_B),
+    _spec("timesformer_b", 8, 32, 224, 590 / 3, 77.9, _URL_B, 121.57),
     aliases=("timesformer", "timesformer_8x224"),
 )
 def timesformer_b(num_classes: int = 400, **kwargs) -> TimeSformer:
@@ -378,7 +381,7 @@ def timesformer_b(num_classes: int = 400, **kwargs) -> TimeSformer:
 
 
 @register_model(
-    _spec("timesformer_hr", 16, 16, 448, 5110 / 3, 79.6, _URL_HR),
+    _spec("timesformer_hr", 16, 16, 448, 5110 / 3, 79.6, _URL_HR, 122.02),
     aliases=("timesformer_16x448",),
 )
 def timesformer_hr(num_classes: int = 400, **kwargs) -> TimeSformer:
@@ -387,7 +390,7 @@ def timesformer_hr(num_classes: int = 400, **kwargs) -> TimeSformer:
 
 
 @register_model(
-    _spec("timesformer_l", 96, 4, 224, 7140 / 3, 80.6, _URL_L),
+    _spec("timesformer_l", 96, 4, 224, 7140 / 3, 80.6, _URL_L, 121.63),
     aliases=("timesformer_96x224",),
 )
 def timesformer_l(num_classes: int = 400, **kwargs) -> TimeSformer:
@@ -404,6 +407,7 @@ SYNTH_CONFIG = dict(
     ModelSpec(
         name="timesformer_synth",
         family=FAMILY,
+        params_m=0.71,
         clip=ClipSpec(frames=8, stride=3, crop=112, short_side=128, test_clips=1, test_crops=1),
         norm=KINETICS_NORM,
         num_classes=8,

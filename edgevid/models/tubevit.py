@@ -18,8 +18,8 @@ Token count: each axis gives ``(size - offset - kernel) // stride + 1`` position
 clip yields 539 tokens. The paper states 559; no tube arithmetic reaches that number: the first
 three tubes have 7x7 spatial grids and the last one 14x14 (also with "SAME" padding), so any total
 is a multiple of 49, and 559 = 11 * 49 + 20 is not. The unofficial implementation
-(daniel-code/TubeViT) with these tubes also gets 539; some of its later commits used a 12x4x4
-second tube and stride 16 for the last tube (735 tokens).
+(daniel-code/TubeViT) with these tubes also gets 539 (plus its class token); its ``exp/ucf101``
+branch uses a 12x4x4 second tube and stride 16 for the last tube (735 tokens).
 
 Interpolated kernels: the tubes share ONE learned kernel (8x8x8 per output channel, ``kernel`` in
 the config) that is resized trilinearly (``align_corners=False``) to each tube's kernel shape, plus
@@ -37,16 +37,31 @@ share one coordinate system. ``embed_dim`` is split into t / h / w parts (h and 
 the embedding it was trained with (the unofficial code computes it slightly differently).
 
 Pooling: attention pooling as in the paper: one linear score per token, softmax over tokens,
-weighted sum. The paper describes no class token; ``class_token=True`` prepends one (with a zero
-position) as the unofficial code's earlier commits did, to load their checkpoints.
+weighted sum.
+
+Class token: the paper describes none, but the only public implementation, daniel-code/TubeViT,
+prepends one in every revision of ``tubevit/model.py`` (its position-embedding row is the first,
+all zeros, and attention pooling runs over it too). No official weights exist, so the registered
+Kinetics variants follow that implementation (``class_token=True``, 540 tokens at 32x224): they
+load its checkpoints as they are, and ``class_token=False`` builds the paper's 539-token model.
+A class token is a fixed part of the graph (every attention shape depends on the sequence
+length), so it is chosen when the model is built, not detected from a checkpoint; a checkpoint
+that disagrees fails with one line naming ``cls_token``. ``tubevit_synth`` (trained here) keeps
+its architecture: no class token.
 
 Export notes: sequence length and tube geometry come from the config; attention is written as
 MatMul -> Softmax -> MatMul; no einops, no in-place writes on activations.
 
-Checkpoints load in two layouts: edgevid (our names) and "unofficial" (daniel-code/TubeViT with
-interpolated kernels: ``sparse_tubes_tokenizer.conv_proj_weight``, torchvision ``EncoderBlock``
-names under ``encoder.layers.encoder_layer_{i}``, ``attention_pooling.W``, ``heads.head``; raw or
-inside a Lightning checkpoint with the ``model.`` prefix). No official checkpoint is published.
+Checkpoints load in two layouts: edgevid (our names) and "unofficial", daniel-code/TubeViT's
+``TubeViT.state_dict()`` as every revision writes it: ``sparse_tubes_tokenizer.conv_proj_weight``
+(the one interpolated kernel) and ``conv_proj_bias`` (tubes, D) stacked, ``class_token`` (1, 1, D),
+``pos_embedding`` (1 + tokens, D) with the class token's row first, torchvision ``EncoderBlock``
+names under ``encoder.layers.encoder_layer_{i}`` (``mlp.0``/``mlp.3``; torchvision < 0.13:
+``mlp.linear_1``/``mlp.linear_2``), ``attention_pooling.W``, ``heads.head``; raw, or inside a
+PyTorch Lightning checkpoint (``model.`` prefix), whose trainer state is read without running its
+code (``edgevid.models.checkpoint``). Its revisions before 633236b (2023-03-25) classified the
+class token instead of pooling; those are refused with one line. Its ``exp/ucf101`` branch uses
+other tubes (735 tokens), which does not fit these variants' ``pos_embed``.
 """
 
 from __future__ import annotations
@@ -112,7 +127,7 @@ class TubeViTConfig:
     depth: int = 12
     num_heads: int = 12
     mlp_ratio: float = 4.0
-    class_token: bool = False
+    class_token: bool = True  # as daniel-code/TubeViT (the only public weights); the paper has none
     norm_eps: float = 1e-6
     drop_rate: float = 0.0  # dropout before the classifier
     drop_path_rate: float = 0.0
@@ -134,7 +149,7 @@ class TubeViTConfig:
 
     @property
     def num_tokens(self) -> int:
-        """Tube tokens (without the optional class token)."""
+        """Tube tokens (without the class token)."""
         return sum(self.tokens_per_tube)
 
     @property
@@ -390,25 +405,18 @@ def _rename(key: str, table: dict[str, str]) -> str | None:
 
 
 def convert_unofficial(sd: StateDict) -> StateDict:
-    """daniel-code/TubeViT state dict (interpolated-kernel variant) -> edgevid names.
+    """daniel-code/TubeViT state dict -> edgevid names.
 
-    Tube biases come stacked (``conv_proj_bias``, (tubes, D)) or one per tube
-    (``conv_proj_biases.{i}``). A ``class_token`` (earlier commits) goes with the first row of
-    their ``pos_embedding``, which belongs to it; load such a checkpoint into a model built with
-    ``class_token=True``.
+    Their class token is prepended before ``pos_embedding`` is added, so its position row (zeros
+    as they build it) is folded into ``cls_token``; the other rows are ``pos_embed``.
     """
     sd = _strip_lightning(dict(sd))
-    if any(k.startswith("sparse_tubes_tokenizer.conv_proj_weights.") for k in sd):
+    if "attention_pooling.W.weight" not in sd and any(k.startswith("encoder.layers.") for k in sd):
         raise CheckpointError(
-            "this daniel-code/TubeViT checkpoint has independent per-tube kernels; edgevid's TubeViT shares one"
-            " interpolated kernel as in the paper (train it upstream with --interpolated-kernels)"
+            "this daniel-code/TubeViT checkpoint predates attention pooling (their commit 633236b, 2023-03-25) and"
+            " classifies the class token; edgevid's TubeViT pools by attention as the paper and later revisions do"
         )
     out: StateDict = {}
-    biases = sorted(
-        (int(k.rsplit(".", 1)[1]), v) for k, v in sd.items() if k.startswith("sparse_tubes_tokenizer.conv_proj_biases.")
-    )
-    if biases:
-        out["tube_embed.bias"] = torch.stack([v for _, v in biases])
     pos = sd.get("pos_embedding")
     if pos is not None:
         pos = pos.reshape(-1, pos.shape[-1])
@@ -419,7 +427,7 @@ def convert_unofficial(sd: StateDict) -> StateDict:
     elif "class_token" in sd:
         out["cls_token"] = sd["class_token"]
     for key, value in sd.items():
-        if key in ("pos_embedding", "class_token") or key.startswith("sparse_tubes_tokenizer.conv_proj_biases."):
+        if key in ("pos_embedding", "class_token"):
             continue
         if key == "sparse_tubes_tokenizer.conv_proj_bias":
             out["tube_embed.bias"] = value
@@ -445,8 +453,8 @@ IMAGENET_NORM = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.2
 
 BASE_CONFIG = TubeViTConfig(embed_dim=768, depth=12, num_heads=12)
 LARGE_CONFIG = TubeViTConfig(embed_dim=1024, depth=24, num_heads=16)
-SYNTH_CONFIG = TubeViTConfig(
-    frames=8, crop=112, tubes=SYNTH_TUBES, kernel=(2, 8, 8), embed_dim=192, depth=3, num_heads=3
+SYNTH_CONFIG = TubeViTConfig(  # trained here without a class token; kept so its weights still load
+    frames=8, crop=112, tubes=SYNTH_TUBES, kernel=(2, 8, 8), embed_dim=192, depth=3, num_heads=3, class_token=False
 )
 
 
@@ -455,10 +463,11 @@ def _build(config: TubeViTConfig, num_classes: int, overrides: dict) -> TubeViT:
     return TubeViT(replace(config, **overrides), num_classes)
 
 
-def _spec(name: str, top1: float, params_m: float | None) -> ModelSpec:
+def _spec(name: str, top1: float, params_m: float | None, measured_params_m: float) -> ModelSpec:
     return ModelSpec(
         name=name,
         family=FAMILY,
+        params_m=measured_params_m,
         clip=ClipSpec(frames=32, stride=2, crop=224, short_side=224, test_clips=4, test_crops=3),
         norm=IMAGENET_NORM,
         num_classes=400,
@@ -473,15 +482,24 @@ def _spec(name: str, top1: float, params_m: float | None) -> ModelSpec:
     )
 
 
-@register_model(_spec("tubevit_b", 88.6, 90.0), aliases=("tubevit",))
+# The paper's 90.0 M is not this network's 86.55 M (daniel-code's has the same trainable layers); kept as published.
+@register_model(_spec("tubevit_b", 88.6, 90.0, 86.55), aliases=("tubevit",))
 def tubevit_b(num_classes: int = 400, **overrides) -> TubeViT:
-    """TubeViT-B: ViT-B/16 encoder (768 wide, 12 blocks, 12 heads), the paper's four tubes, 32x224."""
+    """TubeViT-B: ViT-B/16 encoder (768 wide, 12 blocks, 12 heads), the paper's four tubes, 32x224,
+    class token as daniel-code/TubeViT (``class_token=False``: the paper's model)."""
     return _build(BASE_CONFIG, num_classes, overrides)
 
 
-@register_model(_spec("tubevit_l", 90.2, None))
+@register_model(_spec("tubevit_l", 90.2, None, 304.30))
 def tubevit_l(num_classes: int = 400, **overrides) -> TubeViT:
-    """TubeViT-L: ViT-L/16 encoder (1024 wide, 24 blocks, 16 heads), the paper's four tubes, 32x224."""
+    """TubeViT-L: ViT-L/16 encoder (1024 wide, 24 blocks, 16 heads), the paper's four tubes, 32x224.
+
+    No daniel-code/TubeViT checkpoint of this size can exist: its position-encoding helper
+    (``get_3d_sincos_pos_embed``) gives ``1024 // 3 = 341`` channels to time and asserts they are
+    even, so the official code cannot build a 1024-wide model. The class token and layout follow
+    ``tubevit_b`` for consistency; weights would have to come from elsewhere (e.g. trained with
+    edgevid).
+    """
     return _build(LARGE_CONFIG, num_classes, overrides)
 
 
@@ -489,6 +507,7 @@ def tubevit_l(num_classes: int = 400, **overrides) -> TubeViT:
     ModelSpec(
         name="tubevit_synth",
         family=FAMILY,
+        params_m=1.41,
         clip=ClipSpec(frames=8, stride=3, crop=112, short_side=128, test_clips=1, test_crops=1),
         norm=KINETICS_NORM,
         num_classes=8,

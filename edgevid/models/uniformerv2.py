@@ -426,10 +426,11 @@ SYNTH = dict(
 
 
 def _kinetics_spec(name: str, params_m: float, gflops: float, flops_note: str, top1: float,
-                   url: str) -> ModelSpec:
+                   url: str, measured_params_m: float) -> ModelSpec:
     return ModelSpec(
         name=name,
         family=FAMILY,
+        params_m=measured_params_m,
         # the official K400 recipe samples with the `kinetics_sparse` loader: one frame from each of 8
         # equal segments of the whole video (its SAMPLING_RATE 16 only sets how a live stream samples)
         clip=ClipSpec(frames=8, stride=16, crop=224, short_side=224, test_clips=4, test_crops=3, sampling="segment"),
@@ -452,7 +453,7 @@ def _build(config: dict, num_classes: int, overrides: dict) -> UniFormerV2:
         "uniformerv2_b16", 115.0, 100.0,
         "MMAction2: 0.1 TFLOPs per 8x224 view; edgevid counts 148 G multiply-adds per view;"
         " 4 clips x 3 crops at test",
-        84.4, f"{_ZOO}/k400/k400_uniformerv2_b16_8x224.pyth",
+        84.4, f"{_ZOO}/k400/k400_uniformerv2_b16_8x224.pyth", 114.55,
     ),
     aliases=("uniformerv2_b",),
 )
@@ -471,7 +472,7 @@ def uniformerv2_b16(num_classes: int = 400, **kwargs) -> UniFormerV2:
         "uniformerv2_l14", 354.0, 700.0,
         "MMAction2: 0.7 TFLOPs per 8x224 view; edgevid counts 666 G multiply-adds per view;"
         " 4 clips x 3 crops at test",
-        88.8, f"{_ZOO}/k400/k400_k710_uniformerv2_l14_8x224.pyth",
+        88.8, f"{_ZOO}/k400/k400_k710_uniformerv2_l14_8x224.pyth", 354.10,
     ),
     aliases=("uniformerv2_l",),
 )
@@ -486,6 +487,7 @@ def uniformerv2_l14(num_classes: int = 400, **kwargs) -> UniFormerV2:
     ModelSpec(
         name="uniformerv2_b16_ssv2",
         family=FAMILY,
+        params_m=162.99,
         # SSv2 is sampled in 16 equal segments per video (~45 frames at 12 fps: a stream samples at stride 3)
         clip=ClipSpec(frames=16, stride=3, crop=224, short_side=224, test_clips=1, test_crops=3, sampling="segment"),
         norm=KINETICS_NORM,
@@ -512,6 +514,7 @@ def uniformerv2_b16_ssv2(num_classes: int = 174, **kwargs) -> UniFormerV2:
     ModelSpec(
         name="uniformerv2_synth",
         family=FAMILY,
+        params_m=1.51,
         clip=ClipSpec(frames=8, stride=3, crop=112, short_side=128, test_clips=1, test_crops=1),
         norm=KINETICS_NORM,
         num_classes=8,

@@ -7,20 +7,40 @@ The architecture follows the reference implementation in facebookresearch/SlowFa
   stride 2 in each stage's first block) -> BN -> squeeze-excitation (blocks 0, 2, 4, ...) -> SiLU
   -> 1x1x1 conv -> BN, plus a projection shortcut (1x1x1 conv + BN) on each stage's first block,
   ReLU after the residual sum;
-* head: 1x1x1 conv -> BN -> ReLU -> global average pool -> 1x1x1 conv (no bias) -> ReLU ->
-  dropout -> linear classifier. The model returns logits.
+* head (SlowFast ``X3DHead``, pytorchvideo ``create_x3d_head``): 1x1x1 conv -> BN -> ReLU ->
+  average pool with the *training* window at stride 1 -> 1x1x1 conv (no bias) -> ReLU -> dropout
+  -> linear classifier at every pooled position -> the average over positions. The model returns
+  logits.
+
+The head's window is ``(frames, ceil(train_crop / 32), ceil(train_crop / 32))``, as both official
+builders size it. At the training crop it covers the whole feature map (one position, a global
+pool); at the larger test crops of the model zoo it leaves several: 2x2 for X3D-XS/S (6x6 map at
+182) and X3D-M (8x8 at 256), 3x3 for X3D-L (12x12 at 356). Pooling globally instead moves the
+logits there by 5-11% of their scale (measured on seeded random weights against the official
+models), so the window is part of the model.
+
+Which average: the logits follow **pytorchvideo** (``head_activation=None``, then
+``AdaptiveAvgPool3d(1)``): the mean of the position logits. SlowFast's test head instead takes a
+softmax at each position and averages the probabilities. We keep logits because everything
+downstream compares logits (INT8 vs FP32 cosine, SQNR, max-abs; calibration; the view combiner's
+softmax); because the mean of logits is linear, so it runs before the classifier as one pooled
+vector, the same graph as at the training crop, clean for every backend; and because pytorchvideo's
+hub models, which load here too, are defined that way. To reproduce SlowFast's published protocol
+(accuracy comparisons with its model zoo), build with ``position_average="softmax"``: the model
+then returns ``log(mean softmax)`` over positions (``average_positions``), whose softmax is exactly
+SlowFast's per-view score, so a view combiner that averages (or, as SlowFast's ``ENSEMBLE_METHOD:
+sum``, adds) softmax over views ranks classes as SlowFast does.
 
 Official checkpoints load from SlowFast ``.pyth`` files and from pytorchvideo's hub files; both
-layouts are registered below. The reference evaluation pools the head with a fixed window of the
-training crop size and averages softmax scores over what remains at larger test crops; we pool
-globally (export-clean, size-agnostic), which differs slightly at test crops larger than the
-training crop.
+layouts are registered below.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import OrderedDict
+from typing import Literal
 
 import torch
 from torch import nn
@@ -29,7 +49,8 @@ from ..spec import KINETICS_NORM, ClipSpec, ModelSpec, Published
 from .checkpoint import StateDict, register_layout
 from .registry import register_model
 
-__all__ = ["X3D", "X3DBlock", "SqueezeExcite", "round_width", "x3d_xs", "x3d_s", "x3d_m", "x3d_l", "x3d_synth"]
+__all__ = ["X3D", "X3DBlock", "X3DHead", "SqueezeExcite", "round_width", "head_pool_size", "average_positions",
+           "TRAIN_CROPS", "x3d_xs", "x3d_s", "x3d_m", "x3d_l", "x3d_synth"]
 
 
 def round_width(width: float, multiplier: float = 1.0, min_width: int = 8, divisor: int = 8) -> int:
@@ -91,25 +112,82 @@ class X3DBlock(nn.Module):
         return self.act(out + identity)
 
 
+PositionAverage = Literal["logits", "softmax"]
+POSITION_AVERAGES = ("logits", "softmax")
+
+
+def head_pool_size(frames: int, train_crop: int, spatial_stride: int = 32) -> tuple[int, int, int]:
+    """The official head's pooling window: all training frames, ``ceil(train_crop / 32)`` pixels
+    (SlowFast ``video_model_builder.X3D``: ``spat_sz = ceil(TRAIN_CROP_SIZE / 32.0)``)."""
+    side = int(math.ceil(train_crop / spatial_stride))
+    return (frames, side, side)
+
+
+def average_positions(position_logits: torch.Tensor, average: PositionAverage = "logits") -> torch.Tensor:
+    """(N, P, K) class scores at the head's P pooled positions -> (N, K) logits of the view.
+
+    ``"logits"``: the mean of the logits (pytorchvideo). ``"softmax"``: ``log`` of the mean softmax
+    probability (SlowFast's test head); its softmax is exactly SlowFast's view score.
+    """
+    if average == "logits":
+        return position_logits.mean(1)
+    if average == "softmax":
+        return torch.logsumexp(torch.log_softmax(position_logits, -1), 1) - math.log(position_logits.shape[1])
+    raise ValueError(f"position_average must be one of {', '.join(POSITION_AVERAGES)}, got {average!r}")
+
+
 class X3DHead(nn.Module):
-    """1x1x1 conv -> BN -> ReLU -> global pool -> 1x1x1 conv -> ReLU -> dropout -> linear."""
+    """1x1x1 conv -> BN -> ReLU -> window pool (stride 1) -> 1x1x1 conv -> ReLU -> dropout ->
+    linear per position -> average over positions.
+
+    ``pool_size`` is the official ``(T, h, w)`` window (``head_pool_size``); None pools globally.
+    A feature map smaller than the window along an axis is pooled whole along it (the official
+    head raises there), so small probe inputs still run.
+    """
 
     def __init__(self, in_width: int, conv_width: int, fc_width: int, num_classes: int,
-                 dropout: float) -> None:
+                 dropout: float, pool_size: tuple[int, int, int] | None = None,
+                 position_average: PositionAverage = "logits") -> None:
         super().__init__()
+        if position_average not in POSITION_AVERAGES:
+            raise ValueError(f"position_average must be one of {', '.join(POSITION_AVERAGES)},"
+                             f" got {position_average!r}")
+        self.pool_size = None if pool_size is None else tuple(int(k) for k in pool_size)
+        self.position_average = position_average
         self.conv = nn.Conv3d(in_width, conv_width, kernel_size=1, bias=False)
         self.norm = nn.BatchNorm3d(conv_width)
         self.act = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool3d(1)
         self.fc = nn.Conv3d(conv_width, fc_width, kernel_size=1, bias=False)
         self.fc_act = nn.ReLU()
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(fc_width, num_classes)
 
+    def window(self, feature_size) -> tuple[int, int, int]:
+        """The pooling window used on a (T, H, W) feature map."""
+        size = tuple(int(s) for s in feature_size)
+        return size if self.pool_size is None else tuple(min(k, s) for k, s in zip(self.pool_size, size))
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """``avg_pool3d(x, window, stride=1)``, written as a time mean plus a 2-D-shaped spatial pool
+        (equal; the forms the ExecuTorch frames rewrite and OpenVINO map to single rank-4 ops)."""
+        t, h, w = x.shape[2:]
+        kt, kh, kw = self.window((t, h, w))
+        if (kt, kh, kw) == (t, h, w):
+            return x.mean((2, 3, 4), keepdim=True)
+        if kt == t:
+            x, kt = x.mean(2, keepdim=True), 1
+        if (kh, kw) == (h, w) and kt == 1:
+            return x.mean((3, 4), keepdim=True)
+        return nn.functional.avg_pool3d(x, (kt, kh, kw), stride=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.act(self.norm(self.conv(x))))
-        x = torch.flatten(self.fc_act(self.fc(x)), 1)
-        return self.classifier(self.dropout(x))
+        x = self.act(self.norm(self.conv(x)))
+        x = self.dropout(self.fc_act(self.fc(self.pool(x))))  # (N, C, t, h, w): one vector per position
+        if self.position_average == "logits":
+            # The mean of the position logits is the classifier of the mean position vector.
+            x = torch.flatten(x, 1) if x.shape[2:] == (1, 1, 1) else x.mean((2, 3, 4))
+            return self.classifier(x)
+        return average_positions(self.classifier(x.flatten(2).transpose(1, 2)), self.position_average)
 
 
 class X3D(nn.Module):
@@ -117,6 +195,7 @@ class X3D(nn.Module):
 
     There is no temporal striding and the total spatial stride is 32, so any T >= 1 and H, W >= 1
     are accepted; H = W = 32 is the smallest size at which the last stage sees one full pixel.
+    ``head_pool_size`` / ``position_average``: see ``X3DHead`` and the module docstring.
     """
 
     classifier_keys = ("head.classifier.weight", "head.classifier.bias")
@@ -134,6 +213,8 @@ class X3D(nn.Module):
         stem_temporal_kernel: int = 5,
         dropout: float = 0.5,
         in_channels: int = 3,
+        head_pool_size: tuple[int, int, int] | None = None,
+        position_average: PositionAverage = "logits",
     ) -> None:
         super().__init__()
         if len(stage_widths) != len(stage_depths):
@@ -159,7 +240,8 @@ class X3D(nn.Module):
             width = out_width
         self.stages = nn.Sequential(*stages)
         head_conv_width = head_conv_width or int(bottleneck_factor * width)
-        self.head = X3DHead(width, head_conv_width, head_fc_width, num_classes, dropout)
+        self.head = X3DHead(width, head_conv_width, head_fc_width, num_classes, dropout,
+                            pool_size=head_pool_size, position_average=position_average)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -195,10 +277,11 @@ _LAYOUTS = ("slowfast", "pytorchvideo")
 
 
 def _kinetics_spec(name: str, frames: int, stride: int, crop: int, params_m: float, gflops: float,
-                   train_crop: int, ptv_gflops: float, top1: float) -> ModelSpec:
+                   train_crop: int, ptv_gflops: float, top1: float, measured_params_m: float) -> ModelSpec:
     return ModelSpec(
         name=name,
         family="x3d",
+        params_m=measured_params_m,
         clip=ClipSpec(frames=frames, stride=stride, crop=crop, short_side=crop, test_clips=10, test_crops=3),
         norm=KINETICS_NORM,
         num_classes=400,
@@ -221,29 +304,39 @@ _DEPTHS_XS_S_M = (3, 5, 11, 7)  # ceil(2.2 * (1, 2, 5, 3))
 _DEPTHS_L = (5, 10, 25, 15)  # ceil(5.0 * (1, 2, 5, 3))
 
 
-@register_model(_kinetics_spec("x3d_xs", 4, 12, 182, 3.8, 0.60, 160, 0.91, 69.5))
+#: Training crops (SlowFast configs/Kinetics/X3D_*.yaml TRAIN_CROP_SIZE); they size the head's window.
+TRAIN_CROPS = {"x3d_xs": 160, "x3d_s": 160, "x3d_m": 224, "x3d_l": 312, "x3d_synth": 80}
+
+
+def _official_head(name: str, frames: int, kwargs: dict) -> dict:
+    kwargs.setdefault("head_pool_size", head_pool_size(frames, TRAIN_CROPS[name]))
+    return kwargs
+
+
+@register_model(_kinetics_spec("x3d_xs", 4, 12, 182, 3.8, 0.60, TRAIN_CROPS["x3d_xs"], 0.91, 69.5, 3.79))
 def x3d_xs(num_classes: int = 400, **kwargs) -> X3D:
-    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **kwargs)
+    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **_official_head("x3d_xs", 4, kwargs))
 
 
-@register_model(_kinetics_spec("x3d_s", 13, 6, 182, 3.8, 1.96, 160, 2.96, 73.5))
+@register_model(_kinetics_spec("x3d_s", 13, 6, 182, 3.8, 1.96, TRAIN_CROPS["x3d_s"], 2.96, 73.5, 3.79))
 def x3d_s(num_classes: int = 400, **kwargs) -> X3D:
-    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **kwargs)
+    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **_official_head("x3d_s", 13, kwargs))
 
 
-@register_model(_kinetics_spec("x3d_m", 16, 5, 256, 3.8, 4.73, 224, 6.72, 76.2))
+@register_model(_kinetics_spec("x3d_m", 16, 5, 256, 3.8, 4.73, TRAIN_CROPS["x3d_m"], 6.72, 76.2, 3.79))
 def x3d_m(num_classes: int = 400, **kwargs) -> X3D:
-    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **kwargs)
+    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **_official_head("x3d_m", 16, kwargs))
 
 
-@register_model(_kinetics_spec("x3d_l", 16, 5, 356, 6.2, 18.37, 312, 26.64, 77.5))
+@register_model(_kinetics_spec("x3d_l", 16, 5, 356, 6.2, 18.37, TRAIN_CROPS["x3d_l"], 26.64, 77.5, 6.15))
 def x3d_l(num_classes: int = 400, **kwargs) -> X3D:
-    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_L, **kwargs)
+    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_L, **_official_head("x3d_l", 16, kwargs))
 
 
 SYNTH_SPEC = ModelSpec(
     name="x3d_synth",
     family="x3d",
+    params_m=0.86,
     clip=ClipSpec(frames=8, stride=3, crop=80, short_side=92, test_clips=1, test_crops=1),
     norm=KINETICS_NORM,
     num_classes=8,
@@ -257,10 +350,11 @@ def x3d_synth(num_classes: int = 8, **kwargs) -> X3D:
     """Small X3D for the synthetic motion set: X3D-XS widths, depths (1, 2, 3, 2), 512-wide head.
 
     Temporal receptive field: 5 (stem) + 2 per block x 8 blocks = 21 frames, more than a clip.
+    Trained at its test crop (80), so its head window covers the whole 3x3 map: one position.
     """
     config = dict(stage_depths=(1, 2, 3, 2), head_fc_width=512, dropout=0.2)
     config.update(kwargs)
-    return X3D(num_classes=num_classes, **config)
+    return X3D(num_classes=num_classes, **_official_head("x3d_synth", SYNTH_SPEC.clip.frames, config))
 
 
 # --------------------------------------------------------------------------------------------

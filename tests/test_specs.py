@@ -1,0 +1,22 @@
+"""Every spec's measured parameter count is the network's; the paper's figure stays as published."""
+
+import pytest
+import torch
+
+from edgevid.models import get_entry, get_spec, list_models
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_spec_params_are_the_networks(name):
+    entry = get_entry(name)
+    with torch.device("meta"):
+        model = entry.builder(num_classes=entry.spec.num_classes)
+    counted = sum(p.numel() for p in model.parameters()) / 1e6
+    assert entry.spec.params_m is not None and abs(entry.spec.params_m - counted) <= 0.005 + 1e-9, (
+        f"{name}: spec says {entry.spec.params_m} M, the network has {counted:.4f} M")
+
+
+def test_papers_figures_are_kept_as_published():
+    assert get_spec("tubevit_b").published.params_m == 90.0 and get_spec("tubevit_b").params_m == 86.55
+    for name, ours in (("timesformer_b", 121.57), ("timesformer_hr", 122.02), ("timesformer_l", 121.63)):
+        assert get_spec(name).published.params_m == 121.4 and get_spec(name).params_m == ours
