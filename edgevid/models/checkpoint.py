@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 
 log = logging.getLogger("edgevid")
 
@@ -160,8 +160,7 @@ def load_without_code(path: str | Path) -> Any:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+    return first_line(exc, 200)
 
 
 def read_state_dict(path: str | Path) -> StateDict:
