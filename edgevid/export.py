@@ -21,10 +21,6 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
-def _first_line(exc: BaseException) -> str:
-    return first_line(exc)
-
-
 def batch_dim(min_batch: int, max_batch: int):
     return torch.export.Dim("batch", min=min_batch, max=max_batch)
 
@@ -35,7 +31,7 @@ def export_program(model: nn.Module, example: torch.Tensor, dynamic_batch: tuple
     try:
         return torch.export.export(model.eval(), (example,), dynamic_shapes=_named(model, shapes), strict=False)
     except Exception as exc:
-        raise EdgevidError(f"torch.export of {type(model).__name__} failed: {_first_line(exc)}") from None
+        raise EdgevidError(f"torch.export of {type(model).__name__} failed: {first_line(exc)}") from None
 
 
 def _named(model: nn.Module, shapes):
@@ -74,6 +70,6 @@ def export_onnx(
     except EdgevidError:
         raise
     except Exception as exc:
-        raise EdgevidError(f"ONNX export of {type(model).__name__} failed: {_first_line(exc)}") from None
+        raise EdgevidError(f"ONNX export of {type(model).__name__} failed: {first_line(exc)}") from None
     log.debug("onnx exporter said: %s", sink.getvalue()[-2000:])
     return Path(path)

@@ -159,10 +159,6 @@ def load_without_code(path: str | Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_INERT_PICKLE)
 
 
-def _first_line(exc: BaseException) -> str:
-    return first_line(exc, 200)
-
-
 def read_state_dict(path: str | Path) -> StateDict:
     """Read a checkpoint file without running pickled code and unwrap the usual containers."""
     path = Path(path)
@@ -171,7 +167,7 @@ def read_state_dict(path: str | Path) -> StateDict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or pickled-code files
-        first = _first_line(exc)
+        first = first_line(exc, 200)
         try:
             obj = load_without_code(path)  # e.g. a Lightning checkpoint's trainer state
         except RefusedGlobal as refused:
