@@ -53,7 +53,7 @@ def build_artifact(
         from .backends.tensorrt import check_dla_request
 
         check_dla_request(get_target(target), options["dla_core"])
-    from .calibration import calibration_set
+    from .calibration import calibration_set, validation_clips
     from .models import canonical_name
     from .pipeline import assemble_manifest, given_source, prepare_model
 
@@ -68,6 +68,8 @@ def build_artifact(
     record = BuildRecord(weights=prepared.weights.flag, calib=given_source(calib), calib_size=calib_size,
                          num_classes=num_classes, options=options, out=str(Path(out).resolve()))
     calib_set = calibration_set(calib, prepared.spec, calib_size, track) if precision == "int8" else None
+    validation = validation_clips(prepared.spec, options.get("val_data"), options.get("val_size")) \
+        if options.get("max_drop") is not None and backend.handles_max_drop else None
     started = time.perf_counter()
     with staging_dir(final, overwrite) as tmp:
         handler = logging.FileHandler(tmp / "build.log")
@@ -78,7 +80,7 @@ def build_artifact(
             log.info("building %s for %s (%s, backend %s)", prepared.name, target_obj.name, precision, backend.name)
             result = backend.build(BuildRequest(
                 model=prepared.net, spec=prepared.spec, target=target_obj, precision=precision, out_dir=tmp,
-                calib=calib_set.clips if calib_set else None, options=options,
+                calib=calib_set.clips if calib_set else None, options=options, validation=validation,
             ))
             calibration = CalibrationInfo(source=calib_set.source, clips=len(calib_set.clips), digest=calib_set.digest) \
                 if calib_set else None

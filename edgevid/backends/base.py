@@ -35,6 +35,9 @@ class BuildRequest:
     out_dir: Path
     calib: Sequence[np.ndarray] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: labelled centre clips ``(clip, class index)`` for a backend's own accuracy-aware quantization
+    #: (``handles_max_drop``); the build loads them, so no backend reads datasets itself
+    validation: Sequence[tuple[np.ndarray, int]] | None = None
 
 
 @dataclass
@@ -124,6 +127,9 @@ class Backend(ABC):
     #: modules needed only to build (e.g. torch-side exporters), not to run
     build_requirements: dict[str, str] = {}
     precisions: tuple[str, ...] = ("fp32",)
+    #: True when the backend meets ``--max-drop`` with its own accuracy-aware quantization (it then gets
+    #: ``BuildRequest.validation``); otherwise the harness searches the float layers (``harness.mixed``)
+    handles_max_drop: bool = False
 
     def missing(self, for_build: bool = False) -> list[str]:
         reqs = dict(self.requirements)

@@ -35,7 +35,6 @@ SMOOTH_QUANT_OFF = {"uniformerv2"}
 WEIGHTED_OPS = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData", "GroupConvolutionBackpropData"}
 VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
-DEFAULT_VAL_SIZE = 200
 
 
 class DeviceUnavailable(EdgevidError):
@@ -321,32 +320,6 @@ def _accuracy_config() -> dict[str, str]:
     return {"INFERENCE_PRECISION_HINT": "f32"}
 
 
-def validation_items(request: BuildRequest) -> list[tuple[np.ndarray, int]]:
-    """Labelled centre clips for accuracy control: ``val_data`` or, for SynthMotion models, its val split."""
-    from ..data.manifest import load_dataset
-    from ..data.views import single_clip
-    from ..harness.eval import class_mapping
-    from ..labels import labels_for
-
-    spec = request.spec
-    size = int(request.options.get("val_size") or DEFAULT_VAL_SIZE)
-    source = request.options.get("val_data")
-    if source is None:
-        if spec.label_set != "synthmotion":
-            raise DataError(
-                f"--max-drop needs labelled validation videos of {spec.label_set}: pass --val-data FOLDER_OR_CSV"
-            )
-        from ..data.synthmotion import ensure_split
-
-        source = ensure_split("val", size)
-    dataset = load_dataset(source)
-    mapping = class_mapping(dataset.classes, labels_for(spec.label_set, spec.num_classes), str(source))
-    items = [(single_clip(path, spec), int(mapping[label])) for path, label in dataset.items[:size]]
-    if not items:
-        raise DataError(f"--val-data {source}: no videos to validate on")
-    return items
-
-
 # --- run ---------------------------------------------------------------------------------------
 
 def runtime_config(device: str, mode: str, threads: int | None, inference_precision: str | None) -> dict[str, str]:
@@ -439,6 +412,7 @@ class OpenVINOBackend(Backend):
     build_requirements = {"nncf": "nncf"}
     extra = "openvino"
     precisions = ("fp32", "fp16", "int8")
+    handles_max_drop = True  # NNCF's accuracy control searches the float layers itself
 
     def build(self, request: BuildRequest) -> BuildResult:
         import nncf
@@ -466,7 +440,9 @@ class OpenVINOBackend(Backend):
         log.info("converted %s from torch.export to OpenVINO IR (%d ops)", spec.name, len(ov_model.get_ops()))
         notes: list[str] = []
         if request.precision == "int8":
-            validation = validation_items(request) if max_drop is not None else None
+            validation = request.validation if max_drop is not None else None
+            if max_drop is not None and not validation:
+                raise DataError("--max-drop needs labelled validation clips; pass --val-data FOLDER_OR_CSV")
             reference = ov_model.clone()
             final, quant = quantize_int8(ov_model, request.calib, spec.family, device, options, validation, max_drop)
             quant["calibration_check"] = output_agreement(reference, final, request.calib[:4])

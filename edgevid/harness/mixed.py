@@ -28,13 +28,13 @@ import numpy as np
 from ..artifact import Artifact, Manifest, finalize_manifest
 from ..pipeline import assemble_manifest
 from ..outputs import check_output_file, mark, markdown_marker, write_output_file
+from ..calibration import DEFAULT_VAL_SIZE
 from ..errors import DataError, EdgevidError
 from .metrics import aggregate, video_record
 
 log = logging.getLogger("edgevid")
 Track = Callable[[Iterable, str, int], Iterable]
 METHODS = ("quantize-one", "keep-float")
-DEFAULT_VAL_SIZE = 200
 MAX_VAL_BYTES = 2 * 2**30  # beyond this the validation set holds one centre clip per video, not all test views
 
 
@@ -333,7 +333,7 @@ def build_with_budget(
         raise EdgevidError(f"--max-drop applies to int8 builds; add --precision int8 (target {target_obj.name}'s"
                            f" default is {target_obj.default_precision})")
     backend = get_backend(target_obj.backend)
-    if getattr(backend, "handles_max_drop", backend.name == "openvino") and min_agreement is None:
+    if backend.handles_max_drop and min_agreement is None:
         # the vendor's own accuracy-aware quantization (NNCF accuracy control for OpenVINO)
         return build_artifact(model, target, "int8", weights, calib, calib_size, out, num_classes,
                               options={**options, "max_drop": max_drop, **({"val_data": val_data} if val_data else {}),
