@@ -94,8 +94,9 @@ def targets() -> None:
     for col in ("target", "aliases", "backend", "device", "precisions", "default", "backend status"):
         table.add_column(col)
     for t in list_targets():
+        # escape: rich markup would eat "[executorch]" in "pip install 'edgevid[executorch]'"
         table.add_row(t.name, ", ".join(t.aliases), t.backend, t.device, ", ".join(t.precisions), t.default_precision,
-                      backend_status(t.backend))
+                      escape(backend_status(t.backend)))
     out.print(table)
 
 
@@ -179,9 +180,9 @@ def eval_(
         if not data:
             raise EdgevidError("eval needs --data MANIFEST (a CSV manifest or a folder per class)")
         result = evaluate(artifact, data, threads=threads, limit=limit, track=track, shard=shard, resume=not restart,
-                          ray=ray, ray_shards=ray_shards, with_reference=reference)
-    _print_result(f"eval {Path(result['artifact']).name}  ({result['label']})" + (f" shard {result['shard']}" if result.get("shard") else ""), result)
-    if json_path:
+                          ray=ray, ray_shards=ray_shards, with_reference=reference, json_path=json_path)
+    _print_result(f"eval {Path(result['artifact']).name}  ({escape(result['label'])})" + (f" shard {result['shard']}" if result.get("shard") else ""), result)
+    if json_path and artifact == "merge":
         json_path.write_text(json.dumps(result, indent=2))
 
 
@@ -338,7 +339,8 @@ def golden_run(
 
     result = run_pack(artifact, pack, gates=gates, threads=threads, json_path=json_path, ray=ray,
                       ray_shards=ray_shards, track=track, check=False)
-    _print_result(f"golden {artifact.name}  ({result['backend']} {result['precision']}): {result['status']}", result)
+    _print_result(f"golden {artifact.name}  ({result['backend']} {result['precision']} on"
+                  f" {result.get('runtime') or '?'}): {result['status']}", result)
     raise_for(result)
 
 
@@ -447,10 +449,40 @@ def demo(
     module.launch(paths, host=host, port=port, share=share, threads=threads)
 
 
+def _command_name(argv: list[str]) -> str:
+    words = [a for a in argv if not a.startswith("-")][:2]
+    if words and words[0] not in ("golden",):
+        words = words[:1]
+    return "edgevid " + " ".join(words) if words else "edgevid"
+
+
+def _adb_default(argv: list[str]) -> list[str]:
+    """``--adb`` with no SERIAL (last, or followed by another option) means adb's only device."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--adb" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, "")
+            break
+    return out
+
+
 def main() -> None:
-    """Console-script entry point: user errors become one line on stderr and a non-zero exit."""
+    """Console-script entry point: user errors become one line on stderr and a non-zero exit.
+
+    An optional package missing for what a command does (torch on a device install, PyAV, ...)
+    is an error too: one line naming the extra that installs it.
+    """
+    from .extras import from_import_error
+
+    argv = _adb_default(sys.argv[1:])
     try:
-        app()
+        try:
+            app(args=argv)
+        except ModuleNotFoundError as exc:
+            mapped = from_import_error(exc, _command_name(argv))
+            if mapped is None:
+                raise
+            raise mapped from None
     except EdgevidError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         sys.exit(exc.exit_code)

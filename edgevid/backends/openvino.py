@@ -399,6 +399,7 @@ class OpenVINORunner(Runner):
         self.requests = count
         self.input_shape = (dims[0] * count, *dims[1:])
         self.description = description
+        self.runtime = f"openvino {ov.__version__.split('-')[0]} ({device})"
 
     def _chunks(self, clip: np.ndarray) -> list[np.ndarray]:
         if self.static_batch is None or len(clip) == self.static_batch:
@@ -436,8 +437,9 @@ class OpenVINORunner(Runner):
 class OpenVINOBackend(Backend):
     name = "openvino"
     requirements = {"openvino": "openvino"}
-    build_requirements = {"nncf": "nncf"}
+    build_requirements = {"torch": "torch==2.13.0", "nncf": "nncf"}
     extra = "openvino"
+    build_extra = "build-openvino"
     precisions = ("fp32", "fp16", "int8")
 
     def build(self, request: BuildRequest) -> BuildResult:

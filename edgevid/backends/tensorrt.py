@@ -500,14 +500,58 @@ def _build_engine_into(folder: Path, manifest_like, target, options: dict[str, A
     return {"fingerprint": here, "details": details, "dla_core": dla_core}
 
 
+#: what the Q/DQ-under-ONNX-Runtime evaluation of a pending artifact needs (the only use of ORT here)
+PENDING_REQUIREMENTS = {"onnxruntime": "onnxruntime"}
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
-    # Opening a pending artifact needs only ONNX Runtime; an engine needs TensorRT + pycuda (checked in open).
-    requirements = {"onnxruntime": "onnxruntime"}
-    build_requirements = {"onnx": "onnx", "onnxscript": "onnxscript", "modelopt": "nvidia-modelopt",
+    # An engine needs TensorRT (the device's own package) and pycuda; nothing else.
+    requirements = {"tensorrt": "tensorrt", "pycuda": "pycuda"}
+    build_requirements = {"torch": "torch==2.13.0", "onnx": "onnx", "onnxscript": "onnxscript",
+                          "onnxruntime": "onnxruntime", "modelopt": "nvidia-modelopt",
                           "onnx_graphsurgeon": "onnx-graphsurgeon"}
     extra = "tensorrt"
+    build_extra = "build-tensorrt"
     precisions = ("fp16", "int8")
+
+    def missing(self, for_build: bool = False) -> list[str]:
+        if for_build:  # the host build needs ModelOpt & co, not TensorRT (the engine is built on the device)
+            from .base import _importable
+
+            return [pip for module, pip in self.build_requirements.items() if not _importable(module)]
+        return super().missing()
+
+    def check_open(self, artifact) -> None:
+        """An engine needs TensorRT + pycuda; a pending artifact (Q/DQ ONNX only) needs ONNX Runtime."""
+        from .base import _importable
+
+        if is_pending(artifact):
+            gone = [pip for module, pip in PENDING_REQUIREMENTS.items() if not _importable(module)]
+            if gone:
+                raise BackendUnavailable(
+                    f"{artifact.path} has no engine yet (engine {PENDING}): its Q/DQ ONNX is evaluated under ONNX"
+                    " Runtime, which is not installed: pip install 'edgevid[onnxruntime]' (or build the engine on"
+                    f" the device: `{finish_command(artifact.manifest.model, artifact.manifest.target, artifact.manifest.precision, artifact.path)}`)")
+            return
+        missing = self.missing()
+        if missing:
+            raise BackendUnavailable(f"{artifact.path} holds a TensorRT engine; running it needs {', '.join(missing)}:"
+                                     f" {DEVICE_EXTRA}")
+
+    def status(self) -> str:
+        from .base import _importable
+
+        run = self.missing()
+        pending = "pending artifacts (Q/DQ ONNX) run under onnxruntime" + (
+            "" if _importable("onnxruntime") else ": pip install 'edgevid[onnxruntime]'")
+        build = self.missing(for_build=True)
+        build_line = "builds Q/DQ ONNX here" if not build else \
+            f"to build: pip install 'edgevid[{self.build_extra}]' (missing {', '.join(build)})"
+        if not run:
+            return f"installed (TensorRT + pycuda; engines are built on this device); {build_line}"
+        return (f"engines: missing {', '.join(run)} (TensorRT comes with the device; pip install"
+                f" 'edgevid[tensorrt]' for pycuda); {pending}; {build_line}")
 
     def build(self, request: BuildRequest) -> BuildResult:
         import onnx
@@ -597,13 +641,15 @@ class TensorRTBackend(Backend):
 
     def open(self, artifact, threads=None, mode="latency") -> Runner:
         m = artifact.manifest
-        if m.status.get("engine") == PENDING or not artifact.file(ENGINE_FILE).is_file():
+        if is_pending(artifact):
             from .onnxruntime import OnnxRuntimeRunner
 
-            return OnnxRuntimeRunner(
+            runner = OnnxRuntimeRunner(
                 artifact.file(ONNX_FILE), threads,
                 f"TensorRT {m.precision.upper()} Q/DQ ONNX under ONNX Runtime CPU (engine {PENDING})",
             )
+            runner.runtime = f"{runner.runtime} (Q/DQ ONNX; engine {PENDING})"
+            return runner
         _require_engine_support(f"{artifact.path} holds a TensorRT engine; running it")
         from . import tensorrt_engine as engine
 
@@ -612,6 +658,11 @@ class TensorRTBackend(Backend):
         check_fingerprint(m.fingerprint, engine.machine_fingerprint(), artifact.file(ENGINE_FILE), rebuild)
         return engine.TensorRTRunner(artifact.file(ENGINE_FILE), tuple(m.input_shape), rebuild,
                                      f"TensorRT {m.precision.upper()} on {m.fingerprint.get('gpu', 'GPU')}")
+
+
+def is_pending(artifact) -> bool:
+    """No engine in the artifact yet: only its Q/DQ (or FP16) ONNX, evaluated under ONNX Runtime."""
+    return artifact.manifest.status.get("engine") == PENDING or not artifact.file(ENGINE_FILE).is_file()
 
 
 def _canonical(model: str) -> str:
