@@ -187,6 +187,8 @@ def eval_(
 
 
 def _print_result(title: str, result: dict) -> None:
+    if result.get("runtime"):  # what actually ran (a pending TensorRT artifact: ONNX Runtime)
+        out.print(f"runtime: {escape(result['runtime'])}", soft_wrap=True, highlight=False)
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -332,16 +334,80 @@ def golden_run(
     ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster address: run the chunks on the nodes"
                                       " advertising this artifact's target (needs edgevid's ray extra)."),
     ray_shards: Optional[int] = typer.Option(None, "--ray-shards", help="With --ray: number of shards (default: one per device)."),
+    adb: Optional[str] = typer.Option(None, "--adb", metavar="[SERIAL]", help="ExecuTorch artifacts: run the pack on"
+                                      " the Android phone adb sees (or SERIAL): export a bundle, push, run it with"
+                                      " ExecuTorch's executor_runner, pull the outputs, score them here."),
+    runner: Optional[str] = typer.Option(None, "--runner", help="With --adb: executor_runner built for the phone (a"
+                                         " host file to push, or a path on the phone; default: executor_runner in"
+                                         " the phone's bundle folder)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result to this file."),
 ) -> None:
     """Run a golden pack on this device (numpy + the backend's runtime only); exit 1 when a gate fails."""
     from .harness.golden import raise_for, run_pack
 
-    result = run_pack(artifact, pack, gates=gates, threads=threads, json_path=json_path, ray=ray,
-                      ray_shards=ray_shards, track=track, check=False)
-    _print_result(f"golden {artifact.name}  ({result['backend']} {result['precision']} on"
-                  f" {result.get('runtime') or '?'}): {result['status']}", result)
+    if adb is not None:
+        from .harness.phone import run_over_adb
+
+        result = run_over_adb(artifact, pack, serial=adb or None, runner=runner, threads=threads, gates=gates,
+                              json_path=json_path, check=False)
+    else:
+        result = run_pack(artifact, pack, gates=gates, threads=threads, json_path=json_path, ray=ray,
+                          ray_shards=ray_shards, track=track, check=False)
+    _print_result(f"golden {artifact.name}  ({result['backend']} {result['precision']}): {result['status']}", result)
     raise_for(result)
+
+
+@golden_app.command("export")
+def golden_export(
+    artifact: Path = typer.Argument(..., help="ExecuTorch artifact folder (--target android / ios)."),
+    pack: Path = typer.Argument(..., help="Golden pack folder."),
+    out_dir: Path = typer.Option(..., "--out", help="Bundle folder to write (what to copy to the phone)."),
+    coreml: bool = typer.Option(False, "--coreml", help="Bundle the artifact's Core ML .pte (ios target) instead of"
+                                " the XNNPACK one."),
+) -> None:
+    """Write a phone bundle: ExecuTorch BundledProgram (.bpte) with the pack's inputs and FP32 outputs, the raw
+    inputs for executor_runner and run_on_device.sh."""
+    from .backends.executorch import COREML_FILE, MODEL_FILE
+    from .harness.phone import export_bundle
+
+    path = export_bundle(artifact, pack, out_dir, pte=COREML_FILE if coreml else MODEL_FILE)
+    info = json.loads((path / "bundle.json").read_text())
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+    err.print(f"[green]bundle[/] {path}: {len(info['cases'])} cases of batch {info['batch']} for {info['artifact']},"
+              f" {size:.1f} MB; copy the folder to the phone, run `sh run_on_device.sh RUNNER` there, bring outputs/"
+              f" back and run `edgevid golden score {artifact} {pack} --outputs OUTPUTS`")
+    out.print(str(path))
+
+
+@golden_app.command("score")
+def golden_score(
+    artifact: Path = typer.Argument(..., help="The ExecuTorch artifact folder the bundle was exported from."),
+    pack: Path = typer.Argument(..., help="The golden pack the bundle was exported from."),
+    outputs: Path = typer.Option(..., "--outputs", help="The outputs folder the phone wrote (case-NNNNN-0.bin)."),
+    gates: Optional[Path] = typer.Option(None, "--gates", help="Gates YAML (default: as golden run)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result to this file."),
+) -> None:
+    """Score outputs a phone computed for a bundle (numpy only): golden run's figures, gates and report."""
+    from .harness.golden import raise_for
+    from .harness.phone import score_outputs
+
+    result = score_outputs(artifact, pack, outputs, gates=gates, json_path=json_path, check=False)
+    _print_result(f"golden {artifact.name}  ({result['backend']} {result['precision']}): {result['status']}", result)
+    raise_for(result)
+
+
+@golden_app.command("run-bundle")
+def golden_run_bundle(
+    bundle: Path = typer.Argument(..., help="Bundle folder from `edgevid golden export`."),
+    outputs: Path = typer.Option(..., "--outputs", help="Folder to write the outputs to."),
+) -> None:
+    """Run a bundle's .bpte with ExecuTorch's Python runtime on this host, writing outputs as the phone would
+    (a check of the bundle before it goes to a phone)."""
+    from .harness.phone import run_bundle_here
+
+    path = run_bundle_here(bundle, outputs)
+    err.print(f"wrote {len(list(path.glob('case-*-0.bin')))} outputs to {path}")
+    out.print(str(path))
 
 
 @app.command()
