@@ -244,13 +244,16 @@ def quantize_int8_qdq(
     tool: str = "modelopt",
     placement: str = "weighted",
     keep_float: Sequence[str] = (),
+    keep_high_precision: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
     """INT8 Q/DQ ONNX for TensorRT's explicit quantization, calibrated on the CPU execution provider.
 
     ModelOpt places Q/DQ the way TensorRT fuses them (symmetric, per-channel weights) and converts
     the float remainder to ``high_precision``. If ModelOpt fails, ONNX Runtime's ``quantize_static``
     with symmetric Q/DQ is the fallback (float remainder stays FP32); the manifest says which ran.
-    ``keep_float`` names extra nodes to leave unquantized (e.g. from a sensitivity sweep).
+    ``keep_float`` names extra nodes to leave unquantized (e.g. from a sensitivity sweep);
+    ``keep_high_precision`` (``tensorrt_check.high_precision_nodes``) the nodes TensorRT cannot run
+    in INT8, each with its reason (both stay out of INT8; the manifest lists them apart).
     """
     import onnx
 
@@ -266,8 +269,11 @@ def quantize_int8_qdq(
         "scheme": "explicit INT8 Q/DQ for TensorRT: symmetric, per-channel weights, per-tensor activations",
         "policy": policy.describe(),
         "calibration": f"{calibrate_method}, {len(clips)} clips, ONNX Runtime CPU execution provider",
-        "kept_float_nodes": policy.nodes_to_exclude,
+        "kept_float_nodes": list(policy.nodes_to_exclude),
     }
+    if keep_high_precision:
+        quant["kept_high_precision"] = [dict(k) for k in keep_high_precision]
+        policy.nodes_to_exclude += [k["node"] for k in keep_high_precision if k["node"] not in policy.nodes_to_exclude]
     error = None
     if tool == "modelopt":
         try:
@@ -576,6 +582,8 @@ class TensorRTBackend(Backend):
             export_onnx(request.model, example, fp32, dynamic_batch=dynamic)
             log.info("exported ONNX in %.1f s", time.perf_counter() - started)
             started = time.perf_counter()
+            from .tensorrt_check import assert_buildable, check_qdq, high_precision_nodes, trt_line
+
             if request.precision == "int8":
                 quant = quantize_int8_qdq(
                     fp32, out, request.calib or [], spec.family, INPUT_NAME,
@@ -584,9 +592,21 @@ class TensorRTBackend(Backend):
                     tool=options.get("qdq_tool", "modelopt"),
                     placement=options.get("qdq_placement", "weighted"),
                     keep_float=[*options.get("nodes_to_exclude", ()), *options.get("keep_float", ())],
+                    keep_high_precision=high_precision_nodes(onnx.load(str(fp32), load_external_data=False)),
                 )
             else:
                 quant = autocast_fp16(fp32, out, spec.family)
+            # the device's TensorRT line, and 11.x too for desktop targets ("10" = 10.x or 11.x)
+            lines = [trt_line(target.options.get("tensorrt"))]
+            if not target.options.get("jetpack") and "11" not in lines:
+                lines.append("11")
+            graph = onnx.load(str(out), load_external_data=False)
+            readiness = [assert_buildable(graph, lines[0], f"the {request.precision.upper()} ONNX for {target.name}")]
+            readiness += [check_qdq(graph, line) for line in lines[1:]]
+            quant["tensorrt_readiness"] = {r.tensorrt: "ok" if r.ok else "; ".join(r.errors[:3]) for r in readiness}
+            notes = sorted({n for r in readiness for n in r.notes})
+            if notes:
+                quant["tensorrt_readiness_notes"] = notes[:20]
             log.info("%s ONNX written in %.1f s (%s)", request.precision.upper(), time.perf_counter() - started,
                      quant.get("tool"))
         versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
