@@ -101,6 +101,25 @@ def targets() -> None:
 
 
 @app.command()
+def doctor(artifact: Optional[Path] = typer.Argument(None, help="Also check this artifact folder against this machine.")) -> None:
+    """Run first on a device: TensorRT, CUDA, pycuda / cuda-python, GPU / DLA, JetPack, ONNX Runtime, OpenVINO,
+    ExecuTorch; with ARTIFACT, whether it runs here (runtime, engine fingerprint, Q/DQ parse). Exit 3 if not."""
+    from .doctor import report
+    from .errors import BackendUnavailable
+
+    rows, why = report(artifact)
+    table = Table(title="edgevid doctor" + (f": {artifact}" if artifact else ""))
+    for col in ("check", "finding", ""):
+        table.add_column(col)
+    for what, finding, ok in rows:
+        mark = "" if ok is None else ("[green]ok[/]" if ok else "[red]no[/]")
+        table.add_row(what, escape(finding), mark)
+    out.print(table)
+    if why:
+        raise BackendUnavailable(f"{artifact} cannot run here: {why}")
+
+
+@app.command()
 def build(
     model: str = typer.Option(..., "--model", "-m", help="Model name or alias (see `edgevid models`)."),
     target: str = typer.Option(..., "--target", "-t", help="Target name or alias (see `edgevid targets`)."),

@@ -112,7 +112,43 @@ def test_output_dir_not_writable(tmp_path):
 def test_backend_not_installed(tmp_path):
     proc = run_cli("build", "--model", "x3d_synth", "--target", "onnx-cpu", "--precision", "fp32", "--weights", "random",
                    "--out", str(tmp_path / "out"), prelude="import sys; sys.modules['onnxruntime'] = None")
-    assert_one_line_error(proc, "backend onnxruntime needs onnxruntime", "pip install 'edgevid[onnx]'")
+    assert_one_line_error(proc, "backend onnxruntime needs onnxruntime", "pip install 'edgevid[build]'")
+
+
+def test_targets_print_the_extra_in_brackets_and_tensorrt_truthfully():
+    proc = run_cli("targets", prelude="import sys; sys.modules['tensorrt'] = None; sys.modules['pycuda'] = None")
+    assert proc.returncode == 0, proc.stderr
+    jetson = next(line for line in proc.stdout.splitlines() if line.startswith("│ jetson-orin"))
+    assert "pip install 'edgevid[tensorrt]'" in jetson  # rich markup used to eat "[tensorrt]"
+    assert "missing tensorrt, pycuda" in jetson and "│ installed" not in jetson
+
+
+@pytest.mark.parametrize("args, blocked, fragments", [
+    (("models",), "torch", ("edgevid models needs torch==2.13.0", "pip install 'edgevid[build]'")),
+    (("golden", "make", "--model", "x3d_synth", "--data", "x.csv", "--clips", "2", "--out", "p"), "torch",
+     ("edgevid golden make needs torch==2.13.0", "pip install 'edgevid[build]'")),
+    (("synth", "--n", "2"), "av", ("needs av (PyAV)", "pip install 'edgevid[video]'")),
+])
+def test_host_commands_without_their_extra_are_one_line(args, blocked, fragments, tmp_path):
+    proc = run_cli(*args, prelude=f"import sys; sys.modules[{blocked!r}] = None", env={"EDGEVID_HOME": str(tmp_path)})
+    assert proc.returncode == 3, proc.stderr
+    assert_one_line_error(proc, *fragments)
+
+
+def test_eval_without_pyav_or_torch_is_one_line_before_anything_runs(tmp_path):
+    build = run_cli("build", "--model", "x3d_synth", "--target", "onnx-cpu", "--precision", "fp32", "--weights", "random",
+                    "--out", str(tmp_path))
+    assert build.returncode == 0, build.stderr
+    artifact = tmp_path / "x3d_synth-onnx-cpu-fp32"
+    csv = tmp_path / "v.csv"
+    csv.write_text("path,label\nclip.mp4,move_left\n")
+    proc = run_cli("eval", str(artifact), "--data", str(csv), "--no-reference", "--json", str(tmp_path / "e.json"),
+                   prelude="import sys; sys.modules['av'] = None")
+    assert proc.returncode == 3  # not 1, the code of a gate failure
+    assert_one_line_error(proc, "edgevid eval (decoding the videos) needs av (PyAV)", "pip install 'edgevid[video]'")
+    proc = run_cli("eval", str(artifact), "--data", str(csv), prelude="import sys; sys.modules['torch'] = None")
+    assert_one_line_error(proc, "FP32 reference needs torch==2.13.0", "pip install 'edgevid[build]'", "--no-reference")
+    assert not (artifact / "report.json").exists()
 
 
 def test_eval_with_missing_and_corrupt_videos(tmp_path):
