@@ -161,6 +161,18 @@ def test_eval_with_missing_and_corrupt_videos(tmp_path):
     (tmp_path / "corrupt.mp4").write_bytes(b"garbage")
     csv.write_text("path,label\ncorrupt.mp4,move_left\n")
     assert_one_line_error(run_cli("eval", str(artifact), "--data", str(csv)), "corrupt.mp4")
+    # the error counts videos, and --json is written on failure too (the partial report)
+    from edgevid.data.synthmotion import ensure_split
+
+    good = ensure_split("val", 2)
+    rows = [line for line in open(good).read().splitlines()[1:]]
+    base = __import__("pathlib").Path(good).parent
+    csv.write_text("path,label\n" + "".join(f"{base / r.split(',')[0]},{r.split(',')[1]}\n" for r in rows)
+                   + f"{tmp_path / 'corrupt.mp4'},move_left\n")
+    proc = run_cli("eval", str(artifact), "--data", str(csv), "--json", str(tmp_path / "e.json"))
+    assert_one_line_error(proc, "1 of 3 video(s) could not be evaluated", "corrupt.mp4")
+    written = json.loads((tmp_path / "e.json").read_text())
+    assert written["status"] == "failed" and written["videos"] == 2 and len(written["errors"]) == 1
 
 
 def test_tampered_artifact_is_refused(tmp_path):

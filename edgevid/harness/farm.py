@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
@@ -70,6 +71,11 @@ def _write_tree(root: Path, blobs: dict[str, bytes]) -> Path:
 
 def _where(ray) -> dict:
     return {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
+
+
+def shard_labels(groups: list[list]) -> list[str]:
+    """'2/3 (67 videos)': shards are strided (every n-th video), so no index range describes them."""
+    return [f"{i + 1}/{len(groups)} ({len(g)} video{'s' if len(g) != 1 else ''})" for i, g in enumerate(groups)]
 
 
 def _split(items: list, shards: int) -> list[list]:
@@ -163,7 +169,8 @@ def _eval_task(artifact_files: dict, videos: dict, items: list[tuple], threads: 
             records, errors = eval_items(art, todo, threads, with_reference=False, keep_logits=True, info=info)
         except NonFiniteOutput as exc:
             records, errors, stopped = exc.records, [*exc.errors, str(exc)], str(exc)
-    where = {**_where(ray), "videos": len(items), "seconds": round(time.perf_counter() - started, 2)}
+    where = {**_where(ray), "videos": len(items), "seconds": round(time.perf_counter() - started, 2),
+             "torch_imported": "torch" in sys.modules}
     return {"records": records, "errors": errors, "stopped": stopped, "where": where, "runtime": info.get("runtime")}
 
 
@@ -189,7 +196,7 @@ def eval_on_ray(address: str, artifact: Artifact, items: list, with_reference: b
         videos = {item.key: Path(item.path).read_bytes() for item in group}
         futures.append(task.options(resources={target: 1}, scheduling_strategy="SPREAD").remote(
             art_ref, videos, [(item.index, item.key, item.label) for item in group], threads))
-    labels = [f"{i + 1}/{len(groups)} ({len(g)} video{'s' if len(g) != 1 else ''})" for i, g in enumerate(groups)]
+    labels = shard_labels(groups)
     refs, ref_errors = reference_logits(artifact, items, threads) if with_reference else ({}, [])
     done, failed = _gather(ray, futures, labels)
     records = []
