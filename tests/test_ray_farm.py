@@ -4,7 +4,7 @@ fake 'onnx-cpu' device."""
 import pytest
 
 ray = pytest.importorskip("ray", reason="Ray not installed: pip install 'edgevid[ray]'")
-pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'edgevid[onnx]'")
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'edgevid[build]'")
 
 import harness_models as hm  # noqa: E402
 from edgevid.data.synthmotion import ensure_split  # noqa: E402
