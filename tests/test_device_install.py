@@ -150,6 +150,13 @@ def test_core_plus_one_runtime_runs_golden_without_torch_or_av(extra, wheel, whe
     where = _run([python, "-c", "import edgevid; print(edgevid.__file__)"], cwd=tmp_path).stdout
     assert str(python.parent.parent) in where, where
 
+    # what a user runs first on the device
+    listed_targets = _run([edgevid, "targets"], cwd=tmp_path)
+    assert listed_targets.returncode == 0 and "pip install 'edgevid[build" in listed_targets.stdout, listed_targets.stderr
+    doctor = _run([edgevid, "doctor", art], cwd=tmp_path)
+    assert doctor.returncode == 0 and "not installed (a device runs golden packs without it)" in doctor.stdout, \
+        doctor.stdout + doctor.stderr
+
     # host commands: one line naming the extra, exit 3, no traceback
     refused = _run([edgevid, "build", "--model", "x3d_synth", "--target", "onnx-cpu", "--out", tmp_path / "a"],
                    cwd=tmp_path)

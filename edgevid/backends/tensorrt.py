@@ -651,12 +651,15 @@ class TensorRTBackend(Backend):
 
         from ..export import export_onnx
         from .onnxruntime import quantizable_nodes
+        from .tensorrt_check import high_precision_nodes
 
         policy = request.target.input_shape
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
             export_onnx(request.model, torch.zeros(request.spec.input_shape(policy.batch)), fp32)
-            excluded = set(quant_policy(request.spec.family, onnx.load(str(fp32), load_external_data=False)).nodes_to_exclude)
+            graph = onnx.load(str(fp32), load_external_data=False)
+            excluded = set(quant_policy(request.spec.family, graph).nodes_to_exclude)
+            excluded |= {k["node"] for k in high_precision_nodes(graph)}  # never INT8 on TensorRT: no candidates
             return [layer for layer in quantizable_nodes(fp32, WEIGHTED_OPS, fp32) if layer.name not in excluded]
 
     def open(self, artifact, threads=None, mode="latency") -> Runner:
