@@ -355,7 +355,8 @@ def golden_run(
     ray_shards: Optional[int] = typer.Option(None, "--ray-shards", help="With --ray: number of shards (default: one per device)."),
     adb: Optional[str] = typer.Option(None, "--adb", metavar="[SERIAL]", help="ExecuTorch artifacts: run the pack on"
                                       " the Android phone adb sees (or SERIAL): export a bundle, push, run it with"
-                                      " ExecuTorch's executor_runner, pull the outputs, score them here."),
+                                      " ExecuTorch's executor_runner, pull the outputs, score them here (needs adb and a phone:"
+                                      " not exercised by edgevid's tests)."),
     runner: Optional[str] = typer.Option(None, "--runner", help="With --adb: executor_runner built for the phone (a"
                                          " host file to push, or a path on the phone; default: executor_runner in"
                                          " the phone's bundle folder)."),

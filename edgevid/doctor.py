@@ -225,11 +225,11 @@ def report(artifact: str | Path | None = None) -> tuple[list[Row], str | None]:
     return rows + [("", "", None)] + more, why
 
 
-def main_rows_plain(rows: list[Row]) -> str:  # for logs / tests
+def plain_text(rows: list[Row]) -> str:
     return "\n".join(f"{what}: {finding}" for what, finding, _ in rows if what)
 
 
 if __name__ == "__main__":  # python -m edgevid.doctor [ARTIFACT]
     rows, why = report(sys.argv[1] if len(sys.argv) > 1 else None)
-    print(main_rows_plain(rows))
+    print(plain_text(rows))
     sys.exit(3 if why else 0)
