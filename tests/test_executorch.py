@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("executorch", reason="ExecuTorch is not installed: pip install 'edgevid[executorch]'")
+pytest.importorskip("executorch", reason="ExecuTorch is not installed: pip install 'edgevid[build-executorch]'")
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'edgevid[onnx]'")
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'edgevid[build]'")
 import onnx  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 

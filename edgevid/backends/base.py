@@ -95,6 +95,8 @@ class Runner(ABC):
 
     input_shape: tuple[int, ...]
     description: str = ""
+    #: the runtime that actually runs it, with its version (reports name it): "onnxruntime 1.32.0 (CPU)"
+    runtime: str = ""
 
     @abstractmethod
     def __call__(self, clip: np.ndarray) -> np.ndarray: ...
@@ -110,22 +112,23 @@ class Runner(ABC):
 
 
 def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a parent package missing, or a module blocked in sys.modules
-        return False
+    from ..extras import importable
+
+    return importable(module)
 
 
 class Backend(ABC):
     """Builds artifacts for targets of one runtime and opens them as Runners."""
 
     name: str
-    #: python module -> pip requirement; checked before build/open
+    #: python module -> pip requirement; what running an artifact needs (checked before open)
     requirements: dict[str, str] = {}
-    #: extra that installs the requirements
+    #: extra that installs the requirements (a device's install)
     extra: str = ""
     #: modules needed only to build (e.g. torch-side exporters), not to run
     build_requirements: dict[str, str] = {}
+    #: extra that installs everything a build needs (a host's install)
+    build_extra: str = "build"
     precisions: tuple[str, ...] = ("fp32",)
     #: True when the backend meets ``--max-drop`` with its own accuracy-aware quantization (it then gets
     #: ``BuildRequest.validation``); otherwise the harness searches the float layers (``harness.mixed``)
@@ -144,9 +147,24 @@ class Backend(ABC):
         """Raise a one-line ``BackendUnavailable`` naming the pip command that fixes it."""
         missing = self.missing(for_build)
         if missing:
+            extra = self.build_extra if for_build and self.build_extra else self.extra
             raise BackendUnavailable(
-                f"backend {self.name} needs {', '.join(missing)}: pip install 'edgevid[{self.extra}]'"
+                f"backend {self.name} needs {', '.join(missing)}: pip install 'edgevid[{extra}]'"
             )
+
+    def check_open(self, artifact: "Artifact") -> None:
+        """Like ``check``, for what opening this particular artifact needs."""
+        self.check()
+
+    def status(self) -> str:
+        """One line for `edgevid targets`: runs here / builds here, and the pip command for what is missing."""
+        run = self.missing()
+        build = [m for m in self.missing(for_build=True) if m not in run]
+        if not run and not build:
+            return "installed"
+        if run:
+            return f"missing {', '.join(run)}: pip install 'edgevid[{self.extra}]'"
+        return f"runs here; to build: pip install 'edgevid[{self.build_extra}]' (missing {', '.join(build)})"
 
     @abstractmethod
     def build(self, request: BuildRequest) -> BuildResult:

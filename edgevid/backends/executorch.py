@@ -56,6 +56,9 @@ class ExecuTorchRunner(Runner):
         self.input_shape = tuple(input_shape)
         self.threads = _threadpool_get_thread_count()
         self.description = description
+        from importlib.metadata import version
+
+        self.runtime = f"executorch {version('executorch')} (Python runtime, host CPU)"
 
     def __call__(self, clip: np.ndarray) -> np.ndarray:
         clip = np.ascontiguousarray(clip, dtype=np.float32)
@@ -74,6 +77,7 @@ class ExecuTorchBackend(Backend):
     requirements = {"executorch": "executorch==1.4.1", "torch": "torch==2.13.0"}
     build_requirements = {"torchao": "torchao"}
     extra = "executorch"
+    build_extra = "build-executorch"
     precisions = ("fp32", "int8")
 
     def build(self, request: BuildRequest) -> BuildResult:

@@ -63,6 +63,7 @@ class OnnxRuntimeRunner(Runner):
         self.input_shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)
         self.output_name = self.session.get_outputs()[0].name
         self.description = description
+        self.runtime = f"onnxruntime {ort.__version__} (CPU)"
 
     def __call__(self, clip: np.ndarray) -> np.ndarray:
         feed = {self.input_name: np.ascontiguousarray(clip, dtype=np.float32)}
@@ -288,8 +289,9 @@ class OrtInt8Plan(Int8Plan):
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     requirements = {"onnxruntime": "onnxruntime"}
-    build_requirements = {"onnx": "onnx", "onnxscript": "onnxscript"}
-    extra = "onnx"
+    build_requirements = {"torch": "torch==2.13.0", "onnx": "onnx", "onnxscript": "onnxscript"}
+    extra = "onnxruntime"
+    build_extra = "build"
     precisions = ("fp32", "int8")
 
     def build(self, request: BuildRequest) -> BuildResult:

@@ -372,6 +372,7 @@ class OpenVINORunner(Runner):
         self.requests = count
         self.input_shape = (dims[0] * count, *dims[1:])
         self.description = description
+        self.runtime = f"openvino {ov.__version__.split('-')[0]} ({device})"
 
     def _chunks(self, clip: np.ndarray) -> list[np.ndarray]:
         if self.static_batch is None or len(clip) == self.static_batch:
@@ -409,8 +410,9 @@ class OpenVINORunner(Runner):
 class OpenVINOBackend(Backend):
     name = "openvino"
     requirements = {"openvino": "openvino"}
-    build_requirements = {"nncf": "nncf"}
+    build_requirements = {"torch": "torch==2.13.0", "nncf": "nncf"}
     extra = "openvino"
+    build_extra = "build-openvino"
     precisions = ("fp32", "fp16", "int8")
     handles_max_drop = True  # NNCF's accuracy control searches the float layers itself
 

@@ -244,13 +244,16 @@ def quantize_int8_qdq(
     tool: str = "modelopt",
     placement: str = "weighted",
     keep_float: Sequence[str] = (),
+    keep_high_precision: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
     """INT8 Q/DQ ONNX for TensorRT's explicit quantization, calibrated on the CPU execution provider.
 
     ModelOpt places Q/DQ the way TensorRT fuses them (symmetric, per-channel weights) and converts
     the float remainder to ``high_precision``. If ModelOpt fails, ONNX Runtime's ``quantize_static``
     with symmetric Q/DQ is the fallback (float remainder stays FP32); the manifest says which ran.
-    ``keep_float`` names extra nodes to leave unquantized (e.g. from a sensitivity sweep).
+    ``keep_float`` names extra nodes to leave unquantized (e.g. from a sensitivity sweep);
+    ``keep_high_precision`` (``tensorrt_check.high_precision_nodes``) the nodes TensorRT cannot run
+    in INT8, each with its reason (both stay out of INT8; the manifest lists them apart).
     """
     import onnx
 
@@ -266,8 +269,11 @@ def quantize_int8_qdq(
         "scheme": "explicit INT8 Q/DQ for TensorRT: symmetric, per-channel weights, per-tensor activations",
         "policy": policy.describe(),
         "calibration": f"{calibrate_method}, {len(clips)} clips, ONNX Runtime CPU execution provider",
-        "kept_float": policy.nodes_to_exclude,
+        "kept_float": list(policy.nodes_to_exclude),
     }
+    if keep_high_precision:
+        quant["kept_high_precision"] = [dict(k) for k in keep_high_precision]
+        policy.nodes_to_exclude += [k["node"] for k in keep_high_precision if k["node"] not in policy.nodes_to_exclude]
     error = None
     if tool == "modelopt":
         try:
@@ -500,14 +506,58 @@ def _build_engine_into(folder: Path, manifest_like, target, options: dict[str, A
     return {"fingerprint": here, "details": details, "dla_core": dla_core}
 
 
+#: what the Q/DQ-under-ONNX-Runtime evaluation of a pending artifact needs (the only use of ORT here)
+PENDING_REQUIREMENTS = {"onnxruntime": "onnxruntime"}
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
-    # Opening a pending artifact needs only ONNX Runtime; an engine needs TensorRT + pycuda (checked in open).
-    requirements = {"onnxruntime": "onnxruntime"}
-    build_requirements = {"onnx": "onnx", "onnxscript": "onnxscript", "modelopt": "nvidia-modelopt",
+    # An engine needs TensorRT (the device's own package) and pycuda; nothing else.
+    requirements = {"tensorrt": "tensorrt", "pycuda": "pycuda"}
+    build_requirements = {"torch": "torch==2.13.0", "onnx": "onnx", "onnxscript": "onnxscript",
+                          "onnxruntime": "onnxruntime", "modelopt": "nvidia-modelopt",
                           "onnx_graphsurgeon": "onnx-graphsurgeon"}
     extra = "tensorrt"
+    build_extra = "build-tensorrt"
     precisions = ("fp16", "int8")
+
+    def missing(self, for_build: bool = False) -> list[str]:
+        if for_build:  # the host build needs ModelOpt & co, not TensorRT (the engine is built on the device)
+            from .base import _importable
+
+            return [pip for module, pip in self.build_requirements.items() if not _importable(module)]
+        return super().missing()
+
+    def check_open(self, artifact) -> None:
+        """An engine needs TensorRT + pycuda; a pending artifact (Q/DQ ONNX only) needs ONNX Runtime."""
+        from .base import _importable
+
+        if is_pending(artifact):
+            gone = [pip for module, pip in PENDING_REQUIREMENTS.items() if not _importable(module)]
+            if gone:
+                raise BackendUnavailable(
+                    f"{artifact.path} has no engine yet (engine {PENDING}): its Q/DQ ONNX is evaluated under ONNX"
+                    " Runtime, which is not installed: pip install 'edgevid[onnxruntime]' (or build the engine on"
+                    f" the device: `{finish_command(artifact.manifest.model, artifact.manifest.target, artifact.manifest.precision, artifact.path)}`)")
+            return
+        missing = self.missing()
+        if missing:
+            raise BackendUnavailable(f"{artifact.path} holds a TensorRT engine; running it needs {', '.join(missing)}:"
+                                     f" {DEVICE_EXTRA}")
+
+    def status(self) -> str:
+        from .base import _importable
+
+        run = self.missing()
+        pending = "pending artifacts (Q/DQ ONNX) run under onnxruntime" + (
+            "" if _importable("onnxruntime") else ": pip install 'edgevid[onnxruntime]'")
+        build = self.missing(for_build=True)
+        build_line = "builds Q/DQ ONNX here" if not build else \
+            f"to build: pip install 'edgevid[{self.build_extra}]' (missing {', '.join(build)})"
+        if not run:
+            return f"installed (TensorRT + pycuda; engines are built on this device); {build_line}"
+        return (f"engines: missing {', '.join(run)} (TensorRT comes with the device; pip install"
+                f" 'edgevid[tensorrt]' for pycuda); {pending}; {build_line}")
 
     def build(self, request: BuildRequest) -> BuildResult:
         import onnx
@@ -532,6 +582,8 @@ class TensorRTBackend(Backend):
             export_onnx(request.model, example, fp32, dynamic_batch=dynamic)
             log.info("exported ONNX in %.1f s", time.perf_counter() - started)
             started = time.perf_counter()
+            from .tensorrt_check import assert_buildable, check_qdq, high_precision_nodes, trt_line
+
             if request.precision == "int8":
                 quant = quantize_int8_qdq(
                     fp32, out, request.calib or [], spec.family, INPUT_NAME,
@@ -540,9 +592,21 @@ class TensorRTBackend(Backend):
                     tool=options.get("qdq_tool", "modelopt"),
                     placement=options.get("qdq_placement", "weighted"),
                     keep_float=[*options.get("nodes_to_exclude", ()), *options.get("keep_float", ())],
+                    keep_high_precision=high_precision_nodes(onnx.load(str(fp32), load_external_data=False)),
                 )
             else:
                 quant = autocast_fp16(fp32, out, spec.family)
+            # the device's TensorRT line, and 11.x too for desktop targets ("10" = 10.x or 11.x)
+            lines = [trt_line(target.options.get("tensorrt"))]
+            if not target.options.get("jetpack") and "11" not in lines:
+                lines.append("11")
+            graph = onnx.load(str(out), load_external_data=False)
+            readiness = [assert_buildable(graph, lines[0], f"the {request.precision.upper()} ONNX for {target.name}")]
+            readiness += [check_qdq(graph, line) for line in lines[1:]]
+            quant["tensorrt_readiness"] = {r.tensorrt: "ok" if r.ok else "; ".join(r.errors[:3]) for r in readiness}
+            notes = sorted({n for r in readiness for n in r.notes})
+            if notes:
+                quant["tensorrt_readiness_notes"] = notes[:20]
             log.info("%s ONNX written in %.1f s (%s)", request.precision.upper(), time.perf_counter() - started,
                      quant.get("tool"))
         versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
@@ -587,23 +651,28 @@ class TensorRTBackend(Backend):
 
         from ..export import export_onnx
         from .onnxruntime import quantizable_nodes
+        from .tensorrt_check import high_precision_nodes
 
         policy = request.target.input_shape
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
             export_onnx(request.model, torch.zeros(request.spec.input_shape(policy.batch)), fp32)
-            excluded = set(quant_policy(request.spec.family, onnx.load(str(fp32), load_external_data=False)).nodes_to_exclude)
+            graph = onnx.load(str(fp32), load_external_data=False)
+            excluded = set(quant_policy(request.spec.family, graph).nodes_to_exclude)
+            excluded |= {k["node"] for k in high_precision_nodes(graph)}  # never INT8 on TensorRT: no candidates
             return [layer for layer in quantizable_nodes(fp32, WEIGHTED_OPS, fp32) if layer.name not in excluded]
 
     def open(self, artifact, threads=None, mode="latency") -> Runner:
         m = artifact.manifest
-        if m.status.get("engine") == PENDING or not artifact.has(ENGINE_FILE):
+        if is_pending(artifact):
             from .onnxruntime import OnnxRuntimeRunner
 
-            return OnnxRuntimeRunner(
+            runner = OnnxRuntimeRunner(
                 artifact.file(ONNX_FILE), threads,
                 f"TensorRT {m.precision.upper()} Q/DQ ONNX under ONNX Runtime CPU (engine {PENDING})",
             )
+            runner.runtime = f"{runner.runtime} (Q/DQ ONNX; engine {PENDING})"
+            return runner
         _require_engine_support(f"{artifact.path} holds a TensorRT engine; running it")
         from . import tensorrt_engine as engine
 
@@ -612,6 +681,11 @@ class TensorRTBackend(Backend):
         check_fingerprint(m.fingerprint, engine.machine_fingerprint(), artifact.file(ENGINE_FILE), rebuild)
         return engine.TensorRTRunner(artifact.file(ENGINE_FILE), tuple(m.input_shape), rebuild,
                                      f"TensorRT {m.precision.upper()} on {m.fingerprint.get('gpu', 'GPU')}")
+
+
+def is_pending(artifact) -> bool:
+    """No engine in the artifact yet: only its Q/DQ (or FP16) ONNX, evaluated under ONNX Runtime."""
+    return artifact.manifest.status.get("engine") == PENDING or not artifact.has(ENGINE_FILE)
 
 
 def _canonical(model: str) -> str:

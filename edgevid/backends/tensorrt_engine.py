@@ -198,6 +198,7 @@ class TensorRTRunner(Runner):
             self.context.set_tensor_address(self.output_name, int(self._dev_out))
             self._batch = None
             self.description = description
+            self.runtime = f"tensorrt {trt.__version__} ({cuda.Device(0).name()})"
         finally:
             self._ctx.pop()
 

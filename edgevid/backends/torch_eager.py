@@ -19,6 +19,7 @@ class TorchEagerRunner(Runner):
         self.model = model.eval()
         self.input_shape = tuple(input_shape)
         self.description = "PyTorch eager FP32"
+        self.runtime = f"torch {torch.__version__} eager"
 
     def __call__(self, clip: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
@@ -28,7 +29,7 @@ class TorchEagerRunner(Runner):
 class TorchEagerBackend(Backend):
     name = "torch_eager"
     requirements = {"torch": "torch==2.13.0"}
-    extra = "all"
+    extra = "build"
     precisions = ("fp32",)
 
     def build(self, request: BuildRequest) -> BuildResult:

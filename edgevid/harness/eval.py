@@ -195,10 +195,15 @@ def eval_items(
     track: Track | None = None,
     on_record: Callable[[dict], None] | None = None,
     weights_path: str | None = None,
+    keep_logits: bool = False,
+    info: dict | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Run ``items``; return their records and the errors of videos that could not be read.
 
     Stops at the first NaN/Inf output (``NonFiniteOutput``, carrying ``records`` so far).
+    ``keep_logits``: each record also carries the artifact's per-view logits (``"logits"``, an
+    array: for a Ray node, whose records the driver completes with the reference). ``info`` receives
+    ``runtime``, what actually ran.
     """
     from ..data.views import test_views
 
@@ -207,6 +212,8 @@ def eval_items(
     if not items:
         return records, errors
     runner = open_runner(artifact, threads=threads, mode="throughput")
+    if info is not None:
+        info["runtime"] = runner.runtime or runner.description
     is_reference = artifact.manifest.backend == "torch_eager"
     reference = None
     if with_reference and not is_reference:
@@ -225,12 +232,42 @@ def eval_items(
                 raise
             ref = out if is_reference else (run_views(reference, views, item.key) if reference else None)
             record = video_record(item.index, item.key, item.label, out, ref)
-            records.append(record)
+            records.append({**record, "logits": out} if keep_logits else record)
             if on_record:
                 on_record(record)
     finally:
         runner.close()
     return records, errors
+
+
+def reference_logits(artifact: Artifact, items: list[VideoItem], threads: int | None = None) -> tuple[dict, list[str]]:
+    """The PyTorch FP32 reference's per-view logits of ``items`` ({index: [V, classes]}) and the
+    errors of videos that could not be read (the driver's half of `eval --ray`)."""
+    from ..data.views import test_views
+
+    require_reference(artifact, with_reference=True)
+    reference = reference_runner(artifact.manifest, threads)
+    out, errors = {}, []
+    for item in items:
+        try:
+            views = test_views(item.path, artifact.manifest.spec)
+        except (DataError, ValueError) as exc:
+            errors.append(f"{item.key}: {exc}")
+            continue
+        out[item.index] = run_views(reference, views, item.key)
+    return out, errors
+
+
+def require_reference(artifact: Artifact, with_reference: bool, decode: bool = True) -> None:
+    """One-line errors, before anything runs, for what eval needs and this install lacks."""
+    from ..extras import require
+
+    if decode:
+        require("av", "edgevid eval (decoding the videos)")
+    if with_reference and artifact.manifest.backend != "torch_eager":
+        require("torch", "edgevid eval's FP32 reference",
+                hint="or pass --no-reference for accuracy against the labels only, or run a golden pack with"
+                     " `edgevid golden run`, whose reference logits were computed where it was made")
 
 
 def result_from(records: list[dict], meta: dict, errors: list[str], run: dict) -> dict:
@@ -278,15 +315,19 @@ def evaluate(
     resume: bool = True,
     ray: str | None = None,
     ray_shards: int | None = None,
+    json_path: str | Path | None = None,
 ) -> dict:
     """Evaluate with the model's test views; write the result into the artifact's report.json.
 
     ``shard`` ("i/n") evaluates one shard (stored under ``eval_shards``; combine with ``merge``).
     ``ray`` (a Ray address) spreads shards over the cluster's nodes that advertise the artifact's
-    target. A run that cannot finish writes a partial report and raises a one-line error.
+    target. A run that cannot finish writes a partial report (and ``json_path``) and raises a
+    one-line error.
     """
     artifact = Artifact(artifact_path)
     artifact.verify()
+    # with --ray the nodes decode; the driver decodes only for the reference
+    require_reference(artifact, with_reference, decode=not ray or with_reference)
     shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     items, data_info = dataset_items(data, artifact.labels, limit)
     meta = _meta(artifact, data_info, with_reference, shard)
@@ -298,12 +339,13 @@ def evaluate(
 
         records, errors, run = eval_on_ray(ray, artifact, todo, with_reference, threads, ray_shards)
         run["seconds"] = round(time.perf_counter() - started, 2)
+        _name_runtime(meta, artifact.manifest, run.get("runtime"))
         if run.get("stopped"):
             partial = result_from(records, meta, errors, run)
-            _write(artifact, partial)
+            _write(artifact, partial, json_path)
             raise NonFiniteOutput(f"{run['stopped']} ({partial['videos']} of {len(todo)} videos ran; partial report in"
                                   f" {artifact.path / 'report.json'})")
-        return _finish(artifact, meta, records, errors, run)
+        return _finish(artifact, meta, records, errors, run, len(todo), json_path)
 
     progress = Progress(artifact.path, {k: meta[k] for k in ("artifact_digest", "data_digest", "shard", "reference")})
     done = progress.load() if resume else {}
@@ -316,35 +358,49 @@ def evaluate(
         log.info("resuming %s: %d of %d videos already evaluated", artifact.path.name, len(records), len(todo))
     run = {"resumed_videos": len(records), "progress_file": str(progress.path)}
     finished = False
+    info: dict = {}
     try:
-        new, errors = eval_items(artifact, remaining, threads, with_reference, track, progress.append)
+        new, errors = eval_items(artifact, remaining, threads, with_reference, track, progress.append, info=info)
         finished = not errors
     except NonFiniteOutput as exc:
         run["seconds"] = round(time.perf_counter() - started, 2)
         partial = result_from(records + exc.records, meta, [*exc.errors, str(exc)], run)
-        _write(artifact, partial)
+        _write(artifact, partial, json_path)
         raise NonFiniteOutput(f"{exc} ({partial['videos']} of {len(todo)} videos ran; partial report in"
                               f" {artifact.path / 'report.json'})") from None
     finally:
         progress.close(finished)
     run["seconds"] = round(time.perf_counter() - started, 2)
-    return _finish(artifact, meta, records + new, errors, run)
+    _name_runtime(meta, artifact.manifest, info.get("runtime"))
+    return _finish(artifact, meta, records + new, errors, run, len(todo), json_path)
 
 
-def _finish(artifact: Artifact, meta: dict, records: list[dict], errors: list[str], run: dict) -> dict:
+def _name_runtime(meta: dict, manifest: Manifest, runtime: str | None) -> None:
+    """The report names the runtime that actually ran (a pending TensorRT artifact: ONNX Runtime)."""
+    if runtime:
+        meta["runtime"] = runtime
+        meta["label"] = f"{manifest.backend} {manifest.precision} on {runtime}"
+
+
+def _finish(artifact: Artifact, meta: dict, records: list[dict], errors: list[str], run: dict,
+            expected: int | None = None, json_path: str | Path | None = None) -> dict:
     result = result_from(records, meta, errors, run)
-    _write(artifact, result)
+    _write(artifact, result, json_path)
     if errors:
+        expected = len(records) + len(errors) if expected is None else expected
         raise RunIncomplete(
-            f"{len(errors)} video(s) could not be evaluated, first: {errors[0]}; the report covers the"
-            f" {result['videos']} that ran ({artifact.path / 'report.json'}); rerun to retry them"
+            f"{expected - result['videos']} of {expected} video(s) could not be evaluated, first error: {errors[0]};"
+            f" the report covers the {result['videos']} that ran ({artifact.path / 'report.json'}); rerun to retry them"
         )
     return result
 
 
-def _write(artifact: Artifact, result: dict) -> None:
+def _write(artifact: Artifact, result: dict, json_path: str | Path | None = None) -> None:
+    from ..outputs import mark, write_output_file
     from .report import report_lock, write_artifact_markdown
 
+    if json_path:
+        write_output_file(json_path, json.dumps(mark(result, "eval"), indent=2), "eval", "--json")
     with report_lock(artifact.path):
         if result.get("shard"):
             shards = artifact.read_report().get("eval_shards", {})

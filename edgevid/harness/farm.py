@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
@@ -89,6 +90,11 @@ def _where(ray) -> dict:
     return {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
 
 
+def shard_labels(groups: list[list]) -> list[str]:
+    """'2/3 (67 videos)': shards are strided (every n-th video), so no index range describes them."""
+    return [f"{i + 1}/{len(groups)} ({len(g)} video{'s' if len(g) != 1 else ''})" for i, g in enumerate(groups)]
+
+
 def _split(items: list, shards: int) -> list[list]:
     groups = [items[i::shards] for i in range(shards)]
     return [g for g in groups if g]
@@ -150,62 +156,79 @@ def golden_on_ray(address: str, artifact: Artifact, pack, chunk_ids: list[int], 
     for d in done:
         status.update(d["chunks"])
     stopped = next((d["stopped"] for d in done if d["stopped"]), None)
-    return {"records": records, "errors": errors, "chunks": status, "stopped": stopped,
+    runtime = "; ".join(sorted({d["runtime"] for d in done if d.get("runtime")})) or None
+    return {"records": records, "errors": errors, "chunks": status, "stopped": stopped, "runtime": runtime,
             "run": {"ray": address, "shards": [d["where"] for d in done]}}
 
 
 # --- eval ------------------------------------------------------------------------------------------
 
 
-def _eval_task(artifact_files: dict, videos: dict, items: list[tuple], with_reference: bool,
-               threads: int | None, weights: dict | None) -> dict:
+def _eval_task(artifact_files: dict, videos: dict, items: list[tuple], threads: int | None) -> dict:
+    """One shard on a node: decode + run the artifact, return its logits per video (no torch needed:
+    the FP32 reference runs on the driver, where torch is)."""
     import ray
 
+    from ..extras import require
     from .errors import NonFiniteOutput
     from .eval import VideoItem, eval_items
 
     started = time.perf_counter()
     stopped = None
+    require("av", f"eval on node {socket.gethostname()} (decoding the videos)")
+    info: dict = {}
     with tempfile.TemporaryDirectory(prefix="edgevid-eval-") as tmp:
         art = Artifact(_write_tree(Path(tmp) / "artifact", artifact_files))
         data = _write_tree(Path(tmp) / "data", videos)
-        weights_path = str(_write_tree(Path(tmp) / "weights", weights) / next(iter(weights))) if weights else None
         todo = [VideoItem(index, key, data.joinpath(*[p if p not in ("..", ".") else "_" for p in PurePosixPath(key.lstrip("/")).parts]), label)
                 for index, key, label in items]
         try:
-            records, errors = eval_items(art, todo, threads, with_reference, weights_path=weights_path)
+            records, errors = eval_items(art, todo, threads, with_reference=False, keep_logits=True, info=info)
         except NonFiniteOutput as exc:
             records, errors, stopped = exc.records, [*exc.errors, str(exc)], str(exc)
-    where = {**_where(ray), "videos": len(items), "seconds": round(time.perf_counter() - started, 2)}
-    return {"records": records, "errors": errors, "stopped": stopped, "where": where}
-
-
-def _reference_weights(artifact: Artifact) -> dict | None:
-    from ..pipeline import weights_file
-
-    path = weights_file(artifact.manifest.weights, artifact.manifest.model)  # sha256 checked before it is shipped
-    return None if path is None else {path.name: path.read_bytes()}
+    where = {**_where(ray), "videos": len(items), "seconds": round(time.perf_counter() - started, 2),
+             "torch_imported": "torch" in sys.modules}
+    return {"records": records, "errors": errors, "stopped": stopped, "where": where, "runtime": info.get("runtime")}
 
 
 def eval_on_ray(address: str, artifact: Artifact, items: list, with_reference: bool, threads: int | None = None,
                 shards: int | None = None) -> tuple[list[dict], list[str], dict]:
-    """Evaluate ``items`` (``eval.VideoItem``) across the target's devices."""
+    """Evaluate ``items`` (``eval.VideoItem``) across the target's devices.
+
+    The nodes need edgevid's device install, the backend's runtime and PyAV (they decode); no torch.
+    With ``with_reference`` the PyTorch FP32 reference runs here, on the driver, while the nodes work,
+    and each video's record is completed with it (a torch-free driver: pass ``--no-reference``, or
+    run a golden pack, whose reference logits were computed where the pack was made).
+    """
+    from .eval import reference_logits
+    from .metrics import video_record
+
     ray = connect(address)
     target = artifact.manifest.target
     count = devices(ray, target, address)
     art_ref = ray.put(artifact_blobs(artifact))
-    weights = ray.put(_reference_weights(artifact) if with_reference else None)
     task = ray.remote(_eval_task)
-    futures, groups = [], []
-    for group in _split(list(items), shards or count):
+    futures, groups = [], _split(list(items), shards or count)
+    for group in groups:
         videos = {item.key: Path(item.path).read_bytes() for item in group}
         futures.append(task.options(resources={target: 1}, scheduling_strategy="SPREAD").remote(
-            art_ref, videos, [(item.index, item.key, item.label) for item in group], with_reference, threads, weights))
-        groups.append([item.index for item in group])
-    done, failed = _gather(ray, futures, [f"{g[0]}..{g[-1]}" for g in groups])
-    records = [r for d in done for r in d["records"]]
-    errors = [e for d in done for e in d["errors"]] + failed
-    run = {"ray": address, "shards": [d["where"] for d in done]}
+            art_ref, videos, [(item.index, item.key, item.label) for item in group], threads))
+    labels = shard_labels(groups)
+    refs, ref_errors = reference_logits(artifact, items, threads) if with_reference else ({}, [])
+    done, failed = _gather(ray, futures, labels)
+    records = []
+    for d in done:
+        for r in d["records"]:
+            logits = r.pop("logits")
+            if with_reference:
+                if r["index"] not in refs:
+                    continue  # its reference could not be computed: reported in ref_errors
+                r = video_record(r["index"], r["video"], r["label"], logits, refs[r["index"]])
+            records.append(r)
+    errors = [e for d in done for e in d["errors"]] + failed + ref_errors
+    runtime = "; ".join(sorted({d["runtime"] for d in done if d.get("runtime")})) or None
+    run = {"ray": address, "shards": [d["where"] for d in done], "runtime": runtime,
+           "reference": "on the driver" if with_reference else None}
     stopped = next((d["stopped"] for d in done if d["stopped"]), None)
     if stopped:
         run["stopped"] = stopped

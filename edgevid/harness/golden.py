@@ -377,8 +377,8 @@ def run_chunks(artifact: Artifact, pack: Pack, chunk_ids: list[int], threads: in
                track: Track | None = None) -> dict:
     """Run the given chunks; a bad chunk is reported and skipped, NaN/Inf stops the run.
 
-    Returns ``{"records", "errors", "chunks": {id: status}, "stopped"}``: plain data, so a Ray
-    worker can send it back.
+    Returns ``{"records", "errors", "chunks": {id: status}, "stopped", "runtime"}``: plain data, so a
+    Ray worker can send it back (``runtime``: what actually ran, e.g. "onnxruntime 1.32.0 (CPU)").
     """
     from ..backends import open_runner
     from .eval import run_views
@@ -386,6 +386,7 @@ def run_chunks(artifact: Artifact, pack: Pack, chunk_ids: list[int], threads: in
     records, errors, status = [], [], {}
     stopped = None
     runner = open_runner(artifact, threads=threads, mode="throughput")
+    runtime = runner.runtime or runner.description
     try:
         ids = list(chunk_ids)
         for cid in track(ids, f"golden {artifact.path.name}", len(ids)) if track else ids:
@@ -409,7 +410,8 @@ def run_chunks(artifact: Artifact, pack: Pack, chunk_ids: list[int], threads: in
             status[cid] = "ok"
     finally:
         runner.close()
-    return {"records": records, "errors": errors, "chunks": {str(k): v for k, v in status.items()}, "stopped": stopped}
+    return {"records": records, "errors": errors, "chunks": {str(k): v for k, v in status.items()}, "stopped": stopped,
+            "runtime": runtime}
 
 
 def run_pack(
@@ -422,8 +424,12 @@ def run_pack(
     ray_shards: int | None = None,
     track: Track | None = None,
     check: bool = True,
+    outcome_of: Callable[[Artifact, Pack, list[int]], dict] | None = None,
 ) -> dict:
     """`edgevid golden run`: compare the artifact with the pack's reference and labels, apply gates.
+
+    ``outcome_of(artifact, pack, chunk_ids)`` replaces running the chunks here (a ``run_chunks``-like
+    outcome from elsewhere: outputs a phone computed, see ``harness.phone``).
 
     The result goes into the artifact's report.json (section ``golden``) and ``json_path``, even
     when the run fails; then (with ``check``, else via ``raise_for``) it raises ``GateFailed``
@@ -451,7 +457,9 @@ def run_pack(
                 views_per_video=pack.info["views_per_video"], reference=pack.info["reference"].get("runner"),
                 videos_in_pack=len(pack.videos))
     ids = list(range(len(pack.chunks)))
-    if ray:
+    if outcome_of is not None:
+        outcome = outcome_of(artifact, pack, ids)
+    elif ray:
         from .farm import golden_on_ray
 
         outcome = golden_on_ray(ray, artifact, pack, ids, threads, ray_shards)
@@ -465,6 +473,7 @@ def run_pack(
     result = {
         **meta,
         "status": status,
+        "runtime": outcome.get("runtime"),
         **metrics,
         "gates": {"source": gate_source, "checks": rows, "passed": not bad and not outcome["errors"]},
         "errors": outcome["errors"],

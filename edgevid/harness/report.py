@@ -144,6 +144,8 @@ def section_markdown(title: str, result: dict) -> str:
     lines = [f"## {title}", ""]
     what = result.get("data") or result.get("pack") or ""
     lines.append(f"status: **{result.get('status', 'ok')}** on `{what}`" + (f" (shard {result['shard']})" if result.get("shard") else ""))
+    if result.get("runtime"):
+        lines += ["", f"ran on: {result['runtime']}"]
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {label} | {cell(result.get(key))} |" for key, label in _SUMMARY if key in result]
     checks = result.get("gates", {}).get("checks", [])
