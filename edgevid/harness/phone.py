@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import Artifact, sha256_file, staging_dir
-from ..errors import BackendUnavailable, EdgevidError
+from ..artifact import Artifact, sha256_file
+from ..outputs import commit_folder
+from ..errors import BackendUnavailable, EdgevidError, first_line
 from .errors import PackError
 from .golden import Pack, check_fit, load_pack, run_pack
 from .metrics import video_record
@@ -115,7 +116,7 @@ def export_bundle(artifact_path, pack_path, out, pte: str = PTE_FILE, raw_inputs
     classes = len(m.labels)
     cases = case_layout(pack, batch)
     out = Path(out)
-    with staging_dir(out) as tmp:
+    with commit_folder(out, "bundle", overwrite=True) as tmp:  # replaces only an earlier bundle
         (tmp / INPUTS).mkdir()
         tests = []
         loaded: dict[int, dict] = {}
@@ -172,7 +173,7 @@ def run_bundle_here(bundle, outputs) -> Path:
     # verify_result_with_bundled_expected_output (load the bundled input, execute, compare): with an
     # infinite tolerance it returns the outputs whatever they are (the gates judge them, not this check).
     program = _load_bundled_program_from_buffer((bundle / BUNDLE_FILE).read_bytes())
-    with staging_dir(outputs) as tmp:
+    with commit_folder(outputs, "bundle outputs", overwrite=True) as tmp:  # replaces only earlier outputs
         shutil.copy2(bundle / INFO_FILE, tmp / INFO_FILE)
         for case in info["cases"]:
             try:
@@ -182,7 +183,7 @@ def run_bundle_here(bundle, outputs) -> Path:
             except RuntimeError as exc:  # NaN outputs fail even an infinite tolerance
                 if "verification failed" not in str(exc).lower():
                     raise EdgevidError(f"ExecuTorch could not run case {case['case']} of {bundle / BUNDLE_FILE}"
-                                       f" ({str(exc).splitlines()[0][:200]})") from None
+                                       f" ({first_line(exc, 200)})") from None
                 values = np.full((info["batch"], info["classes"]), np.nan, dtype=np.float32)
             (tmp / f"case-{case['case']:05d}-0.bin").write_bytes(values.tobytes())
         (tmp / RAN_ON_FILE).write_text(f"this host, ExecuTorch {version('executorch')} Python runtime (stand-in for"
