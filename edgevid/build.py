@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable
 
 from .artifact import Artifact, CalibrationInfo, Manifest, WeightsInfo, artifact_name, finalize_manifest, sha256_file, staging_dir
 from .backends import BuildRequest, get_backend
+from .errors import DataError
 from .labels import labels_for
 from .targets import get_target
 
@@ -27,8 +28,12 @@ def build_artifact(
     num_classes: int | None = None,
     options: dict[str, Any] | None = None,
     track: Callable[[Iterable, str, int], Iterable] | None = None,
+    labels_file: str | Path | None = None,
 ) -> Artifact:
-    """Build ``model`` for ``target``; the artifact appears at ``out/<model>-<target>-<precision>``."""
+    """Build ``model`` for ``target``; the artifact appears at ``out/<model>-<target>-<precision>``.
+
+    ``labels_file``: the class names of a model trained on a custom label set (one a line, or JSON);
+    the head gets that many classes and the manifest carries the names."""
     if options and options.get("from_onnx"):  # TensorRT: finish a host-built artifact on the device (torch-free)
         from .backends.tensorrt import build_from_onnx
 
@@ -47,6 +52,17 @@ def build_artifact(
     backend.check(for_build=True)
     name = canonical_name(model)
     spec = get_spec(name)
+    custom_labels = None
+    if labels_file is not None:
+        from .labels import read_label_file
+
+        custom_labels = read_label_file(labels_file)
+        if num_classes and num_classes != len(custom_labels):
+            raise DataError(f"--labels {labels_file} names {len(custom_labels)} classes but --num-classes is"
+                            f" {num_classes}; drop --num-classes (the labels set it)")
+        if len(custom_labels) != spec.num_classes:
+            num_classes = len(custom_labels)
+        spec = spec.model_copy(update={"label_set": f"custom:{Path(labels_file).name}"})
     if num_classes and num_classes != spec.num_classes:
         spec = spec.model_copy(update={"num_classes": num_classes})
     choice = resolve_weights(name, weights)
@@ -76,7 +92,7 @@ def build_artifact(
             manifest = Manifest(
                 model=name,
                 spec=spec,
-                labels=labels_for(spec.label_set, spec.num_classes),
+                labels=custom_labels or labels_for(spec.label_set, spec.num_classes),
                 target=target_obj.name,
                 backend=backend.name,
                 device=target_obj.device,

@@ -68,6 +68,7 @@ def write_pack(
     """Write a pack atomically: ``inputs_of(i)`` gives video i's views, ``reference`` their logits."""
     out = Path(out)
     entries, chunks, shapes = [], [], set()
+    padded_count = 0
     buffer: list[tuple[int, np.ndarray, np.ndarray]] = []
     with staging_dir(out) as tmp:
 
@@ -86,17 +87,28 @@ def write_pack(
         order = range(len(videos))
         for i in track(order, "golden pack", len(videos)) if track else order:
             key, label = videos[i]
-            clip_views = np.ascontiguousarray(inputs_of(i), dtype=np.float32)
+            cut = inputs_of(i)  # an array, or data.views.Views (inputs + the data layer's warnings)
+            notes, padded = list(getattr(cut, "notes", [])), bool(getattr(cut, "padded", False))
+            clip_views = np.ascontiguousarray(getattr(cut, "inputs", cut), dtype=np.float32)
             ref = np.asarray(reference(clip_views), dtype=np.float32)
             if not np.isfinite(ref).all():
                 raise EdgevidError(f"the FP32 reference gives NaN/Inf on {key}; check the weights")
             shapes.add((len(clip_views), *clip_views.shape[1:]))
-            entries.append({"index": i, "video": key, "label": int(label), "chunk": len(chunks)})
+            entry = {"index": i, "video": key, "label": int(label), "chunk": len(chunks)}
+            if notes:
+                entry["notes"] = notes
+            if padded:
+                entry["padded"] = True
+                padded_count += 1
+            entries.append(entry)
             buffer.append((i, clip_views, ref))
             if len(buffer) >= chunk_videos:
                 flush()
         if buffer:
             flush()
+        if padded_count:
+            log.warning("%d video%s shorter than one clip %s padded (last frame repeated, as the official loaders)",
+                        padded_count, "s" if padded_count != 1 else "", "were" if padded_count != 1 else "was")
         if len(shapes) != 1:
             raise EdgevidError(f"the videos gave views of different shapes {sorted(shapes)}; a pack needs one shape")
         views_per_video, *input_shape = shapes.pop()
@@ -135,7 +147,7 @@ def make_pack(
     import torch
 
     from ..backends.torch_eager import TorchEagerRunner
-    from ..data.views import single_clip, test_views
+    from ..data.views import load_views
     from ..labels import labels_for
     from ..models import canonical_name, create_model, get_spec
     from ..models.weights import resolve_weights
@@ -156,12 +168,11 @@ def make_pack(
         torch.manual_seed(0)  # as builds and the eval reference do
     net = create_model(name, weights=None if choice.random else str(choice.path))
     runner = TorchEagerRunner(net, spec.input_shape(1), threads)
-    cut = test_views if views == "test" else single_clip
     return write_pack(
         out, name, spec, labels,
         {"source": choice.source, "sha256": None if choice.random else sha256_file(choice.path), "random": choice.random},
         [(item.key, item.label) for item in items],
-        lambda i: cut(items[i].path, spec),
+        lambda i: load_views(items[i].path, spec, views),
         lambda x: run_views(runner, x, "the reference"),
         views=views, chunk_videos=chunk_videos, data=data_info,
         reference_info={"runner": "pytorch eager fp32", "torch": torch.__version__},
@@ -275,6 +286,7 @@ def run_chunks(artifact: Artifact, pack: Pack, chunk_ids: list[int], threads: in
 
     records, errors, status = [], [], {}
     stopped = None
+    combine = ((pack.info.get("spec") or {}).get("protocol") or {}).get("combine", "sum_softmax")
     runner = open_runner(artifact, threads=threads, mode="throughput")
     try:
         ids = list(chunk_ids)
@@ -290,7 +302,8 @@ def run_chunks(artifact: Artifact, pack: Pack, chunk_ids: list[int], threads: in
                     rows = arrays["video"] == video["index"]
                     out = run_views(runner, arrays["inputs"][rows], video["video"])
                     records.append(video_record(video["index"], video["video"], video["label"], out,
-                                                arrays["ref_logits"][rows]))
+                                                arrays["ref_logits"][rows], combine, video.get("notes"),
+                                                bool(video.get("padded"))))
             except NonFiniteOutput as exc:
                 errors.append(str(exc))
                 status[cid] = "stopped: NaN/Inf"
