@@ -384,3 +384,13 @@ def test_clip_frames_needed_per_protocol():
     assert clip_frames_needed(get_spec("uniformerv2_b16")) == 8
     assert math.isclose(get_spec("uniformerv2_b16_ssv2").training_fps, 30)
     assert slowfast_clip_indices(300, 13, 6, 1)[0, 0] == 0
+
+
+def test_the_demo_is_told_when_a_file_is_too_short(tmp_path):
+    from edgevid.streaming import too_short_message, window_seconds
+
+    frames = render_clip(SEEDS[0]).frames
+    assert window_seconds(SYNTH) == pytest.approx(1.4)  # 7 gaps of 0.2 s
+    message = too_short_message(write_video(tmp_path / "short.mp4", frames[:10], FPS), SYNTH)
+    assert message.startswith("short.mp4 lasts 0.67 s, shorter than one 8-frame window of x3d_synth (1.40 s)")
+    assert too_short_message(write_video(tmp_path / "long.mp4", frames, FPS), SYNTH) is None
