@@ -251,7 +251,7 @@ def check_fit(pack: Pack, artifact: Artifact) -> None:
         packed = type(m.spec).model_validate(packed).model_dump(mode="json")
     except ValueError:
         pass
-    for field in ("clip", "norm", "num_classes", "layout"):
+    for field in ("clip", "norm", "num_classes", "layout", "training_fps", "protocol"):
         if packed.get(field) != spec.get(field):
             raise PackError(f"pack {pack.path} was made for another {m.model} spec ({field}: {packed.get(field)}"
                             f" vs the artifact's {spec.get(field)}); {remake}")
