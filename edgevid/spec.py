@@ -13,7 +13,8 @@ class ClipSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     frames: int = Field(gt=0, description="frames per clip (T)")
-    stride: int = Field(gt=0, description="sampling stride between frames, in source frames")
+    stride: int = Field(gt=0, description="sampling stride between frames, in frames at the model's training_fps"
+                        " (the video is resampled to it first)")
     crop: int = Field(gt=0, description="square crop size fed to the model")
     short_side: int = Field(gt=0, description="the short side is resized to this before cropping")
     test_clips: int = Field(1, gt=0, description="temporal views per video at test time")
