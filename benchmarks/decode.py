@@ -27,11 +27,9 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -84,11 +82,6 @@ def short_video(keyint: int | None) -> Path:
         write_video(tmp, frames, 30, keyframe_interval=keyint)
         tmp.rename(path)
     return path
-
-
-def peak_mb() -> float:
-    """This process's peak RSS (``ru_maxrss``; on Linux it can carry a parent's peak across exec)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _status_mb(field: str) -> float:
@@ -172,7 +165,6 @@ def speed(keyint: int | None, repeats: int, threads: int) -> dict:
                              for f in container.decode(stream)])
 
     clip_counts: dict = {}
-    import edgevid.data.views as views_mod  # noqa: F401
     from edgevid.data.sampling import plan_clips
 
     plan = plan_clips(meta.times, spec, "center")
