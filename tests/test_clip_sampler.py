@@ -394,3 +394,20 @@ def test_the_demo_is_told_when_a_file_is_too_short(tmp_path):
     message = too_short_message(write_video(tmp_path / "short.mp4", frames[:10], FPS), SYNTH)
     assert message.startswith("short.mp4 lasts 0.67 s, shorter than one 8-frame window of x3d_synth (1.40 s)")
     assert too_short_message(write_video(tmp_path / "long.mp4", frames, FPS), SYNTH) is None
+
+
+@pytest.mark.parametrize("codec,suffix", [("libx264", "mp4"), ("libx265", "mp4"), ("libvpx-vp9", "webm"), ("mjpeg", "mkv")])
+def test_seeking_and_skipping_give_the_frames_decoding_through_gives(tmp_path, codec, suffix):
+    """Random frames of a 10-s file with 25-frame GOPs (x265: open GOPs), fetched by seeking and
+    skipping non-reference frames, are the frames of a full decode."""
+    if codec not in av.codecs_available:
+        pytest.skip(f"PyAV here has no {codec} encoder")
+    frames = render_clip(SEEDS[2], times=np.arange(300) / 30).frames
+    path = write_video(tmp_path / f"seek.{suffix}", frames, 30, codec=codec, keyframe_interval=25)
+    meta, (everything, _) = read_meta(path), read_video(path)
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        wanted = rng.integers(0, 300, 12)
+        stats: dict = {}
+        decoded, where, _, _ = decode_frames(meta, wanted, None, stats=stats)
+        assert np.array_equal(decoded[where], everything[wanted]) and stats["seeks"] >= 1 and stats["packets"] < 300
