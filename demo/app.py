@@ -261,7 +261,8 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
     """The Gradio Blocks app over ``artifacts`` (paths of artifact folders)."""
     import gradio as gr
 
-    from edgevid.streaming import iter_video_frames
+    from edgevid.errors import EdgevidError
+    from edgevid.streaming import iter_video_frames, too_short_message
 
     pool = pool or RunnerPool(threads)
     by_name = {path.name: path for path in artifacts}
@@ -330,11 +331,17 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
         else:
             path = video
         shown = 0.0
-        for pixels, seconds, decode_ms in iter_video_frames(path, realtime=realtime):
-            session.push(pixels, seconds, decode_ms)
-            if time.monotonic() - shown >= 0.1:
-                shown = time.monotonic()
-                yield [pixels, *outputs(session), session]
+        try:
+            for manifest in {m.model: m for m in session.manifests.values()}.values():  # too short for a window: say so
+                if (message := too_short_message(path, manifest.spec)):
+                    gr.Warning(message)
+            for pixels, seconds, decode_ms in iter_video_frames(path, realtime=realtime):
+                session.push(pixels, seconds, decode_ms)
+                if time.monotonic() - shown >= 0.1:
+                    shown = time.monotonic()
+                    yield [pixels, *outputs(session), session]
+        except EdgevidError as exc:  # not a readable video: one line, no traceback
+            raise gr.Error(str(exc)) from None
         session.drain()
         yield [gr.skip(), *outputs(session, force=True), session]
 

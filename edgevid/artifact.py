@@ -60,6 +60,7 @@ class BuildRecord(BaseModel):
     calib: str | None = None
     calib_size: int | None = None
     num_classes: int | None = None
+    labels: str | None = None
     options: dict[str, Any] = {}
     out: str
 
@@ -73,7 +74,9 @@ class BuildRecord(BaseModel):
             args += ["--calib", self.calib]
         if self.calib_size:
             args += ["--calib-size", str(self.calib_size)]
-        if self.num_classes:
+        if self.labels:
+            args += ["--labels", self.labels]
+        elif self.num_classes:
             args += ["--num-classes", str(self.num_classes)]
         options = dict(self.options)
         if options.get("keep_float"):

@@ -175,10 +175,10 @@ def runtime_versions() -> dict[str, str]:
 def e2e_video(spec) -> Path:
     """A cached H.264 file to time end-to-end clips on (see the module docstring)."""
     from .data import synthmotion as sm
-    from .data.sampling import clip_span
+    from .data.sampling import clip_frames_needed
     from .paths import edgevid_home
 
-    span = clip_span(spec.clip.frames, spec.clip.stride)
+    span = clip_frames_needed(spec)
     if spec.label_set == "synthmotion":
         height, width, fps = sm.HEIGHT, sm.WIDTH, sm.FPS
     else:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 from .artifact import Artifact, BuildRecord, CalibrationInfo, Manifest, artifact_name, finalize_manifest, staging_dir, write_manifest
 from .backends import BuildRequest, get_backend
 from .backends.options import validate_options
-from .errors import EdgevidError
+from .errors import DataError, EdgevidError
 from .outputs import check_output_folder
 from .signing import load_private_key, write_signature
 from .targets import get_target
@@ -32,13 +32,16 @@ def build_artifact(
     sign: str | Path | None = None,
     overwrite: bool = True,
     finish: Callable[[Path, Manifest], Manifest] | None = None,
+    labels_file: str | Path | None = None,
 ) -> Artifact:
     """Build ``model`` for ``target``; the artifact appears at ``out/<model>-<target>-<precision>``.
 
     An existing artifact of that name is replaced (atomically) when ``overwrite``; anything at that
     path that edgevid did not build is never replaced. ``finish(staging, manifest)`` may amend the
     manifest from the staged artifact (the ``--max-drop`` search records its final score) before it
-    is sealed, signed (``sign``: an Ed25519 private key file) and committed.
+    is sealed, signed (``sign``: an Ed25519 private key file) and committed. ``labels_file``: the
+    class names of a model trained on a custom label set (one a line, or JSON); the head gets that
+    many classes and the manifest carries the names.
     """
     if num_classes is not None and num_classes < 1:
         raise EdgevidError(f"--num-classes {num_classes}: give the number of classes of your data (>= 1)")
@@ -62,11 +65,21 @@ def build_artifact(
     options = validate_options(target_obj.backend, dict(options or {}))
     backend = get_backend(target_obj.backend)
     backend.check(for_build=True)
+    custom_labels = None
+    if labels_file is not None:
+        from .labels import read_label_file
+
+        custom_labels = read_label_file(labels_file)
+        if num_classes and num_classes != len(custom_labels):
+            raise DataError(f"--labels {labels_file} names {len(custom_labels)} classes but --num-classes is"
+                            f" {num_classes}; drop --num-classes (the labels set it)")
     final = Path(out) / artifact_name(canonical_name(model), target_obj.name, precision)
     check_output_folder(final, "artifact", overwrite)  # before any work: never after a long calibration
-    prepared = prepare_model(model, weights, num_classes)
+    prepared = prepare_model(model, weights, num_classes, labels=custom_labels,
+                             label_set=f"custom:{Path(labels_file).name}" if labels_file else None)
     record = BuildRecord(weights=prepared.weights.flag, calib=given_source(calib), calib_size=calib_size,
-                         num_classes=num_classes, options=options, out=str(Path(out).resolve()))
+                         num_classes=num_classes, labels=given_source(str(labels_file)) if labels_file else None,
+                         options=options, out=str(Path(out).resolve()))
     calib_set = calibration_set(calib, prepared.spec, calib_size, track) if precision == "int8" else None
     validation = validation_clips(prepared.spec, options.get("val_data"), options.get("val_size")) \
         if options.get("max_drop") is not None and backend.handles_max_drop else None

@@ -151,6 +151,8 @@ def build(
     calib: Optional[str] = typer.Option(None, help="Calibration videos: a folder, a manifest, or 'synthetic'."),
     calib_size: Optional[int] = typer.Option(None, min=1, help="Number of calibration clips (default: the recipe's)."),
     num_classes: Optional[int] = typer.Option(None, min=1, help="Re-initialise the classifier with this many classes."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Class names of a model trained on a custom label"
+                                          " set: one a line (index = line) or JSON; sets the head size, carried in the manifest."),
     out_dir: Path = typer.Option(Path("artifacts"), "--out", help="Folder that receives the artifact folder (an existing"
                                  " artifact of the same name is replaced; nothing else ever is)."),
     sign: Optional[Path] = typer.Option(None, "--sign", metavar="KEY", help="Sign the artifact with this Ed25519 private key (`edgevid keygen`)."),
@@ -178,13 +180,16 @@ def build(
     if max_drop is not None:  # every backend: the harness's search, or the backend's own accuracy control
         from .harness.mixed import build_with_budget
 
+        if labels is not None:
+            raise EdgevidError("--max-drop validates on the model's own label set; build with --labels without"
+                               " --max-drop (or keep layers in float with --keep-float)")
         artifact = build_with_budget(model, target, max_drop, weights, calib, calib_size, out_dir, num_classes,
                                      options=options, val_data=val_data, val_size=val_size, precision=precision,
                                      ranking_file=sensitivity_file, threads=threads, track=track,
                                      min_agreement=min_agreement, sign=sign)
     else:
         artifact = build_artifact(model, target, precision, weights, calib, calib_size, out_dir, num_classes,
-                                  options=options, track=track, sign=sign)
+                                  options=options, track=track, sign=sign, labels_file=labels)
     m = artifact.manifest
     err.print(f"[green]built[/] {artifact.path}  ({m.backend} {m.precision}, {m.build_seconds:.1f} s)")
     for note in m.notes:
@@ -242,6 +247,10 @@ def _print_result(title: str, result: dict) -> None:
             table.add_row(key, _fmt(result[key], 4 if key in ("cosine", "max_abs_diff") else 2))
     if table.row_count:
         out.print(table)
+    from .harness.eval import warning_lines
+
+    for line in warning_lines(result):
+        err.print(f"[yellow]warning:[/] {escape(line)}")
     checks = result.get("gates", {}).get("checks", [])
     if checks:
         gates = Table(title=f"gates ({result['gates']['source']})")

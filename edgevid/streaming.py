@@ -4,7 +4,9 @@ training frame interval, prediction smoothing and per-window timing. numpy only 
 A camera (or a file played as one) pushes RGB uint8 frames with their timestamps into a
 ``StreamClassifier``. ``FrameSampler`` keeps one frame every ``stride / training_fps`` seconds,
 so the model sees motion at the speed it was trained on whatever the camera's real frame rate
-(a 30 fps camera feeding a model trained at stride 3 on 15 fps video keeps every 6th frame).
+(a 30 fps camera feeding a model trained at stride 3 on 15 fps video keeps every 6th frame): the
+rule of the offline clip sampler (``edgevid.data.sampling.resample``) applied online, so a file
+gives the same frame times streamed as in ``edgevid eval``.
 Each kept frame is resized, cropped and normalised straight into a preallocated ring of
 ``frames`` slots; every ``window_stride`` kept frames the last ``frames`` of them are copied in
 order into a preallocated clip and classified, and the class probabilities are smoothed over
@@ -22,6 +24,7 @@ from collections import deque
 from contextlib import nullcontext
 from functools import partial
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -32,15 +35,12 @@ if TYPE_CHECKING:
     from .backends.base import Runner
     from .spec import ModelSpec
 
-#: Frame rate of the videos a label set's models were trained on (the spec's stride counts these
-#: frames). SynthMotion renders at 15 fps; Kinetics and SSv2 videos are ~30 fps (25-30).
-TRAINING_FPS = {"synthmotion": 15.0}
-DEFAULT_TRAINING_FPS = 30.0
+from .spec import DEFAULT_TRAINING_FPS, TRAINING_FPS  # noqa: E402,F401  (re-exported)
 
 
 def training_fps(spec: "ModelSpec") -> float:
-    """Frame rate of the model's training videos (see ``TRAINING_FPS``)."""
-    return TRAINING_FPS.get(spec.label_set, DEFAULT_TRAINING_FPS)
+    """Frame rate of the model's training videos (``ModelSpec.training_fps``)."""
+    return spec.training_fps or TRAINING_FPS.get(spec.label_set, DEFAULT_TRAINING_FPS)
 
 
 class FramePreprocessor:
@@ -108,43 +108,71 @@ class FramePreprocessor:
 
 
 class FrameSampler:
-    """Keeps one frame every ``interval`` seconds of stream time, on a fixed grid.
+    """Resamples a stream online to one frame every ``interval`` seconds, on a fixed grid.
 
-    A frame is kept when it is the one nearest the next due time (within half the observed
-    frame spacing), so a 15 fps source at a 0.2 s interval keeps exactly every 3rd frame and a
-    30 fps one every 6th; at rates that do not divide, the kept spacing averages ``interval``.
-    A source slower than the interval keeps every frame (the model then sees faster motion).
+    Grid time ``t0 + k * interval`` (``t0``: the first frame's time) is served by the first frame
+    at or after it (1 ms tolerance): ``edgevid.data.sampling.resample``'s rule, frame by frame, so
+    a 15 fps source at a 0.2 s interval keeps exactly every 3rd frame and a 30 fps one every 6th;
+    at rates that do not divide, the kept spacing averages ``interval``. A source slower than the
+    interval serves several grid times with one frame (``take`` > 1), as the offline sampler and
+    the official loaders repeat frames. ``max_gap`` (seconds): a longer pause in the stream (a
+    stalled camera) restarts the grid instead of repeating the last frame across it.
     """
 
-    def __init__(self, interval: float):
+    TOLERANCE = 1e-3
+
+    def __init__(self, interval: float, max_gap: float | None = None):
         if interval <= 0:
             raise ValueError(f"sampling interval must be > 0 s, got {interval}")
-        self.interval = interval
+        self.interval, self.max_gap = interval, max_gap
         self.reset()
 
     def reset(self) -> None:
-        self._due: float | None = None
+        self._start: float | None = None
+        self._next = 0  # grid index of the next due time
         self._last: float | None = None
         self.frame_spacing: float | None = None  # EMA of the source's frame spacing, seconds
 
-    def accept(self, timestamp: float) -> bool:
+    def take(self, timestamp: float) -> int:
+        """How many grid times this frame serves (0: drop it)."""
         if self._last is not None and timestamp > self._last:
             step = timestamp - self._last
             self.frame_spacing = step if self.frame_spacing is None else 0.9 * self.frame_spacing + 0.1 * step
+        gap = None if self._last is None else timestamp - self._last
         self._last = timestamp
-        if self._due is None:
-            self._due = timestamp + self.interval
-            return True
-        if timestamp + 0.5 * (self.frame_spacing or 0.0) < self._due:
-            return False
-        self._due += self.interval
-        if self._due <= timestamp:  # a gap in the stream, or a source slower than the interval
-            self._due = timestamp + self.interval
-        return True
+        if self._start is None or (self.max_gap is not None and gap is not None and gap > self.max_gap):
+            self._start, self._next = timestamp, 1
+            return 1
+        due = int(np.floor((timestamp + self.TOLERANCE - self._start) / self.interval)) + 1  # grid times <= timestamp
+        count = max(due - self._next, 0)
+        self._next = max(self._next, due)
+        return count
+
+    def accept(self, timestamp: float) -> bool:
+        """Whether this frame is kept (serves at least one grid time)."""
+        return self.take(timestamp) > 0
 
     @property
     def source_fps(self) -> float | None:
         return 1.0 / self.frame_spacing if self.frame_spacing else None
+
+
+def window_seconds(spec: "ModelSpec", train_fps: float | None = None) -> float:
+    """Stream seconds before the first window: ``frames`` samples ``stride / training_fps`` apart."""
+    return (spec.clip.frames - 1) * spec.clip.stride / (train_fps or training_fps(spec))
+
+
+def too_short_message(path, spec: "ModelSpec") -> str | None:
+    """A one-line message when a video file is too short for one window (the demo shows it), else None."""
+    from .data.video import read_meta
+
+    meta = read_meta(path)
+    duration = float(meta.times[-1] + (meta.times[-1] - meta.times[-2] if meta.frames > 1 else 0.0))
+    need = window_seconds(spec)
+    if duration + 1e-6 >= need:
+        return None
+    return (f"{Path(path).name} lasts {duration:.2f} s, shorter than one {spec.clip.frames}-frame window of"
+            f" {spec.name} ({need:.2f} s): no prediction until the window fills (play it longer or loop it)")
 
 
 class Smoother:
@@ -258,6 +286,7 @@ class StreamClassifier:
         *,
         train_fps: float | None = None,
         window_stride: int = 1,
+        max_gap: float | None = None,
         smoothing: str = "ema",
         alpha: float = 0.5,
         average: int = 4,
@@ -271,7 +300,7 @@ class StreamClassifier:
         self.frames = spec.clip.frames
         self.window_stride, self.top_k = window_stride, min(top_k, len(self.labels))
         self.train_fps = train_fps or training_fps(spec)
-        self.sampler = FrameSampler(spec.clip.stride / self.train_fps)
+        self.sampler = FrameSampler(spec.clip.stride / self.train_fps, max_gap)
         self.preprocess = FramePreprocessor(spec)
         crop = spec.clip.crop
         self._ring = np.zeros((3, self.frames, crop, crop), np.float32)  # slot = sampled % frames
@@ -302,10 +331,18 @@ class StreamClassifier:
         self._last_frame = (stats.frames, time.monotonic() if timestamp is None else timestamp)
         stats.frames += 1
         due = False
-        if self.sampler.accept(self._last_frame[1]):
-            self.preprocess(frame() if callable(frame) else frame, self._ring[:, stats.sampled % self.frames])
-            stats.sampled += 1
-            due = stats.sampled >= self.frames and (stats.sampled - self.frames) % self.window_stride == 0
+        repeats = self.sampler.take(self._last_frame[1])
+        if repeats:
+            slot = stats.sampled % self.frames
+            self.preprocess(frame() if callable(frame) else frame, self._ring[:, slot])
+            for extra in range(1, min(repeats, self.frames)):  # a slow source: the frame serves several samples
+                np.copyto(self._ring[:, (slot + extra) % self.frames], self._ring[:, slot])
+            if repeats > self.frames:  # the whole window is this frame: keep the ring's phase
+                np.copyto(self._ring, self._ring[:, slot:slot + 1])
+            first = stats.sampled + 1
+            stats.sampled += repeats
+            due = stats.sampled >= self.frames and any(
+                (n - self.frames) % self.window_stride == 0 for n in range(max(first, self.frames), stats.sampled + 1))
         self._pending_ms += decode_ms + (time.perf_counter() - started) * 1e3
         return due
 
@@ -409,34 +446,58 @@ class BackgroundClassifier:
         self._worker.shutdown(wait=False, cancel_futures=True)
 
 
-def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool = False) -> Iterator[tuple[np.ndarray, float, float]]:
+def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool = False,
+                      short_side: int | None = None) -> Iterator[tuple[np.ndarray, float, float]]:
     """Decode a video file one frame at a time: ``(rgb uint8 [H, W, 3], stream seconds, decode ms)``.
 
-    With ``realtime`` the frames are paced at the file's frame rate, as a camera would deliver them.
-    With ``lazy`` the first item is a callable that converts the decoded frame to RGB when called
-    (a ``StreamClassifier`` calls it only for the frames it keeps; ``decode ms`` is then the
-    decoding alone, and the conversion counts as preprocessing).
+    Frames come as displayed (rotated by the display matrix, as ``edgevid eval`` reads them);
+    ``short_side`` scales them inside libswscale while converting. With ``realtime`` the frames are
+    paced at the file's frame rate, as a camera would deliver them. With ``lazy`` the first item is
+    a callable that converts the decoded frame to RGB when called (a ``StreamClassifier`` calls it
+    only for the frames it keeps; ``decode ms`` is then the decoding alone, and the conversion
+    counts as preprocessing). A file that stops decoding part-way (truncated) ends the iteration
+    with a logged warning; one that decodes nothing raises ``DataError``.
     One decoder thread by default: a stream wants each frame as soon as it is decoded, and frame
     threading adds frames of delay (and, for camera-sized frames, is slower: measured 2 vs 4 ms a
     160x128 frame here).
     """
-    from .data.video import _open
+    import logging
 
+    import av
+
+    from .data.video import FrameConverter, _check_still, _open, _reason
+    from .errors import DataError
+
+    path = Path(path)
     container = _open(path)
+    index = 0
     try:
+        _check_still(path, container)
         stream = container.streams.video[0]
         if threads > 1:
             stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
+        convert = FrameConverter(path, short_side)
         start_wall, first = time.monotonic(), None
         decoder = container.decode(stream)
-        index = 0
         while True:
             decode_started = time.perf_counter()
-            frame = next(decoder, None)
-            if frame is None:
+            try:
+                frame = next(decoder, None)
+            except av.FFmpegError as error:
+                if not index:
+                    raise DataError(f"{path}: no frame decodes ({_reason(error)}); re-encode or replace it.") from None
+                logging.getLogger("edgevid").warning(
+                    "%s: stopped decoding after %d frames (%s): truncated or damaged", path, index, _reason(error))
                 return
-            image = partial(frame.to_ndarray, format="rgb24") if lazy else frame.to_ndarray(format="rgb24")
+            if frame is None:
+                if not index:
+                    raise DataError(f"{path}: no decodable frames; re-encode or replace it.")
+                if stream.frames and index < stream.frames:
+                    logging.getLogger("edgevid").warning(
+                        "%s: only %d of the %d frames the container claims decode (truncated?)", path, index, stream.frames)
+                return
+            image = partial(convert, frame) if lazy else convert(frame)
             decode_ms = (time.perf_counter() - decode_started) * 1e3
             if frame.time is not None:
                 seconds = float(frame.time)

@@ -59,24 +59,38 @@ def run_views(runner: Runner, views: np.ndarray, what: str = "") -> np.ndarray:
 
 
 def class_mapping(dataset_classes: list[str], labels: list[str], data: str, used: set[int] | None = None) -> np.ndarray:
-    """Map dataset class indices to the model's label indices (by name, else by position).
+    """Map dataset class indices to the model's label indices: by name (ignoring case, underscores,
+    hyphens and spaces: a folder ``playing_guitar`` is the class ``playing guitar``), else, when every
+    class is an integer, as the model's class index (checked against its range).
 
     ``used``: the dataset class indices that videos carry (classes no video has are not checked).
     """
-    if all(c in labels for c in dataset_classes):
-        return np.array([labels.index(c) for c in dataset_classes])
-    if all(c.isdigit() for c in dataset_classes):
-        outside = [c for i, c in enumerate(dataset_classes) if int(c) >= len(labels) and (used is None or i in used)]
+    from ..data.manifest import is_index
+    from ..labels import normalise_name
+
+    wanted = [i for i in range(len(dataset_classes)) if used is None or i in used]
+    by_key = {}
+    for index, name in enumerate(labels):
+        by_key.setdefault(normalise_name(name), index)
+    if all(normalise_name(dataset_classes[i]) in by_key for i in wanted):
+        return np.array([by_key.get(normalise_name(c), -1) for c in dataset_classes])
+    if all(is_index(c) for c in dataset_classes):
+        outside = [dataset_classes[i] for i in wanted if int(dataset_classes[i]) >= len(labels)]
         if not outside:
             return np.array([int(c) if int(c) < len(labels) else -1 for c in dataset_classes])
+        shown = outside[0] if len(outside[0]) <= 24 else outside[0][:20] + "..."
         raise DataError(
-            f"--data {data}: label {outside[0]} is outside the model's {len(labels)} classes (0-{len(labels) - 1});"
+            f"--data {data}: label {shown} is outside the model's {len(labels)} classes (0-{len(labels) - 1});"
             " fix the labels or pass a dataset of this model's classes"
         )
-    unknown = [c for c in dataset_classes if c not in labels]
+    unknown = [dataset_classes[i] for i in wanted if normalise_name(dataset_classes[i]) not in by_key]
+    import difflib
+
+    close = difflib.get_close_matches(normalise_name(unknown[0]), list(by_key), n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(repr(labels[by_key[k]]) for k in close)}?" if close else ""
     raise DataError(
         f"--data {data}: class {unknown[0]!r} is not one of the model's {len(labels)} labels"
-        f" ({', '.join(labels[:4])}, ...); use a manifest whose labels are the model's class names"
+        f" ({', '.join(labels[:4])}, ...).{hint} Rename the folder/label to the model's class name"
     )
 
 
@@ -205,7 +219,7 @@ def eval_items(
     array: for a Ray node, whose records the driver completes with the reference). ``info`` receives
     ``runtime``, what actually ran.
     """
-    from ..data.views import test_views
+    from ..data.views import load_views
 
     spec = artifact.manifest.spec
     records, errors = [], []
@@ -221,17 +235,21 @@ def eval_items(
     try:
         for item in track(items, f"eval {artifact.path.name}", len(items)) if track else items:
             try:
-                views = test_views(item.path, spec)
+                cut = load_views(item.path, spec, "test")
             except (DataError, ValueError) as exc:
                 errors.append(f"{item.key}: {exc}")
                 continue
+            views = cut.inputs
+            for note in cut.notes:
+                log.debug("%s: %s", item.key, note)
             try:
                 out = run_views(runner, views, item.key)
             except NonFiniteOutput as exc:
                 exc.records, exc.errors = records, errors
                 raise
             ref = out if is_reference else (run_views(reference, views, item.key) if reference else None)
-            record = video_record(item.index, item.key, item.label, out, ref)
+            record = video_record(item.index, item.key, item.label, out, ref, spec.protocol.combine,
+                                  cut.notes, cut.padded)
             records.append({**record, "logits": out} if keep_logits else record)
             if on_record:
                 on_record(record)
@@ -448,7 +466,7 @@ def merge(results: list[dict]) -> dict:
     return result_from(records, meta, errors, run)
 
 
-_COMPUTED = {"status", "videos", "top1", "top5", "ref_top1", "agreement", "cosine", "sqnr_db", "max_abs_diff",
+_COMPUTED = {"status", "videos", "top1", "top5", "padded_videos", "warned_videos", "ref_top1", "agreement", "cosine", "sqnr_db", "max_abs_diff",
              "top1_drop", "errors", "per_video", "run"}
 
 
@@ -482,3 +500,18 @@ def _label(manifest: Manifest) -> str:
     if manifest.status.get("engine") == "pending on device":
         return f"{manifest.backend} {manifest.precision} (Q/DQ ONNX under ONNX Runtime CPU; engine pending on device)"
     return f"{manifest.backend} {manifest.precision}"
+
+
+def warning_lines(result: dict) -> list[str]:
+    """The console's one-line summaries of the data warnings in an eval/golden result."""
+    lines = []
+    padded = result.get("padded_videos", 0)
+    if padded:
+        lines.append(f"{padded} video{'s' if padded != 1 else ''} shorter than one clip {'were' if padded != 1 else 'was'}"
+                     " padded (last frame repeated, as the official loaders)")
+    other = [r for r in result.get("per_video", []) if any(not n.startswith("shorter than one clip") for n in r.get("notes", []))]
+    if other:
+        first = next(n for n in other[0]["notes"] if not n.startswith("shorter than one clip"))
+        lines.append(f"{len(other)} video{'s' if len(other) != 1 else ''} with data warnings, first {other[0]['video']}: {first}"
+                     " (all in the report's per_video notes)")
+    return lines

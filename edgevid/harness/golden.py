@@ -82,6 +82,7 @@ def write_pack(
     gates_text = _read_gates_for_pack(gates_file) if gates_file else None
     signing_key = load_private_key(sign) if sign else None
     entries, chunks, shapes = [], [], set()
+    padded_count = 0
     buffer: list[tuple[int, np.ndarray, np.ndarray]] = []
     with commit_folder(out, "pack", overwrite=overwrite) as tmp:
 
@@ -100,17 +101,28 @@ def write_pack(
         order = range(len(videos))
         for i in track(order, "golden pack", len(videos)) if track else order:
             key, label = videos[i]
-            clip_views = np.ascontiguousarray(inputs_of(i), dtype=np.float32)
+            cut = inputs_of(i)  # an array, or data.views.Views (inputs + the data layer's warnings)
+            notes, padded = list(getattr(cut, "notes", [])), bool(getattr(cut, "padded", False))
+            clip_views = np.ascontiguousarray(getattr(cut, "inputs", cut), dtype=np.float32)
             ref = np.asarray(reference(clip_views), dtype=np.float32)
             if not np.isfinite(ref).all():
                 raise EdgevidError(f"the FP32 reference gives NaN/Inf on {key}; check the weights")
             shapes.add((len(clip_views), *clip_views.shape[1:]))
-            entries.append({"index": i, "video": key, "label": int(label), "chunk": len(chunks)})
+            entry = {"index": i, "video": key, "label": int(label), "chunk": len(chunks)}
+            if notes:
+                entry["notes"] = notes
+            if padded:
+                entry["padded"] = True
+                padded_count += 1
+            entries.append(entry)
             buffer.append((i, clip_views, ref))
             if len(buffer) >= chunk_videos:
                 flush()
         if buffer:
             flush()
+        if padded_count:
+            log.warning("%d video%s shorter than one clip %s padded (last frame repeated, as the official loaders)",
+                        padded_count, "s" if padded_count != 1 else "", "were" if padded_count != 1 else "was")
         if len(shapes) != 1:
             raise EdgevidError(f"the videos gave views of different shapes {sorted(shapes)}; a pack needs one shape")
         views_per_video, *input_shape = shapes.pop()
@@ -166,7 +178,7 @@ def make_pack(
     import torch
 
     from ..backends.torch_eager import TorchEagerRunner
-    from ..data.views import single_clip, test_views
+    from ..data.views import load_views
     from ..models import canonical_name, get_spec
     from ..labels import labels_for
     from ..pipeline import prepare_model
@@ -184,12 +196,11 @@ def make_pack(
     prepared = prepare_model(name, weights)
     spec, labels = prepared.spec, prepared.labels
     runner = TorchEagerRunner(prepared.net, spec.input_shape(1), threads)
-    cut = test_views if views == "test" else single_clip
     return write_pack(
         out, name, spec, labels,
         prepared.weights.model_dump(mode="json"),
         [(item.key, item.label) for item in items],
-        lambda i: cut(items[i].path, spec),
+        lambda i: load_views(items[i].path, spec, views),
         lambda x: run_views(runner, x, "the reference"),
         views=views, chunk_videos=chunk_videos, data=data_info,
         reference_info={"runner": "pytorch eager fp32", "torch": torch.__version__},
@@ -350,7 +361,7 @@ def check_fit(pack: Pack, artifact: Artifact) -> None:
         packed = type(m.spec).model_validate(packed).model_dump(mode="json")
     except ValueError:
         pass
-    for field in ("clip", "norm", "num_classes", "layout"):
+    for field in ("clip", "norm", "num_classes", "layout", "training_fps", "protocol"):
         if packed.get(field) != spec.get(field):
             raise PackError(f"pack {pack.path} was made for another {m.model} spec ({field}: {packed.get(field)}"
                             f" vs the artifact's {spec.get(field)}); {remake}")
@@ -385,6 +396,7 @@ def run_chunks(artifact: Artifact, pack: Pack, chunk_ids: list[int], threads: in
 
     records, errors, status = [], [], {}
     stopped = None
+    combine = ((pack.info.get("spec") or {}).get("protocol") or {}).get("combine", "sum_softmax")
     runner = open_runner(artifact, threads=threads, mode="throughput")
     runtime = runner.runtime or runner.description
     try:
@@ -401,7 +413,8 @@ def run_chunks(artifact: Artifact, pack: Pack, chunk_ids: list[int], threads: in
                     rows = arrays["video"] == video["index"]
                     out = run_views(runner, arrays["inputs"][rows], video["video"])
                     records.append(video_record(video["index"], video["video"], video["label"], out,
-                                                arrays["ref_logits"][rows]))
+                                                arrays["ref_logits"][rows], combine, video.get("notes"),
+                                                bool(video.get("padded"))))
             except NonFiniteOutput as exc:
                 errors.append(str(exc))
                 status[cid] = "stopped: NaN/Inf"

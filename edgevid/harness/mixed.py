@@ -48,6 +48,7 @@ class ValSet:
     ref: list[np.ndarray]  # per video [V, classes]
     source: str
     views_kind: str = "test"
+    combine: str = "sum_softmax"  # how views combine (the spec's TestProtocol.combine)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -56,7 +57,7 @@ class ValSet:
         if not n or n >= len(self):
             return self
         return ValSet(self.keys[:n], self.labels[:n], self.views[:n], self.ref[:n], f"{self.source} (first {n})",
-                      self.views_kind)
+                      self.views_kind, self.combine)
 
 
 def load_valset(spec, reference, data: str | None, size: int | None, track: Track | None = None) -> ValSet:
@@ -87,7 +88,7 @@ def load_valset(spec, reference, data: str | None, size: int | None, track: Trac
         labels.append(item.label)
         views.append(clip_views)
         refs.append(run_views(reference, clip_views, f"{item.key} (FP32 reference)"))
-    return ValSet(keys, labels, views, refs, str(data), kind)
+    return ValSet(keys, labels, views, refs, str(data), kind, spec.protocol.combine)
 
 
 def score(runner, val: ValSet) -> dict:
@@ -102,7 +103,7 @@ def score(runner, val: ValSet) -> dict:
         except NonFiniteOutput:
             return {"videos": len(val), "top1": 0.0, "top1_drop": float("inf"), "agreement": 0.0,
                     "sqnr_db": float("-inf"), "nonfinite": True}
-        records.append(video_record(i, key, label, out, ref))
+        records.append(video_record(i, key, label, out, ref, val.combine))
     metrics = aggregate(records)
     return {k: metrics[k] for k in ("videos", "top1", "ref_top1", "top1_drop", "agreement", "sqnr_db", "cosine")}
 
