@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .artifact import Artifact, BuildRecord, CalibrationInfo, Manifest, artifact_name, finalize_manifest, staging_dir, write_manifest
 from .backends import BuildRequest, get_backend
@@ -48,14 +49,9 @@ def build_artifact(
     if calib_size is not None and calib_size < 1:
         raise EdgevidError(f"--calib-size {calib_size}: give the number of calibration clips (>= 1)")
     signing_key = load_private_key(sign) if sign else None
-    if options and options.get("from_onnx"):  # TensorRT: finish a host-built artifact on the device (torch-free)
-        from .backends.tensorrt import build_from_onnx
-
-        return build_from_onnx(options["from_onnx"], model, target, precision, out, options.get("dla_core"))
-    if options and options.get("dla_core") is not None:  # fail before export/calibration, not after
-        from .backends.tensorrt import check_dla_request
-
-        check_dla_request(get_target(target), options["dla_core"])
+    if options and options.get("from_onnx"):  # finish a host-built artifact on this device (torch-free)
+        options = dict(options)
+        return finish_artifact(options.pop("from_onnx"), model, target, precision, out, options, sign, overwrite)
     from .calibration import calibration_set, validation_clips
     from .models import canonical_name
     from .pipeline import assemble_manifest, given_source, prepare_model
@@ -65,6 +61,7 @@ def build_artifact(
     options = validate_options(target_obj.backend, dict(options or {}))
     backend = get_backend(target_obj.backend)
     backend.check(for_build=True)
+    backend.check_request(target_obj, options)  # before export and calibration, not after
     custom_labels = None
     if labels_file is not None:
         from .labels import read_label_file
@@ -84,28 +81,60 @@ def build_artifact(
     validation = validation_clips(prepared.spec, options.get("val_data"), options.get("val_size")) \
         if options.get("max_drop") is not None and backend.handles_max_drop else None
     started = time.perf_counter()
-    with staging_dir(final, overwrite) as tmp:
-        handler = logging.FileHandler(tmp / "build.log")
-        handler.setLevel(logging.DEBUG)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        try:
-            log.info("building %s for %s (%s, backend %s)", prepared.name, target_obj.name, precision, backend.name)
-            result = backend.build(BuildRequest(
-                model=prepared.net, spec=prepared.spec, target=target_obj, precision=precision, out_dir=tmp,
-                calib=calib_set.clips if calib_set else None, options=options, validation=validation,
-            ))
-            calibration = CalibrationInfo(source=calib_set.source, clips=len(calib_set.clips), digest=calib_set.digest) \
-                if calib_set else None
-            manifest = assemble_manifest(prepared, target_obj, backend.name, precision, result, calibration, record,
-                                         time.perf_counter() - started)
-            manifest = finalize_manifest(tmp, manifest)
-            if finish is not None:
-                manifest = write_manifest(tmp, finish(tmp, manifest))
-            if signing_key is not None:
-                write_signature(tmp, signing_key, "artifact", manifest.seal)
-        finally:
-            log.removeHandler(handler)
-            handler.close()
+    with staging_dir(final, overwrite) as tmp, build_log(tmp):
+        log.info("building %s for %s (%s, backend %s)", prepared.name, target_obj.name, precision, backend.name)
+        result = backend.build(BuildRequest(
+            model=prepared.net, spec=prepared.spec, target=target_obj, precision=precision, out_dir=tmp,
+            calib=calib_set.clips if calib_set else None, options=options, validation=validation,
+        ))
+        calibration = CalibrationInfo(source=calib_set.source, clips=len(calib_set.clips), digest=calib_set.digest) \
+            if calib_set else None
+        manifest = assemble_manifest(prepared, target_obj, backend.name, precision, result, calibration, record,
+                                     time.perf_counter() - started)
+        manifest = finalize_manifest(tmp, manifest)
+        if finish is not None:
+            manifest = write_manifest(tmp, finish(tmp, manifest))
+        if signing_key is not None:
+            write_signature(tmp, signing_key, "artifact", manifest.seal)
     return Artifact(final)
+
+
+def finish_artifact(source: str | Path, model: str | None, target: str | None, precision: str | None,
+                    out: str | Path, options: dict[str, Any] | None = None, sign: str | Path | None = None,
+                    overwrite: bool = True) -> Artifact:
+    """`edgevid build --from-onnx ARTIFACT`: finish a host-built artifact on this device (TensorRT: its
+    Q/DQ ONNX -> an engine) into a new artifact, through the same staging, manifest and commit. Torch-free."""
+    from .pipeline import finished_manifest
+
+    signing_key = load_private_key(sign) if sign else None
+    src = Artifact(source)
+    src.verify()
+    backend = get_backend(src.manifest.backend)
+    if not backend.finishes_on_device:
+        raise EdgevidError(f"--from-onnx {source}: {backend.name} artifacts are complete when built; nothing to finish")
+    options = dict(options or {})
+    target_obj = backend.check_finish(src, model, target, precision, options)
+    final = Path(out) / artifact_name(src.manifest.model, target_obj.name, src.manifest.precision)
+    check_output_folder(final, "artifact", overwrite)
+    started = time.perf_counter()
+    with staging_dir(final, overwrite) as tmp, build_log(tmp):
+        result = backend.finish(src, target_obj, options, tmp, final)
+        manifest = finalize_manifest(tmp, finished_manifest(src.manifest, target_obj, result, time.perf_counter() - started))
+        if signing_key is not None:
+            write_signature(tmp, signing_key, "artifact", manifest.seal)
+    return Artifact(final)
+
+
+@contextmanager
+def build_log(folder: Path) -> Iterator[None]:
+    """Everything edgevid logs while building goes to ``folder/build.log`` as well."""
+    handler = logging.FileHandler(folder / "build.log")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()
 

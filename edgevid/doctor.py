@@ -191,7 +191,7 @@ def _parse_row(artifact, machine: dict[str, Any]) -> Row:
             import tensorrt as trt
 
             from .backends.tensorrt import parser_error_lines
-            from .backends.tensorrt_engine import _network_flags, _parser_errors
+            from .backends.tensorrt.engine import _network_flags, _parser_errors
 
             logger = trt.Logger(trt.Logger.ERROR)
             builder = trt.Builder(logger)
@@ -209,7 +209,7 @@ def _parse_row(artifact, machine: dict[str, Any]) -> Row:
                 " check the graph (pip install onnx)", None if recorded is None else all(v == "ok" for v in recorded.values()))
     import onnx
 
-    from .backends.tensorrt_check import check_qdq
+    from .backends.tensorrt.check import check_qdq
     from .targets import get_target
 
     line = get_target(artifact.manifest.target).options.get("tensorrt")

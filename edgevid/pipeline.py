@@ -129,6 +129,19 @@ def assemble_manifest(
     )
 
 
+def finished_manifest(source: Manifest, target: "Target", result: "BuildResult", seconds: float) -> Manifest:
+    """The manifest of an artifact finished on the device from ``source`` (``build --from-onnx``):
+    the same model, weights, calibration and build record; the device's files, fingerprint and status."""
+    from datetime import datetime, timezone
+
+    return source.model_copy(update={
+        "target": target.name, "device": target.device, "quantization": result.quantization,
+        "versions": {**source.versions, **result.versions}, "fingerprint": result.fingerprint, "status": result.status,
+        "notes": list(result.notes), "input_name": result.input_name, "files": {}, "seal": None,
+        "build_seconds": round(seconds, 2), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+
+
 def record_report(artifact: Artifact, section: str, data: Any, extra: dict[str, Any] | None = None) -> None:
     """Write ``data`` as ``section`` of the artifact's report.json (and ``extra`` sections) under the
     report lock, then refresh report.md."""

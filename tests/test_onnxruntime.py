@@ -98,7 +98,7 @@ def test_entropy_calibration_that_cannot_fit_in_memory_is_refused_in_one_line(tm
     exhaust memory (full-size X3D-S with 300 clips was killed here) is refused up front."""
     from onnx import TensorProto, helper
 
-    from edgevid.backends.onnxruntime import activation_bytes, check_calibration_memory, pre_process
+    from edgevid.backends._onnx import activation_bytes, check_calibration_memory, pre_process
     from edgevid.errors import EdgevidError
 
     shape = [1, 3, 4, 8, 8]
@@ -120,7 +120,7 @@ def test_attention_products_stay_float_when_asked(tmp_path):
     """float_activation_matmuls excludes MatMuls of two activations (Q·Kᵀ, A·V): their outputs stay float."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgevid.backends.onnxruntime import activation_matmuls, quantizable_nodes, quantize_qdq
+    from edgevid.backends._onnx import activation_matmuls, quantizable_nodes, quantize_qdq
 
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), name) for name in ("wq", "wk")]

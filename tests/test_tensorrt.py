@@ -26,11 +26,14 @@ from edgevid.artifact import Artifact, finalize_manifest
 from edgevid.backends import open_runner
 from edgevid.backends import tensorrt as trt_backend
 from edgevid.backends.tensorrt import (
-    FLOAT_OPS, QuantPolicy, activation_matmuls, autocast_fp16, check_dla_request, check_fingerprint,
+    QuantPolicy, activation_matmuls, autocast_fp16, check_dla_request, check_fingerprint,
     dla_supported, engine_unavailable_reason, fingerprint_mismatches, jetpack_from_tegra_release,
     parser_error_lines, profile_shapes, quantize_int8_qdq,
 )
 from edgevid.errors import ArtifactError, BackendUnavailable, EdgevidError
+
+# the ops TensorRT runs in the high-precision type; a Q/DQ recipe must feed them no INT8 (TensorRT docs)
+FLOAT_OPS = {"Softmax", "LayerNormalization", "Erf", "Gelu"}
 from edgevid.export import export_onnx
 from edgevid.targets import Target, get_target
 
@@ -579,7 +582,7 @@ def test_engine_artifact_needs_tensorrt_and_a_tampered_plan_is_refused(pending, 
 
 
 def _here_target() -> str:
-    from edgevid.backends.tensorrt_engine import machine_fingerprint
+    from edgevid.backends.tensorrt.engine import machine_fingerprint
 
     return "jetson" if machine_fingerprint().get("jetpack") else "rtx"
 
@@ -594,7 +597,7 @@ def engine_artifact(tmp_path_factory):
 
 @needs_engine
 def test_engine_builds_runs_and_matches_the_qdq_onnx(engine_artifact):
-    from edgevid.backends import tensorrt_engine
+    from edgevid.backends.tensorrt import engine as tensorrt_engine
 
     m = engine_artifact.manifest
     assert m.status["engine"] == "built" and {"model.plan", "timing.cache", "model.onnx"} <= set(m.files)
@@ -643,7 +646,7 @@ def test_engine_for_the_other_kind_of_device_is_not_built_here(engine_artifact, 
 def test_parser_rejection_names_node_and_op(tmp_path):
     from onnx import helper
 
-    from edgevid.backends.tensorrt_engine import build_engine
+    from edgevid.backends.tensorrt.engine import build_engine
 
     node = helper.make_node("Bogus", ["input"], ["logits"], name="bogus_node", domain="edgevid.test")
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 4])],

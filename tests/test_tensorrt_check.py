@@ -7,7 +7,7 @@ import pytest
 onnx = pytest.importorskip("onnx", reason="onnx is not installed: pip install 'edgevid[build]'")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgevid.backends.tensorrt_check import assert_buildable, check_qdq, high_precision_nodes, trt_line  # noqa: E402
+from edgevid.backends.tensorrt.check import assert_buildable, check_qdq, high_precision_nodes, trt_line  # noqa: E402
 from edgevid.errors import EdgevidError  # noqa: E402
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +172,23 @@ class Backend(ABC):
     @abstractmethod
     def open(self, artifact: "Artifact", threads: int | None = None, mode: str = "latency") -> Runner:
         """Open a verified artifact for inference; ``mode`` is 'latency' or 'throughput'."""
+
+    def check_request(self, target: "Target", options: dict[str, Any]) -> None:
+        """Refuse build options this target cannot honour, before any export or calibration."""
+
+    # --- finishing a host-built artifact on the device (TensorRT: Q/DQ ONNX -> engine) -----------
+    #: True when ``edgevid build --from-onnx ARTIFACT`` can finish this backend's artifacts here
+    finishes_on_device: bool = False
+
+    def check_finish(self, source: "Artifact", model: str | None, target: str | None, precision: str | None,
+                     options: dict[str, Any]) -> "Target":
+        """The target ``source`` is finished for (one-line errors for anything that does not fit)."""
+        raise EdgevidError(f"--from-onnx {source.path}: {self.name} artifacts are complete when built; nothing to finish")
+
+    def finish(self, source: "Artifact", target: "Target", options: dict[str, Any], out_dir: Path,
+               final: Path) -> BuildResult:
+        """Write the finished model files into ``out_dir`` (a staging folder for ``final``)."""
+        raise NotImplementedError
 
     # --- mixed precision (`edgevid sensitivity`, `edgevid build --max-drop`) --------------------
     # To support them, a backend implements ``quantizable_layers`` and honours

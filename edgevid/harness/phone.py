@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import Artifact, sha256_file
+from ..artifact import Artifact
 from ..outputs import commit_folder
 from ..errors import BackendUnavailable, EdgevidError, first_line
 from .errors import PackError

@@ -74,7 +74,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..spec import KINETICS_NORM, ClipSpec, ModelSpec, Normalization, Published
-from .checkpoint import StateDict, register_layout
+from .checkpoint import StateDict, register_layout, rename_module
 from .layers import Attention, DropPath, Mlp
 from .registry import register_model
 
@@ -350,13 +350,6 @@ def _is_unofficial(sd) -> bool:
     return any(k.startswith(("sparse_tubes_tokenizer.", "model.sparse_tubes_tokenizer.")) for k in sd)
 
 
-def _rename(key: str, table: dict[str, str]) -> str | None:
-    for old, new in table.items():
-        if key == old or key.startswith(old + "."):
-            return new + key[len(old):]
-    return None
-
-
 def convert_unofficial(sd: StateDict) -> StateDict:
     """daniel-code/TubeViT state dict -> edgevid names.
 
@@ -387,10 +380,10 @@ def convert_unofficial(sd: StateDict) -> StateDict:
             continue
         if key.startswith("encoder.layers.encoder_layer_"):
             index, rest = key[len("encoder.layers.encoder_layer_"):].split(".", 1)
-            new = _rename(rest, _UNOFFICIAL_BLOCK)
+            new = rename_module(rest, _UNOFFICIAL_BLOCK)
             out[f"blocks.{index}.{new}" if new else key] = value
             continue
-        out[_rename(key, _UNOFFICIAL_TOP) or key] = value
+        out[rename_module(key, _UNOFFICIAL_TOP) or key] = value
     return out
 
 

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from ..spec import KINETICS_NORM, ClipSpec, ModelSpec, Published
-from .checkpoint import StateDict, register_layout
+from .checkpoint import StateDict, register_layout, rename_module
 from .layers import DropPath, Mlp
 from .registry import register_model
 
@@ -529,13 +529,6 @@ def _strip_backbone(sd: StateDict) -> StateDict:
     return {(k[len("backbone."):] if k.startswith("backbone.") else k): v for k, v in sd.items()}
 
 
-def _rename_module(rest: str, renames: dict[str, str]) -> str:
-    for old, new in renames.items():
-        if rest == old or rest.startswith(old + "."):
-            return new + rest[len(old):]
-    return rest
-
-
 def _convert_backbone(sd: StateDict) -> StateDict:
     """Official backbone names (without ``backbone.``) -> ours; heads are left to the caller."""
     out: StateDict = {}
@@ -556,7 +549,7 @@ def _convert_backbone(sd: StateDict) -> StateDict:
             elif rest == "attn.in_proj_bias":
                 out[prefix + "attn.qkv.bias"] = value
             else:
-                out[prefix + _rename_module(rest, _BLOCK_RENAMES)] = value
+                out[prefix + (rename_module(rest, _BLOCK_RENAMES) or rest)] = value
         elif key.startswith("transformer.dpe."):
             out[f"global_blocks.{parts[2]}.dpe.{'.'.join(parts[3:])}"] = value
         elif key.startswith("transformer.dec."):
@@ -568,7 +561,7 @@ def _convert_backbone(sd: StateDict) -> StateDict:
                 out[f"{prefix}attn.q.{kind}"] = value[:dim]
                 out[f"{prefix}attn.kv.{kind}"] = value[dim:]
             else:
-                out[prefix + _rename_module(rest, _DEC_RENAMES)] = value
+                out[prefix + (rename_module(rest, _DEC_RENAMES) or rest)] = value
         else:
             out[key] = value  # reported as unexpected by load_checkpoint
     return out

@@ -69,7 +69,7 @@ def rewrite_for_xnnpack(
     """Export ``model`` at ``example``'s shape and rewrite it into ops XNNPACK delegates.
 
     ``strategy``: 'taps', 'channels', or a callable ``(spec, module_name) -> strategy`` (see
-    ``edgevid.rewrite.choose.StrategyChooser`` for the measured choice). With ``check`` the
+    ``edgevid.backends.executorch.rewrite.choose.StrategyChooser`` for the measured choice). With ``check`` the
     rewritten graph is run against the model on random inputs and must agree to ``tolerance``.
     """
     choose = strategy if callable(strategy) else _fixed(strategy)

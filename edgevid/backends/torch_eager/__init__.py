@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Backend, BuildRequest, BuildResult, Runner
+from ..base import Backend, BuildRequest, BuildResult, Runner
 
 WEIGHTS_FILE = "weights.pt"
 
@@ -41,7 +41,7 @@ class TorchEagerBackend(Backend):
     def open(self, artifact, threads=None, mode="latency") -> Runner:
         import torch
 
-        from ..models import create_model
+        from ...models import create_model
 
         spec = artifact.manifest.spec
         model = create_model(artifact.manifest.model, num_classes=spec.num_classes)

@@ -217,7 +217,7 @@ def _check_axis(node, model, inits, producers, consumers, report: Readiness) -> 
 
 def assert_buildable(model, tensorrt: str, what: str) -> Readiness:
     """The readiness for ``tensorrt``; raise a one-line ``EdgevidError`` when the graph cannot build."""
-    from ..errors import EdgevidError
+    from ...errors import EdgevidError
 
     report = check_qdq(model, tensorrt)
     if not report.ok:

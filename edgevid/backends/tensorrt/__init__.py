@@ -5,7 +5,7 @@ ONNX Runtime's CPU provider (or FP16 from ModelOpt AutoCast). Precision lives in
 so TensorRT builds it as a strongly typed network: no ``BuilderFlag.INT8/FP16``, no calibrators
 (both are gone in TensorRT 11).
 
-Device side (``import tensorrt`` + a CUDA GPU): the engine build and runner in ``tensorrt_engine``.
+Device side (``import tensorrt`` + a CUDA GPU): the engine build and runner in ``tensorrt.engine``.
 Where those are missing the build stops after the Q/DQ ONNX with status "pending on device" and
 the command that finishes it on the device (``edgevid build ... --from-onnx ARTIFACT``); such an
 artifact opens as an ONNX Runtime CPU runner over the Q/DQ ONNX (the accuracy estimate).
@@ -22,15 +22,14 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ArtifactError, BackendUnavailable, EdgevidError, first_line
-from .base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
-from .onnxruntime import activation_matmuls
+from ...errors import ArtifactError, BackendUnavailable, EdgevidError, first_line
+from ..base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from .._onnx import activation_matmuls
 
 log = logging.getLogger("edgevid")
 
@@ -40,8 +39,6 @@ TIMING_CACHE_FILE = "timing.cache"
 PENDING = "pending on device"
 BUILT = "built"
 
-#: ops that compute in float in a transformer: nothing quantized feeds them
-FLOAT_OPS = {"Softmax", "LayerNormalization", "Erf", "Gelu"}
 WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
 #: the last TensorRT 10.x with DLA (11.0-11.4.0 have none; 11.4.1 brings it back on AGX Orin with JetPack 7.2.2)
 LAST_DLA_TRT10 = (10, 7)
@@ -216,7 +213,6 @@ def _modelopt_worker(job_path: str) -> None:
         if not Path(job["out"]).is_file():
             raise RuntimeError("ModelOpt wrote no output model")
     except BaseException as exc:
-        text = str(exc).strip()
         Path(job["result"]).write_text(json.dumps({"error": f"{type(exc).__name__}: {first_line(exc, 250)}"}))
         raise SystemExit(1) from None
     Path(job["result"]).write_text(json.dumps({"ok": True}))
@@ -252,7 +248,7 @@ def quantize_int8_qdq(
     the float remainder to ``high_precision``. If ModelOpt fails, ONNX Runtime's ``quantize_static``
     with symmetric Q/DQ is the fallback (float remainder stays FP32); the manifest says which ran.
     ``keep_float`` names extra nodes to leave unquantized (e.g. from a sensitivity sweep);
-    ``keep_high_precision`` (``tensorrt_check.high_precision_nodes``) the nodes TensorRT cannot run
+    ``keep_high_precision`` (``tensorrt.check.high_precision_nodes``) the nodes TensorRT cannot run
     in INT8, each with its reason (both stay out of INT8; the manifest lists them apart).
     """
     import onnx
@@ -286,7 +282,7 @@ def quantize_int8_qdq(
     if tool == "ort" or error:
         import onnxruntime
 
-        from .onnxruntime import quantize_qdq
+        from .._onnx import quantize_qdq
 
         method = {"entropy": "entropy", "max": "minmax"}[calibrate_method]
         quantize_qdq(fp32_path, out_path, clips, input_name, op_types=list(WEIGHTED_OPS),
@@ -460,14 +456,14 @@ def _require_engine_support(what: str) -> None:
 
 def _final_path(request: BuildRequest) -> Path:
     """Where build_artifact will rename the staging folder to (for the finish-on-device command)."""
-    from ..artifact import artifact_name
+    from ...artifact import artifact_name
 
     return request.out_dir.parent / artifact_name(request.spec.name, request.target.name, request.precision)
 
 
 def _reusable_timing_cache(artifact_dir: Path, here: dict[str, Any]) -> bytes | None:
     """A previous build's timing cache, when that build ran on a machine like this one."""
-    from ..artifact import Artifact
+    from ...artifact import Artifact
 
     try:
         previous = Artifact(artifact_dir)
@@ -481,7 +477,7 @@ def _reusable_timing_cache(artifact_dir: Path, here: dict[str, Any]) -> bytes | 
 
 def _build_engine_into(folder: Path, manifest_like, target, options: dict[str, Any], cache_from: list[Path]) -> dict:
     """Build model.plan + timing.cache in ``folder`` from ``folder/model.onnx``; returns fingerprint etc."""
-    from . import tensorrt_engine as engine
+    from . import engine
 
     here = engine.machine_fingerprint()
     wrong = target_mismatch(target, here)
@@ -520,17 +516,28 @@ class TensorRTBackend(Backend):
     extra = "tensorrt"
     build_extra = "build-tensorrt"
     precisions = ("fp16", "int8")
+    finishes_on_device = True
+
+    def check_request(self, target, options) -> None:
+        if options.get("dla_core") is not None:
+            check_dla_request(target, options["dla_core"])
+
+    def check_finish(self, source, model, target, precision, options):
+        return check_finish(source, model, target, precision, options)
+
+    def finish(self, source, target, options, out_dir, final) -> BuildResult:
+        return finish_on_device(source, target, options, out_dir, final)
 
     def missing(self, for_build: bool = False) -> list[str]:
         if for_build:  # the host build needs ModelOpt & co, not TensorRT (the engine is built on the device)
-            from .base import _importable
+            from ..base import _importable
 
             return [pip for module, pip in self.build_requirements.items() if not _importable(module)]
         return super().missing()
 
     def check_open(self, artifact) -> None:
         """An engine needs TensorRT + pycuda; a pending artifact (Q/DQ ONNX only) needs ONNX Runtime."""
-        from .base import _importable
+        from ..base import _importable
 
         if is_pending(artifact):
             gone = [pip for module, pip in PENDING_REQUIREMENTS.items() if not _importable(module)]
@@ -546,7 +553,7 @@ class TensorRTBackend(Backend):
                                      f" {DEVICE_EXTRA}")
 
     def status(self) -> str:
-        from .base import _importable
+        from ..base import _importable
 
         run = self.missing()
         pending = "pending artifacts (Q/DQ ONNX) run under onnxruntime" + (
@@ -564,7 +571,7 @@ class TensorRTBackend(Backend):
         import onnxruntime
         import torch
 
-        from ..export import INPUT_NAME, export_onnx
+        from ...export import INPUT_NAME, export_onnx
 
         target, spec = request.target, request.spec
         options = {**target.options, **request.options}
@@ -582,7 +589,7 @@ class TensorRTBackend(Backend):
             export_onnx(request.model, example, fp32, dynamic_batch=dynamic)
             log.info("exported ONNX in %.1f s", time.perf_counter() - started)
             started = time.perf_counter()
-            from .tensorrt_check import assert_buildable, check_qdq, high_precision_nodes, trt_line
+            from .check import assert_buildable, check_qdq, high_precision_nodes, trt_line
 
             if request.precision == "int8":
                 quant = quantize_int8_qdq(
@@ -617,7 +624,7 @@ class TensorRTBackend(Backend):
 
         reason = engine_unavailable_reason()
         if reason is None:  # TensorRT works here, but an engine only belongs on the target's own kind of device
-            from .tensorrt_engine import machine_fingerprint
+            from .engine import machine_fingerprint
 
             reason = target_mismatch(target, machine_fingerprint())
         final = _final_path(request)
@@ -649,9 +656,9 @@ class TensorRTBackend(Backend):
         import onnx
         import torch
 
-        from ..export import export_onnx
-        from .onnxruntime import quantizable_nodes
-        from .tensorrt_check import high_precision_nodes
+        from ...export import export_onnx
+        from .._onnx import quantizable_nodes
+        from .check import high_precision_nodes
 
         policy = request.target.input_shape
         with tempfile.TemporaryDirectory() as tmp:
@@ -665,7 +672,7 @@ class TensorRTBackend(Backend):
     def open(self, artifact, threads=None, mode="latency") -> Runner:
         m = artifact.manifest
         if is_pending(artifact):
-            from .onnxruntime import OnnxRuntimeRunner
+            from .._onnx import OnnxRuntimeRunner
 
             runner = OnnxRuntimeRunner(
                 artifact.file(ONNX_FILE), threads,
@@ -674,7 +681,7 @@ class TensorRTBackend(Backend):
             runner.runtime = f"{runner.runtime} (Q/DQ ONNX; engine {PENDING})"
             return runner
         _require_engine_support(f"{artifact.path} holds a TensorRT engine; running it")
-        from . import tensorrt_engine as engine
+        from . import engine
 
         rebuild = finish_command(m.model, m.target, m.precision, artifact.path,
                                  int(m.status["dla_core"]) if m.status.get("dla_core") else None)
@@ -691,7 +698,7 @@ def is_pending(artifact) -> bool:
 def _canonical(model: str) -> str:
     """Resolve a model alias where the model registry (torch) is importable; on a bare device, as given."""
     try:
-        from ..models import canonical_name
+        from ...models import canonical_name
 
         return canonical_name(model)
     except Exception:
@@ -703,66 +710,46 @@ class _Shape:
     input_shape: tuple[int, ...]
 
 
-def build_from_onnx(
-    source: str | Path,
-    model: str | None,
-    target: str | None,
-    precision: str | None,
-    out: str | Path,
-    dla_core: int | None = None,
-):
-    """Finish a host-built artifact on the device: its ONNX -> engine, in a new artifact. Torch-free."""
-    from ..artifact import Artifact, artifact_name, finalize_manifest, staging_dir
-    from ..targets import get_target
+def check_finish(src, model: str | None, target: str | None, precision: str | None, options: dict[str, Any]):
+    """The target an ``--from-onnx`` device build finishes ``src`` for, after refusing what does not fit."""
+    from ...targets import get_target
 
-    src = Artifact(source)
-    src.verify()
     m = src.manifest
     if m.backend != "tensorrt" or not src.has(ONNX_FILE):
-        raise EdgevidError(f"--from-onnx {source}: not a TensorRT artifact with {ONNX_FILE} (backend {m.backend});"
+        raise EdgevidError(f"--from-onnx {src.path}: not a TensorRT artifact with {ONNX_FILE} (backend {m.backend});"
                            " build one with `edgevid build --target jetson ...` first")
     if model and model != m.model and _canonical(model) != m.model:
-        raise EdgevidError(f"--model {model} does not match --from-onnx {source}, which holds {m.model}")
+        raise EdgevidError(f"--model {model} does not match --from-onnx {src.path}, which holds {m.model}")
     target_obj = get_target(target or m.target)
     if target_obj.name != m.target:
         raise EdgevidError(f"--target {target_obj.name} differs from the artifact's target {m.target} (its ONNX was"
                            f" exported for that target's shapes); build for {target_obj.name} on the host first")
     if precision and precision != m.precision:
-        raise EdgevidError(f"--precision {precision} does not match --from-onnx {source}, which is {m.precision}")
-    if dla_core is None and m.status.get("dla_core"):
-        dla_core = int(m.status["dla_core"])
-    check_dla_request(target_obj, dla_core)
-    _require_engine_support(f"--from-onnx {source}: building the engine")
+        raise EdgevidError(f"--precision {precision} does not match --from-onnx {src.path}, which is {m.precision}")
+    if options.get("dla_core") is None and m.status.get("dla_core"):
+        options["dla_core"] = int(m.status["dla_core"])
+    check_dla_request(target_obj, options.get("dla_core"))
+    _require_engine_support(f"--from-onnx {src.path}: building the engine")
+    return target_obj
 
-    final = Path(out) / artifact_name(m.model, target_obj.name, m.precision)
-    started = time.perf_counter()
-    with staging_dir(final) as tmp:
-        for name in m.files:  # the ONNX and its external data, if any
-            if name == ONNX_FILE or name.startswith(ONNX_FILE + "."):
-                shutil.copy2(src.file(name), tmp / name)
-        handler = logging.FileHandler(tmp / "build.log")
-        handler.setLevel(logging.DEBUG)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        try:
-            log.info("building TensorRT engine for %s (%s, %s) from %s", m.model, target_obj.name, m.precision, source)
-            options = {**target_obj.options, "dla_core": dla_core}
-            built = _build_engine_into(tmp, m, target_obj, options, [Path(source), final])
-            quant = {**m.quantization, "engine": built["details"]}
-            status = {"engine": BUILT, **({"dla_core": str(dla_core)} if dla_core is not None else {})}
-            notes = [n for n in m.notes if not n.startswith(f"engine {PENDING}")]
-            manifest = m.model_copy(update={
-                "target": target_obj.name, "device": target_obj.device, "fingerprint": built["fingerprint"],
-                "status": status, "quantization": quant, "notes": notes, "files": {},
-                "versions": {**m.versions, "tensorrt": built["fingerprint"]["tensorrt"], "cuda": built["fingerprint"]["cuda"]},
-                "build_seconds": round(time.perf_counter() - started, 2),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            })
-            finalize_manifest(tmp, manifest)
-        finally:
-            log.removeHandler(handler)
-            handler.close()
-    return Artifact(final)
+
+def finish_on_device(src, target, options: dict[str, Any], folder: Path, final: Path) -> BuildResult:
+    """Copy ``src``'s ONNX into ``folder`` and build the engine beside it (torch-free)."""
+    m = src.manifest
+    for name in m.files:  # the ONNX and its external data, if any
+        if name == ONNX_FILE or name.startswith(ONNX_FILE + "."):
+            shutil.copy2(src.file(name), folder / name)
+    dla_core = options.get("dla_core")
+    log.info("building TensorRT engine for %s (%s, %s) from %s", m.model, target.name, m.precision, src.path)
+    built = _build_engine_into(folder, m, target, {**target.options, "dla_core": dla_core}, [src.path, final])
+    return BuildResult(
+        quantization={**m.quantization, "engine": built["details"]},
+        versions={**m.versions, "tensorrt": built["fingerprint"]["tensorrt"], "cuda": built["fingerprint"]["cuda"]},
+        fingerprint=built["fingerprint"],
+        status={"engine": BUILT, **({"dla_core": str(dla_core)} if dla_core is not None else {})},
+        notes=[n for n in m.notes if not n.startswith(f"engine {PENDING}")],
+        input_name=m.input_name,
+    )
 
 
 BACKEND = TensorRTBackend()

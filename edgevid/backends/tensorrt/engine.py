@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ArtifactError, EdgevidError
-from .base import Runner
-from .tensorrt import jetpack_from_tegra_release, parser_error_lines
+from ...errors import ArtifactError, EdgevidError
+from ..base import Runner
+from . import jetpack_from_tegra_release, parser_error_lines
 
 log = logging.getLogger("edgevid")
 

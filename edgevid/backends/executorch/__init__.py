@@ -1,7 +1,7 @@
 """ExecuTorch ``.pte`` for phones: the XNNPACK delegate (Android and iOS CPUs), FP32 or PT2E INT8,
 and on the ``ios`` target optionally a Core ML delegated ``.pte`` as well (export only).
 
-Build: ``edgevid.rewrite`` turns the video model into 2-D ops (XNNPACK has no Conv3d, 3-D
+Build: ``edgevid.backends.executorch.rewrite`` turns the video model into 2-D ops (XNNPACK has no Conv3d, 3-D
 pooling or LayerNorm) -> ``torch.export`` -> INT8: PT2E with ``XNNPACKQuantizer`` (per-channel
 symmetric weights, per-tensor activations from the calibration clips; LayerNorm, softmax and
 GELU stay float, as do the modules named in the ``keep_float`` option) ->
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, DataError, EdgevidError, first_line
-from .base import Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from ...errors import ArtifactError, DataError, EdgevidError, first_line
+from ..base import Backend, BuildRequest, BuildResult, QuantLayer, Runner
 
 log = logging.getLogger("edgevid")
 
@@ -83,8 +83,8 @@ class ExecuTorchBackend(Backend):
     def build(self, request: BuildRequest) -> BuildResult:
         import torch
 
-        from ..rewrite import RewriteError, StrategyChooser, rewrite_for_xnnpack
-        from ..rewrite import xnnpack as xnn
+        from .rewrite import RewriteError, StrategyChooser, rewrite_for_xnnpack
+        from .rewrite import xnnpack as xnn
 
         target, spec = request.target, request.spec
         options = {**target.options, **request.options}
@@ -162,9 +162,9 @@ class ExecuTorchBackend(Backend):
         """The modules whose Conv2d/Linear ops the INT8 build quantizes (``keep_float`` takes these)."""
         import torch
 
-        from ..rewrite import rewrite_for_xnnpack
-        from ..rewrite.delegable import is_tagged_float
-        from ..rewrite.graph import module_path
+        from .rewrite import rewrite_for_xnnpack
+        from .rewrite.delegable import is_tagged_float
+        from .rewrite.graph import module_path
 
         aten = torch.ops.aten
         example = torch.zeros(request.spec.input_shape(request.target.input_shape.batch))
@@ -193,7 +193,7 @@ def _keep_float(value, model) -> list[str]:
     known = {name for name, _ in model.named_modules()}
     unknown = [n for n in names if n not in known]
     if unknown:
-        from ..errors import suggest
+        from ...errors import suggest
 
         hint = suggest(unknown[0], known) or f" Names look like {', '.join(sorted(known - {''})[:3])}."
         raise EdgevidError(f"--keep-float {unknown[0]}: the model has no module of that name.{hint}")
@@ -227,8 +227,8 @@ def _smoke_run(path: Path, example, graph_module, report) -> dict:
     """Run the written .pte once; fail the build (naming what is not delegated) if it cannot run."""
     import torch
 
-    from ..rewrite.graph import outputs, relative_error
-    from ..rewrite.xnnpack import load_method
+    from .rewrite.graph import outputs, relative_error
+    from .rewrite.xnnpack import load_method
 
     x = torch.randn(example.shape, generator=torch.Generator().manual_seed(7))
     try:

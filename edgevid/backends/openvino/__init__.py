@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ArtifactError, DataError, EdgevidError
-from .base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from ...errors import ArtifactError, DataError, EdgevidError
+from ..base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
 
 log = logging.getLogger("edgevid")
 
@@ -76,7 +76,7 @@ def convert(model, spec, policy) -> "Any":
     import openvino as ov
     import torch
 
-    from ..export import INPUT_NAME, export_program
+    from ...export import INPUT_NAME, export_program
 
     dynamic = (policy.min_batch or policy.batch, policy.max_batch) if policy.dynamic else None
     program = decompose(export_program(model, torch.zeros(spec.input_shape(policy.batch)), dynamic))
@@ -309,7 +309,7 @@ def keep_float_names(ov_model, value) -> list[str]:
     known = {layer.name for layer in quantizable_ops(ov_model)}
     unknown = [n for n in names if n not in known]
     if unknown:
-        from ..errors import suggest
+        from ...errors import suggest
 
         raise EdgevidError(f"--keep-float {unknown[0]}: no such layer in the OpenVINO model (`edgevid sensitivity`"
                            f" lists them).{suggest(unknown[0], known)}")
@@ -333,7 +333,7 @@ def runtime_config(device: str, mode: str, threads: int | None, inference_precis
     if kind == "CPU" and threads:
         config["INFERENCE_NUM_THREADS"] = str(threads)
     if kind in ("GPU", "NPU"):  # their compiles are slow: reuse OpenVINO's own model cache
-        from ..paths import edgevid_home
+        from ...paths import edgevid_home
 
         config["CACHE_DIR"] = str(edgevid_home() / "openvino-cache")
     return config
