@@ -14,6 +14,7 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -58,6 +59,13 @@ def artifacts():
             for t in ("torch-cpu", "onnx-cpu")]
 
 
+class Server(NamedTuple):
+    url: str
+    port: int
+    log: Path
+    pid: int
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,7 +91,7 @@ def server(artifacts, tmp_path_factory):
                 proc.kill()
                 pytest.fail(f"demo server did not start (exit {proc.poll()}); see {log.name}")
             time.sleep(1)
-    yield url, port
+    yield Server(url, port, Path(log.name), proc.pid)
     proc.terminate()
     try:
         proc.wait(30)
@@ -104,9 +112,179 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
+# --- sessions, runners, samples (no browser) -------------------------------------------------------
+
+def test_sample_files_are_private_bounded_removed_and_the_seed_is_checked(tmp_path, monkeypatch):
+    """Regression (safety issue): the sample was written to a predictable name in the system temp
+    folder, following a planted symlink, never removed; seed=-1 was a traceback."""
+    import stat
+    import tempfile
+
+    demo = load_demo()
+    system_tmp = tmp_path / "tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    victim = tmp_path / "elsewhere.mp4"
+    seed = 1_000_003
+    (system_tmp / f"edgevid-synthmotion-{seed}.mp4").symlink_to(victim)  # planted at the old predictable name
+    samples = demo.SampleCache(limit=2)
+    try:
+        folder = samples.folder
+        assert folder.parent == system_tmp and stat.S_IMODE(folder.stat().st_mode) == 0o700
+        path, truth = samples.get(seed)
+        assert not victim.exists() and path.parent == folder and not path.is_symlink() and path.stat().st_size > 0
+        assert truth == load_demo_labels()[seed % 8]
+        assert samples.get(str(seed)) == (path, truth)  # cached; the seed as the browser may send it
+        for other in (5, 6, 7):
+            samples.get(other)
+        assert len(samples) == 2 and len(list(folder.iterdir())) == 2  # bounded: the oldest removed
+        for bad in (-1, 1.5, "x", None, float("nan"), demo.SEED_MAX + 1):
+            with pytest.raises(demo.DemoInputError, match="use a whole number from 0 to") as info:
+                samples.get(bad)
+            assert "\n" not in str(info.value)
+    finally:
+        samples.close()
+    assert not folder.exists()
+
+
+def test_runner_pool_opens_each_artifact_under_its_own_lock(tmp_path):
+    """A runner that takes long to open (15 s for torch-cpu) holds up only streams on that artifact."""
+    import threading
+
+    demo = load_demo()
+    slow, fast = tmp_path / "slow", tmp_path / "fast"
+    release, opened = threading.Event(), []
+
+    def opener(path, threads):
+        opened.append((path, threads))
+        if path == slow:
+            assert release.wait(30)
+        return demo.PooledRunner(object(), threading.Lock(), None, threads)
+
+    pool = demo.RunnerPool(threads=1, opener=opener)
+    waiting = [threading.Thread(target=pool.get, args=(slow,)) for _ in range(2)]
+    for thread in waiting:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while not opened and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    got = pool.get(fast)  # while `slow` is still opening
+    assert time.monotonic() - started < 1 and got.threads == 1 and all(t.is_alive() for t in waiting)
+    release.set()
+    for thread in waiting:
+        thread.join(10)
+    assert opened == [(slow, 1), (fast, 1)]  # each opened once, the slow one despite two callers
+    assert pool.get(slow) is pool.get(slow, 1) and pool.get(slow, 2) is not pool.get(slow, 1)
+
+
+def test_threads_per_runner_come_from_the_cores_and_the_targets():
+    from edgevid.bench import usable_cores
+
+    demo = load_demo()
+    cores = usable_cores()
+    pool = demo.RunnerPool()
+    for targets in (1, 2, 3, 4):
+        threads, why = pool.threads_for(targets)
+        assert threads == max(1, cores // targets) and f"{cores} core" in why and f"{targets} target" in why
+    assert demo.RunnerPool(threads=3).threads_for(2) == (3, "--threads")
+
+
+def live_threads(prefix: str = "edgevid-") -> int:
+    import threading
+
+    return sum(t.name.startswith(prefix) for t in threading.enumerate())
+
+
+def wait_until(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_session_registry_bounds_live_sessions_and_releases_their_threads(artifacts):
+    from edgevid.data.synthmotion import FPS, generate_clip
+
+    demo = load_demo()
+    pool = demo.RunnerPool(threads=1)
+    registry = demo.SessionRegistry(limit=2, idle_seconds=30)
+    frames = generate_clip(1_000_000)[0]
+    idle_threads = live_threads()
+
+    def stream(key):
+        session = registry.open(key, lambda: demo.Session(pool, artifacts))
+        for i in range(24):
+            session.push(frames[i], i / FPS, 0.0)
+        session.drain()
+        return session
+
+    a, b = stream("a"), stream("b")
+    assert len(registry) == 2 and live_threads() == idle_threads + 4  # a worker per target per session
+    with pytest.raises(demo.ServerFull, match="close another tab"):
+        registry.open("c", lambda: demo.Session(pool, artifacts))
+    a.last_active -= 31  # tab a left open, no frames for over idle_seconds: evicted for the newcomer
+    c = stream("c")
+    assert len(registry) == 2 and a.closed and registry.get("a") is None and registry.get("c") is c
+    assert registry.release("b", closed=True) and b.closed
+    assert registry.open("b", lambda: demo.Session(pool, artifacts)) is None  # a frame in flight from a closed tab
+    registry.release("c", closed=True)
+    assert len(registry) == 0
+    assert wait_until(lambda: live_threads() == idle_threads), (live_threads(), idle_threads)
+    pool.close()
+
+
+def test_stats_hint_chart_and_bench_figure(artifacts, tmp_path):
+    """The hint follows the ticked artifacts; the chart has only the session's series and starts
+    at its first point; the bench figure comes from the artifact's report."""
+    import json
+    import shutil as sh
+
+    from edgevid.data.synthmotion import FPS, generate_clip
+
+    demo = load_demo()
+    assert "Pick one or more artifacts" in demo.stats_html(None, selected=[])
+    ticked = demo.stats_html(None, selected=[a.name for a in artifacts])
+    assert "Pick one" not in ticked and all(a.name in ticked for a in artifacts)
+    copy = tmp_path / artifacts[1].name
+    sh.copytree(artifacts[1], copy)
+    (copy / "report.json").write_text(json.dumps({"bench": {"threads": 1, "runs": {"artifact": {"p50_ms": 4.0}}}}))
+    pool = demo.RunnerPool(threads=1)
+    session = demo.Session(pool, [copy])
+    frames = generate_clip(1_000_000)[0]
+    time.sleep(0.3)  # the first window lands after t = 0
+    for i in range(32):
+        session.push(frames[i], i / FPS, 0.0)
+        session.drain()
+    chart = demo.chart_frame(session)
+    target = session.manifests[copy].target
+    assert set(chart["series"]) == {f"{target} fp32 model-only", f"{target} fp32 end-to-end"}
+    assert chart["t"].min() > 0.2  # no padding rows pinning the time axis at 0 s
+    page = demo.stats_html(session)
+    assert "data-bench='250.000'" in page and "@1t" in page and "threads per runner: 1" in page
+    assert "smoothed probability of the top-1 label" in page and "warm-up" in page
+    session.close()
+    pool.close()
+
+
+def test_a_broken_file_is_named_by_its_own_name(tmp_path):
+    from edgevid.errors import DataError
+    from edgevid.streaming import iter_video_frames
+
+    demo = load_demo()
+    upload = tmp_path / "gradio" / "3f9c" / "holiday clip.mp4"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(DataError) as info:
+        next(iter_video_frames(upload))
+    message = demo.file_error(info.value, upload, upload.name)
+    assert message.startswith("holiday clip.mp4: ") and str(tmp_path) not in message and "\n" not in message
+
+
+# --- a running server --------------------------------------------------------------------------
+
 def test_demo_binds_to_localhost_only_by_default(server):
-    _, port = server
-    assert listening_addresses(port) == {"127.0.0.1"}
+    assert listening_addresses(server.port) == {"127.0.0.1"}
 
 
 def test_host_and_share_are_explicit_opt_ins():
@@ -223,7 +401,7 @@ def y4m_of(seed: int, folder: Path) -> tuple[Path, str]:
 
 @needs_browser
 def test_browser_webcam_stream_shows_labels_and_fps_for_every_target(server, artifacts, tmp_path):
-    url, _ = server
+    url = server.url
     y4m, _ = y4m_of(1_000_002, tmp_path)
     with browser_pages(url, y4m) as (page,):
         got = wait_for(page, lambda r: len(r) == 2 and all(v["windows"] >= 3 and v["model"] > 0 and v["e2e"] > 0 for v in r.values()),
@@ -249,7 +427,7 @@ def load_demo_labels() -> list[str]:
 @pytest.mark.skipif(not REFERENCE.is_file(), reason=NO_REFERENCE)
 def test_browser_label_is_the_clip_class_in_two_concurrent_sessions(server, tmp_path):
     """Two browsers, each with its own fake camera and clip class, stream at the same time."""
-    url, _ = server
+    url = server.url
     cameras = [y4m_of(seed, tmp_path) for seed in LOOPING_SEEDS]
     assert cameras[0][1] != cameras[1][1]
     with browser_pages(url, cameras[0][0], cameras[1][0]) as (page_a, page_b):
@@ -274,7 +452,7 @@ def test_browser_plays_a_synthmotion_sample(server, artifacts):
     """The camera-less source: a generated SynthMotion clip played at its frame rate."""
     from playwright.sync_api import sync_playwright
 
-    url, _ = server
+    url = server.url
     seed = LOOPING_SEEDS[0]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
