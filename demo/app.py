@@ -22,7 +22,8 @@ camera's rate (shown separately).
 Run it with ``edgevid demo [ARTIFACT ...]`` (binds to 127.0.0.1; ``--host``/``--share`` opt in).
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: Gradio injects ``gr.Request`` by reading the handlers'
+# annotations as objects, and ``gr`` is imported inside ``build_app``.
 
 import atexit
 import html
@@ -424,6 +425,13 @@ TABLE_CSS = """
 #edgevid-stats caption { text-align: left; font-weight: 600; font-size: 0.85em; }
 #edgevid-stats .ok { color: #15803d; } #edgevid-stats .off { color: #b45309; }
 #edgevid-stats p { font-size: 0.8em; margin: 0.2em 0; }
+@media (max-width: 640px) {  /* a phone: each target's row becomes a block of label: value lines */
+  #edgevid-stats table, #edgevid-stats tbody, #edgevid-stats tr, #edgevid-stats td, #edgevid-stats caption { display: block; width: 100%; box-sizing: border-box; }
+  #edgevid-stats thead { display: none; }
+  #edgevid-stats tr { border-top: 1px solid #d4d4d8; padding: 2px 0; }
+  #edgevid-stats td, #edgevid-stats td.num { display: flex; justify-content: space-between; gap: 8px; text-align: right; white-space: normal; }
+  #edgevid-stats td::before { content: attr(data-label); font-weight: 600; text-align: left; }
+}
 """
 
 
@@ -481,19 +489,21 @@ def stats_html(session: Session | None, latest: dict | None = None, selected: It
         name = html.escape(f"{m.target} {m.precision}")
         bench, bench_attrs = bench_cell(session.pool, path, session.threads, model_fps)
         rows.append(
-            f"<tr data-artifact='{html.escape(path.name)}'><td title='{html.escape(m.backend)}'>{name}</td>"
-            f"<td class='top1'>{html.escape(label)}</td><td class='num p'>{score:.2f}</td>"
-            f"<td class='num fps-model' data-value='{model_fps or 0:.3f}'>{_fmt(model_fps)}</td>"
-            f"<td class='num fps-e2e' data-value='{e2e_fps or 0:.3f}'>{_fmt(e2e_fps)}</td>"
-            f"<td class='num bench' {bench_attrs}>{bench}</td>"
-            f"<td class='num windows' data-dropped='{dropped}'>{stats.windows}</td>"
-            f"<td class='num sampled'>{stats.sampled}/{stats.frames}</td></tr>")
+            f"<tr data-artifact='{html.escape(path.name)}'><td data-label='target' title='{html.escape(m.backend)}'>{name}</td>"
+            f"<td class='top1' data-label='top-1'>{html.escape(label)}</td><td class='num p' data-label='p'>{score:.2f}</td>"
+            f"<td class='num fps-model' data-label='model-only FPS' data-value='{model_fps or 0:.3f}'>{_fmt(model_fps)}</td>"
+            f"<td class='num fps-e2e' data-label='end-to-end FPS' data-value='{e2e_fps or 0:.3f}'>{_fmt(e2e_fps)}</td>"
+            f"<td class='num bench' data-label='bench FPS' {bench_attrs}>{bench}</td>"
+            f"<td class='num windows' data-label='windows' data-dropped='{dropped}'>{stats.windows}</td>"
+            f"<td class='num sampled' data-label='sampled / frames'>{stats.sampled}/{stats.frames}</td></tr>")
         b = stats.breakdown(recent=True) or {}
         warm = f"{stats.warmup_ms:.0f} ms / {stats.warmup_frames} fr" if stats.warmup_ms is not None else "-"
         parts.append(
-            f"<tr data-artifact='{html.escape(path.name)}'><td>{name}</td>"
-            + "".join(f"<td class='num {key}'>{_fmt(b.get(key + '_ms'), 2)}</td>" for key in ("decode", "preprocess", "model", "wait"))
-            + f"<td class='num dropped'>{dropped}</td><td class='num warmup'>{warm}</td></tr>")
+            f"<tr data-artifact='{html.escape(path.name)}'><td data-label='target'>{name}</td>"
+            + "".join(f"<td class='num {key}' data-label='{title} ms'>{_fmt(b.get(key + '_ms'), 2)}</td>" for key, title in
+                      (("decode", "decode"), ("preprocess", "preprocess"), ("model", "inference"), ("wait", "queue wait")))
+            + f"<td class='num dropped' data-label='dropped windows'>{dropped}</td>"
+            f"<td class='num warmup' data-label='warm-up'>{warm}</td></tr>")
     first = next(iter(session.classifiers.values()))
     source = session.source_fps()
     truth = f" &middot; ground truth: <b class='truth'>{html.escape(session.truth)}</b>" if session.truth else ""
@@ -523,34 +533,35 @@ def stats_html(session: Session | None, latest: dict | None = None, selected: It
         "model is busy is dropped, so a slow target never holds up the others.</small></p></div>")
 
 
-def series_name(manifest, kind: str) -> str:
-    return f"{manifest.target} {manifest.precision} {kind}"
+KINDS = ("model-only", "end-to-end")
 
 
-def chart_frame(session: Session | None):
-    """The FPS history of the session's targets as a DataFrame (None before the first window).
+def series_name(manifest) -> str:
+    return f"{manifest.target} {manifest.precision}"
 
-    Only the session's own targets appear. Gradio's LinePlot fixes its colour legend at the first
-    data it draws, so every series is present from the first drawn time on (a NaN point there),
-    never at t = 0 (which would pin the time axis)."""
+
+def chart_frame(session: Session | None, kind: str = "model-only"):
+    """The ``kind`` FPS history of the session's targets as a DataFrame (None before the first window).
+
+    One chart per kind keeps the legend to one short entry per ticked target (Gradio draws it in
+    one row under the chart and cuts what does not fit). Only the session's own targets appear.
+    Gradio's LinePlot fixes its colour legend at the first data it draws, so every target is
+    present from the first drawn time on (a NaN point there), never at t = 0 (which would pin the
+    time axis and squeeze the rolling window)."""
     import pandas as pd
 
     if session is None:
         return None
     with session.lock:
         history = list(session.history)
-    rows = []
-    for t, path, model_fps, e2e_fps in history:
-        m = session.manifests[path]
-        if model_fps:
-            rows.append({"t": round(t, 2), "fps": model_fps, "series": series_name(m, "model-only")})
-        if e2e_fps:
-            rows.append({"t": round(t, 2), "fps": e2e_fps, "series": series_name(m, "end-to-end")})
+    column = 2 if kind == "model-only" else 3
+    rows = [{"t": round(item[0], 2), "fps": item[column], "series": series_name(session.manifests[item[1]])}
+            for item in history if item[column]]
     if not rows:
         return None
     present, first = {row["series"] for row in rows}, min(row["t"] for row in rows)
-    rows += [{"t": first, "fps": float("nan"), "series": series_name(m, kind)} for m in session.manifests.values()
-             for kind in ("model-only", "end-to-end") if series_name(m, kind) not in present]
+    rows += [{"t": first, "fps": float("nan"), "series": series_name(m)} for m in session.manifests.values()
+             if series_name(m) not in present]
     return pd.DataFrame(rows)
 
 
@@ -649,7 +660,8 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
 
     def outputs(session: Session | None, selected=(), force: bool = False):
         now = time.monotonic()
-        stats = chart = gr.skip()
+        stats = gr.skip()
+        charts = [gr.skip() for _ in KINDS]
         latest = session.snapshot() if session is not None else {}
         labels = label_values(session, latest, force)
         if session is None or force or now - session.last_stats >= STATS_EVERY:
@@ -657,17 +669,18 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
             if session:
                 session.last_stats = now
         if session is not None and (force or now - session.last_chart >= CHART_EVERY):
-            frame = chart_frame(session)
-            if frame is not None:
-                chart, session.last_chart = frame, now
-        return [*labels, stats, chart]
+            frames = [chart_frame(session, kind) for kind in KINDS]
+            if frames[0] is not None:
+                charts = [frame if frame is not None else gr.skip() for frame in frames]
+                session.last_chart = now
+        return [*labels, stats, *charts]
 
     def on_frame(frame, selected, smoothing, request: gr.Request):
         key = request.session_hash
         paths = chosen(selected)
         session = registry.get(key)
         if session is not None and session.playing:  # a file plays into this tab: it owns the panels
-            return [*(gr.skip() for _ in range(MAX_TARGETS)), gr.skip(), gr.skip()]
+            return [gr.skip() for _ in range(MAX_TARGETS + 1 + len(KINDS))]
         if not paths:
             if session is not None:
                 registry.release(key)
@@ -676,7 +689,7 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
         if changed:
             session = open_session(key, paths, smoothing)
             if session is None:  # the tab has closed
-                return [*(gr.skip() for _ in range(MAX_TARGETS)), gr.skip(), gr.skip()]
+                return [gr.skip() for _ in range(MAX_TARGETS + 1 + len(KINDS))]
         if frame is None:
             return outputs(session, selected, changed)
         if not isinstance(frame, CameraFrame):
@@ -741,6 +754,13 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
             return hint_html(selected)
         return gr.skip()
 
+    def on_load(request: gr.Request) -> str:
+        return request.session_hash
+
+    def on_unload(request: gr.Request) -> None:
+        """The tab closed (or reloaded): free its session now, not when Gradio drops its state an hour later."""
+        registry.release(request.session_hash, closed=True)
+
     with gr.Blocks(title="edgevid streaming demo") as app:
         gr.Markdown("## edgevid streaming demo\nLive top-k labels and FPS per built artifact; every selected "
                     "artifact sees the same frames.")
@@ -757,10 +777,11 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
                     video = gr.Video(label="video file (played instead of the sample when given)", sources=["upload"],
                                      elem_id="video")
                     with gr.Row():
-                        use_sample = gr.Checkbox(True, label="use a generated SynthMotion sample", elem_id="use-sample")
-                        seed = gr.Number(1_000_000, precision=0, minimum=0, maximum=SEED_MAX,
-                                         label="SynthMotion seed (class = seed % 8)", elem_id="seed")
-                        realtime = gr.Checkbox(True, label="real time", elem_id="realtime")
+                        use_sample = gr.Checkbox(True, label="use a generated SynthMotion sample", elem_id="use-sample",
+                                                 min_width=200)
+                        realtime = gr.Checkbox(True, label="real time", elem_id="realtime", min_width=100)
+                    seed = gr.Number(1_000_000, precision=0, minimum=0, maximum=SEED_MAX,
+                                     label="SynthMotion seed (class = seed % 8)", elem_id="seed")
                     with gr.Row():
                         play = gr.Button("Play", variant="primary", elem_id="play")
                         stop = gr.Button("Stop", elem_id="stop")
@@ -768,12 +789,13 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
             with gr.Column(scale=1, min_width=320):
                 labels = [gr.Label(num_top_classes=3, label=f"target {i + 1}", visible=i < len(default), elem_id=f"topk-{i}")
                           for i in range(MAX_TARGETS)]
-                chart = gr.LinePlot(None, x="t", y="fps", color="series", title="FPS (windows/s), last 60 s",
-                                    x_title="seconds", y_title="FPS", elem_id="fps-chart")
+                charts = [gr.LinePlot(None, x="t", y="fps", color="series", title=f"{kind} FPS (windows/s), last 60 s",
+                                      x_title="seconds", y_title="FPS", color_title="target", elem_id=f"fps-chart-{kind}")
+                          for kind in KINDS]
         stats = gr.HTML(hint_html(default), elem_id="stats", css_template=TABLE_CSS)
         server = gr.HTML(server_html(registry), elem_id="server")
         common = [selected, smoothing]
-        panels = [*labels, stats, chart]
+        panels = [*labels, stats, *charts]
         webcam.stream(on_frame, [webcam, *common], panels, stream_every=STREAM_EVERY, time_limit=None,
                       concurrency_limit=MAX_SESSIONS, show_progress="hidden")
         playing = play.click(on_play, [video, seed, use_sample, realtime, *common], [frame_view, *panels],
@@ -783,8 +805,8 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
         video.upload(lambda: gr.update(value=False), None, [use_sample], show_progress="hidden")
         video.clear(lambda: gr.update(value=True), None, [use_sample], show_progress="hidden")
         gr.Timer(SERVER_EVERY).tick(lambda: server_html(registry), None, [server], show_progress="hidden")
-        app.load(lambda request: request.session_hash, None, [session_key])
-        app.unload(lambda request: registry.release(request.session_hash, closed=True))
+        app.load(on_load, None, [session_key])
+        app.unload(on_unload)
     app.edgevid_pool, app.edgevid_sessions, app.edgevid_samples = pool, registry, samples
     return app
 

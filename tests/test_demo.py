@@ -256,10 +256,11 @@ def test_stats_hint_chart_and_bench_figure(artifacts, tmp_path):
     for i in range(32):
         session.push(frames[i], i / FPS, 0.0)
         session.drain()
-    chart = demo.chart_frame(session)
     target = session.manifests[copy].target
-    assert set(chart["series"]) == {f"{target} fp32 model-only", f"{target} fp32 end-to-end"}
-    assert chart["t"].min() > 0.2  # no padding rows pinning the time axis at 0 s
+    for kind in demo.KINDS:  # one legend entry per ticked target, none for the server's other artifacts
+        chart = demo.chart_frame(session, kind)
+        assert set(chart["series"]) == {f"{target} fp32"} and chart["fps"].notna().all()
+        assert chart["t"].min() > 0.2  # no padding rows pinning the time axis at 0 s
     page = demo.stats_html(session)
     assert "data-bench='250.000'" in page and "@1t" in page and "threads per runner: 1" in page
     assert "smoothed probability of the top-1 label" in page and "warm-up" in page
@@ -375,7 +376,7 @@ def browser_pages(url: str, *y4ms: Path):
 
 def rows(page) -> dict[str, dict]:
     """The stats table, per artifact: top-1, FPS figures, sampled/frames, source fps."""
-    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('#edgevid-stats tr[data-artifact]')].map(r => [
+    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('#edgevid-stats table.main tr[data-artifact]')].map(r => [
         r.dataset.artifact, {top1: r.querySelector('.top1').textContent, model: parseFloat(r.querySelector('.fps-model').dataset.value),
         e2e: parseFloat(r.querySelector('.fps-e2e').dataset.value), windows: parseInt(r.querySelector('.windows').textContent),
         sampled: r.querySelector('.sampled').textContent}]))""")
@@ -475,3 +476,112 @@ def test_browser_plays_a_synthmotion_sample(server, artifacts):
         assert row["model"] > 0 and row["e2e"] > 0 and row["sampled"] == "11/32"  # every 3rd of 32 frames at 15 fps
         if REFERENCE.is_file():
             assert row["top1"] == truth
+
+
+def table_fits(page) -> dict:
+    """Bounds of the stats tables against the viewport and their container: nothing clipped or
+    hidden behind a scroll bar (element bounds, not pixels)."""
+    return page.evaluate("""() => {
+        const box = document.querySelector('#edgevid-stats').getBoundingClientRect();
+        const out = {viewport: window.innerWidth, container: [box.left, box.right], tables: []};
+        for (const table of document.querySelectorAll('#edgevid-stats table')) {
+            const r = table.getBoundingClientRect(), wrap = table.parentElement;
+            out.tables.push({cls: table.className, left: r.left, right: r.right, width: r.width, height: r.height,
+                             scroll: wrap.scrollWidth, client: wrap.clientWidth, rows: table.rows.length});
+        }
+        return out;}""")
+
+
+def assert_table_fits(page, width: int):
+    page.locator("#edgevid-stats table.breakdown").scroll_into_view_if_needed()
+    fits = table_fits(page)
+    left, right = fits["container"]
+    assert len(fits["tables"]) == 2, fits
+    for table in fits["tables"]:
+        assert table["rows"] >= 2 and table["height"] > 0, (width, table)
+        assert 0 <= table["left"] and table["right"] <= min(fits["viewport"], right) + 1, (width, fits)
+        assert left - 1 <= table["left"] and table["scroll"] <= table["client"] + 1, (width, fits)
+
+
+def live_sessions(page) -> int:
+    return int(page.evaluate("() => (document.querySelector('[data-live]') || {dataset: {live: '-1'}}).dataset.live"))
+
+
+def play_file(page, upload: Path | None = None, seed: int | None = None):
+    page.get_by_role("tab", name="Video file / SynthMotion sample").click()
+    if upload is not None:
+        page.locator("#video input[type=file]").set_input_files(str(upload))
+        page.wait_for_selector("#video video")
+        page.locator("#use-sample input").check()  # ticked again: the upload must still win
+    if seed is not None:
+        page.locator("#seed input").fill(str(seed))
+    page.locator("#play").click()
+
+
+@needs_browser
+def test_browser_upload_wins_sessions_are_isolated_released_and_the_table_fits(server, artifacts, tmp_path):
+    """One browser, two contexts: A (1280 px) uploads a file with the sample box ticked, B (820 px)
+    plays a sample; each shows its own source; the whole stats table is visible at 1280, 820 and
+    390 px; closing B releases its session on the server; a broken upload is a toast naming the
+    file, with no traceback in the server log."""
+    from playwright.sync_api import sync_playwright
+
+    from edgevid.data.synthmotion import CLASSES, FPS, generate_clip
+    from edgevid.data.video import write_video
+
+    upload_seed, sample_seed = LOOPING_SEEDS[1], LOOPING_SEEDS[0]
+    upload = write_video(tmp_path / "my upload.mp4", generate_clip(upload_seed)[0], FPS)
+    broken = tmp_path / "broken clip.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 and then nothing a decoder could read" * 40)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    log_before = server.log.read_text()
+    done = lambda r: len(r) == 2 and all(v["sampled"] == "11/32" and v["windows"] >= 1 for v in r.values())  # noqa: E731
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            a = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            b = browser.new_context(viewport={"width": 820, "height": 900}).new_page()
+            for page in (a, b):
+                page.set_default_timeout(180_000)
+                page.goto(server.url)
+                hint = page.locator("#edgevid-stats .hint").inner_text()
+                assert "Pick one" not in hint and "Ready" in hint  # two artifacts are ticked
+            play_file(a, upload=upload)
+            play_file(b, seed=sample_seed)
+            got_a = wait_for(a, done, 180, "the end of the uploaded 32-frame file")
+            got_b = wait_for(b, done, 180, "the end of the 32-frame sample")
+            source_a = a.locator("#edgevid-stats .source").inner_text()
+            assert a.locator("#edgevid-stats .truth").count() == 0 and "my upload.mp4" in source_a, source_a
+            assert b.locator("#edgevid-stats .truth").inner_text() == CLASSES[sample_seed % 8]
+            if REFERENCE.is_file():  # each page labels its own clip
+                assert {v["top1"] for v in got_a.values()} == {CLASSES[upload_seed % 8]}, got_a
+                assert {v["top1"] for v in got_b.values()} == {CLASSES[sample_seed % 8]}, got_b
+            for page, width in ((a, 1280), (b, 820)):
+                assert_table_fits(page, width)
+                page.screenshot(path=SCREENSHOTS / f"demo-table-{width}.png", full_page=True)
+            b.set_viewport_size({"width": 390, "height": 844})
+            time.sleep(0.5)
+            assert_table_fits(b, 390)
+            b.screenshot(path=SCREENSHOTS / "demo-table-390.png", full_page=True)
+            deadline = time.monotonic() + 30
+            while live_sessions(a) != 2 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert live_sessions(a) == 2
+            b.context.close()  # the tab goes away mid-session: its Session must be released
+            deadline = time.monotonic() + 60
+            while live_sessions(a) != 1 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert live_sessions(a) == 1, "the closed context's session was not released within 60 s"
+            clear = a.locator("#video button[aria-label='Clear']")
+            if clear.count():
+                clear.first.click()
+            a.locator("#video input[type=file]").set_input_files(str(broken))
+            a.locator("#play").click()
+            toast = a.get_by_test_id("toast-body").first
+            toast.wait_for(timeout=60_000)
+            text = toast.inner_text()
+            assert "broken clip.mp4" in text and "/tmp" not in text and str(tmp_path) not in text, text
+        finally:
+            browser.close()
+    new_log = server.log.read_text()[len(log_before):]
+    assert "Traceback" not in new_log, new_log[-3000:]
