@@ -113,13 +113,16 @@ def stream_once(artifact, runner, video: Path, frame_labels: np.ndarray, pipelin
     m = artifact.manifest
     stream = StreamClassifier(runner, m.spec, m.labels, window_stride=1)
     span = clip_span(m.spec.clip.frames, m.spec.clip.stride)
-    results = []
     first_done: list[float] = []  # when the first window's result was in
+    scores = {"inside": 0, "correct": 0}  # counted as windows come: keeping 33,000 results would grow RSS by 30 MB
 
     def keep(result) -> None:
         if not first_done:
             first_done.append(time.perf_counter())
-        results.append(result)
+        first = result.frame_index - span + 1
+        if first >= 0 and first // FRAMES_PER_CLIP == result.frame_index // FRAMES_PER_CLIP:
+            scores["inside"] += 1
+            scores["correct"] += result.raw_top1 == m.labels[frame_labels[first]]
 
     background = BackgroundClassifier(stream, "wait", on_result=keep) if pipelined else None
     rss = {"start": rss_mb()}
@@ -143,12 +146,7 @@ def stream_once(artifact, runner, video: Path, frame_labels: np.ndarray, pipelin
     rss["end"] = rss_mb()
     rss["max"] = max(rss_max, rss["end"])
     rss.setdefault("after_warmup", rss["start"])
-    inside = correct = 0
-    for result in results:
-        first = result.frame_index - span + 1
-        if first >= 0 and first // FRAMES_PER_CLIP == result.frame_index // FRAMES_PER_CLIP:
-            inside += 1
-            correct += result.raw_top1 == m.labels[frame_labels[first]]
+    inside, correct = scores["inside"], scores["correct"]
     stats = stream.stats
     steady_wall = ended - first_done[0]
     steady_fps = stats.steady_windows / steady_wall if steady_wall > 0 else None
@@ -180,12 +178,19 @@ def run(artifact_path: Path, frames: int, threads: int | None) -> dict:
     runner = open_runner(artifact, threads=threads, mode="latency")
     clip = np.random.default_rng(0).standard_normal(m.input_shape).astype(np.float32)
     runner(clip)  # first-run compilation is not streaming
-    model_only = time_callable(lambda: runner(clip), min_seconds=3.0)  # the runner alone, as `edgevid bench` times it
-    passes = [stream_once(artifact, runner, video, frame_labels, pipelined) for pipelined in (False, True)]
+    # The runner alone, as `edgevid bench` times it, before each pass and after the last (a shared
+    # machine's load drifts): each pass is judged against the fastest of them (the hardest goal).
+    timings, passes = [], []
+    for pipelined in (False, True):
+        timings.append(time_callable(lambda: runner(clip), min_seconds=3.0))
+        passes.append(stream_once(artifact, runner, video, frame_labels, pipelined))
+    timings.append(time_callable(lambda: runner(clip), min_seconds=3.0))
     runner.close()
+    model_only = min(timings, key=lambda t: t.p50_ms)
     standalone_fps = 1e3 / model_only.p50_ms
     for run_ in passes:
         run_["model_only_standalone_fps"] = standalone_fps
+        run_["model_only_standalone_all_fps"] = [round(1e3 / t.p50_ms, 1) for t in timings]
         run_["e2e_over_standalone"] = run_["end_to_end_fps"] / standalone_fps
     return {"artifact": str(artifact.path), "backend": m.backend, "precision": m.precision, "weights": m.weights.source,
             "threads": threads, "model_only": asdict(model_only), "passes": passes, "machine": machine_info(),
@@ -211,7 +216,8 @@ def main(argv: list[str] | None = None) -> dict:
           f" threads={result['threads']}) on {result['machine'].get('cpu')}, one process, passes back to back:")
     standalone = result["passes"][0]["model_only_standalone_fps"]
     print(f"  model-only, the runner alone: {standalone:.1f} windows/s (p50 {result['model_only']['p50_ms']:.3f} ms,"
-          f" mean {result['model_only']['mean_ms']:.3f} ms)")
+          f" mean {result['model_only']['mean_ms']:.3f} ms; the fastest of"
+          f" {', '.join(map(str, result['passes'][0]['model_only_standalone_all_fps']))} before, between and after the passes)")
     for run_ in result["passes"]:
         ratio_ok, rss_ok = run_["e2e_over_standalone"] >= E2E_GOAL, abs(run_["rss_growth_mb"]) < RSS_GOAL_MB
         b = run_["breakdown_ms_per_window"] or {}

@@ -270,11 +270,18 @@ class Session:
         return self.selected == list(selected) and self.smoothing == smoothing
 
     def push(self, pixels: np.ndarray, timestamp: float, decode_ms: float) -> None:
+        if self.closed:  # released (tab closed, replaced) while a frame was on its way
+            return
         self.frames += 1
         self.last_active = time.monotonic()
         self.arrivals.append(timestamp)
         for stream in self.streams.values():
-            stream.push(pixels, timestamp, decode_ms)
+            try:
+                stream.push(pixels, timestamp, decode_ms)
+            except RuntimeError:  # its worker was shut down by a concurrent close
+                if not self.closed:
+                    raise
+                return
 
     def _record(self, path: Path, result) -> None:
         stats = self.classifiers[path].stats

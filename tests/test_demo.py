@@ -546,6 +546,10 @@ def test_browser_upload_wins_sessions_are_isolated_released_and_the_table_fits(s
                 page.goto(server.url)
                 hint = page.locator("#edgevid-stats .hint").inner_text()
                 assert "Pick one" not in hint and "Ready" in hint  # two artifacts are ticked
+            a.get_by_role("tab", name="Video file / SynthMotion sample").click()
+            a.locator("#use-sample input").uncheck()
+            a.locator("#play").click()  # no upload, no sample: Play says so
+            a.get_by_test_id("toast-body").filter(has_text="Nothing to play").first.wait_for(timeout=60_000)
             play_file(a, upload=upload)
             play_file(b, seed=sample_seed)
             got_a = wait_for(a, done, 180, "the end of the uploaded 32-frame file")
@@ -577,7 +581,7 @@ def test_browser_upload_wins_sessions_are_isolated_released_and_the_table_fits(s
                 clear.first.click()
             a.locator("#video input[type=file]").set_input_files(str(broken))
             a.locator("#play").click()
-            toast = a.get_by_test_id("toast-body").first
+            toast = a.get_by_test_id("toast-body").filter(has_text="broken clip.mp4").first
             toast.wait_for(timeout=60_000)
             text = toast.inner_text()
             assert "broken clip.mp4" in text and "/tmp" not in text and str(tmp_path) not in text, text
