@@ -13,8 +13,10 @@ sample at the model's training interval, preprocess into the ring, classify ever
   (the first window needs every frame that fills it decoded and preprocessed: its time is the
   *warm-up*, reported apart), and the demo's figure from the same run (``StreamStats.e2e_fps``:
   windows 2.. over their own decode + sampling + preprocessing + inference + smoothing time), so
-  the benchmark and the demo report the same quantity. Their ratio to model-only: the issue asks
-  >= 0.9 for the reference model on OpenVINO INT8 with both cores. Two passes: *serial* (each
+  the benchmark and the demo report the same quantity. Their ratio to model-only (the faster of
+  the standalone timing and the inference rate inside the stream: a short standalone timing can
+  land in a burst of a shared machine's load): the issue asks >= 0.9 for the reference model on
+  OpenVINO INT8 with both cores. Two passes: *serial* (each
   step in turn on one thread) and *pipelined* (``BackgroundClassifier``: a window is classified
   on a worker thread while the next frames are decoded; every window is still classified);
 - RSS (from /proc/self/statm) after a warm-up of 2,000 frames, every 10,000 frames and at the
@@ -192,6 +194,10 @@ def run(artifact_path: Path, frames: int, threads: int | None) -> dict:
         run_["model_only_standalone_fps"] = standalone_fps
         run_["model_only_standalone_all_fps"] = [round(1e3 / t.p50_ms, 1) for t in timings]
         run_["e2e_over_standalone"] = run_["end_to_end_fps"] / standalone_fps
+        # On a shared machine a 3 s standalone timing can land in a burst of load (seen: 99 windows/s
+        # standalone against 700 inside the stream): judge against the faster of the two model-only rates.
+        run_["model_only_reference_fps"] = max(standalone_fps, run_["model_only_fps"])
+        run_["e2e_over_reference"] = run_["end_to_end_fps"] / run_["model_only_reference_fps"]
     return {"artifact": str(artifact.path), "backend": m.backend, "precision": m.precision, "weights": m.weights.source,
             "threads": threads, "model_only": asdict(model_only), "passes": passes, "machine": machine_info(),
             "runtime_versions": runtime_versions()}
@@ -219,14 +225,14 @@ def main(argv: list[str] | None = None) -> dict:
           f" mean {result['model_only']['mean_ms']:.3f} ms; the fastest of"
           f" {', '.join(map(str, result['passes'][0]['model_only_standalone_all_fps']))} before, between and after the passes)")
     for run_ in result["passes"]:
-        ratio_ok, rss_ok = run_["e2e_over_standalone"] >= E2E_GOAL, abs(run_["rss_growth_mb"]) < RSS_GOAL_MB
+        ratio_ok, rss_ok = run_["e2e_over_reference"] >= E2E_GOAL, abs(run_["rss_growth_mb"]) < RSS_GOAL_MB
         b = run_["breakdown_ms_per_window"] or {}
         print(f"  {run_['mode']}: {run_['frames']} frames, {run_['windows']} windows in {run_['wall_seconds']} s;"
               f" warm-up {1e3 * run_['warmup_seconds']:.1f} ms ({run_['warmup_frames']} frames to the first window);"
-              f" steady-state end-to-end {run_['end_to_end_fps']:.1f} windows/s -> {run_['e2e_over_standalone']:.2f}x"
-              f" model-only ({'meets' if ratio_ok else 'misses'} >= {E2E_GOAL}); as the demo computes it"
-              f" {run_['demo_e2e_fps']:.1f} windows/s; inference inside the stream {run_['model_only_fps']:.1f} windows/s"
-              f" (e2e {run_['e2e_over_model']:.2f}x of it); {run_['video_frames_per_s']:.0f} video frames/s")
+              f" steady-state end-to-end {run_['end_to_end_fps']:.1f} windows/s; model-only: standalone"
+              f" {run_['model_only_standalone_fps']:.1f}, inside the stream {run_['model_only_fps']:.1f} windows/s ->"
+              f" end-to-end {run_['e2e_over_reference']:.2f}x the faster ({'meets' if ratio_ok else 'misses'} >= {E2E_GOAL});"
+              f" as the demo computes it {run_['demo_e2e_fps']:.1f} windows/s; {run_['video_frames_per_s']:.0f} video frames/s")
         if b:
             print(f"    per window: decode {b['decode_ms']:.3f} ms, sampling + preprocessing {b['preprocess_ms']:.3f} ms,"
                   f" inference {b['model_ms']:.3f} ms, queue wait {b['wait_ms']:.3f} ms (not in end-to-end)")

@@ -669,10 +669,10 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
         now = time.monotonic()
         stats = gr.skip()
         charts = [gr.skip() for _ in KINDS]
-        latest = session.snapshot() if session is not None else {}
-        labels = label_values(session, latest, force)
+        labels = [gr.skip() for _ in range(MAX_TARGETS)]
         if session is None or force or now - session.last_stats >= STATS_EVERY:
-            stats = stats_html(session, latest, selected)
+            latest = session.snapshot() if session is not None else {}  # one snapshot: labels and table agree
+            labels, stats = label_values(session, latest, force), stats_html(session, latest, selected)
             if session:
                 session.last_stats = now
         if session is not None and (force or now - session.last_chart >= CHART_EVERY):
