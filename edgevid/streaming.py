@@ -458,8 +458,9 @@ class BackgroundClassifier:
         except BaseException as exc:
             self.error = exc
             raise
-        if self.on_result is not None:
-            self.on_result(result)
+        on_result = self.on_result  # None once closed
+        if on_result is not None:
+            on_result(result)
 
     def drain(self) -> None:
         """Wait until the submitted window is classified; raise the model's error if it failed."""
