@@ -117,7 +117,7 @@ class RunnerPool:
         self._open = opener
         self._entries: dict[tuple[Path, int], list] = {}  # key -> [opening lock, PooledRunner or None]
         self._guard = threading.Lock()  # guards _entries only, never held while opening
-        self._bench: dict[Path, dict | None] = {}
+        self._bench: dict[Path, tuple] = {}  # path -> (report mtime, figure)
 
     def threads_for(self, targets: int) -> tuple[int, str]:
         """Threads per runner for ``targets`` selected targets, and why."""
@@ -139,12 +139,19 @@ class RunnerPool:
             return entry[1]
 
     def bench(self, path: Path) -> dict | None:
-        """``edgevid bench``'s model-only figure for ``path`` from its report.json: {fps, threads, p50_ms}."""
-        if path not in self._bench:
-            from edgevid.bench import reported_model_fps
+        """``edgevid bench``'s model-only figure for ``path`` from its report.json: {fps, threads, p50_ms}
+        (read again when the report changes: a bench run while the demo is up shows at once)."""
+        from edgevid.artifact import REPORT
+        from edgevid.bench import reported_model_fps
 
-            self._bench[path] = reported_model_fps(path)
-        return self._bench[path]
+        try:
+            stamp = (Path(path) / REPORT).stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        cached = self._bench.get(path)
+        if cached is None or cached[0] != stamp:
+            cached = self._bench[path] = (stamp, reported_model_fps(path) if stamp is not None else None)
+        return cached[1]
 
     def close(self) -> None:
         with self._guard:
@@ -854,16 +861,18 @@ def launch(paths: Iterable[str | Path], host: str = "127.0.0.1", port: int | Non
         raise
 
     def release() -> None:
+        samples.close()  # first: files on disk must not outlive the server
         registry.close()
         app.edgevid_pool.close()
-        samples.close()
 
     atexit.register(release)
     app.queue(default_concurrency_limit=MAX_TARGETS)
     if block and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the server as Ctrl-C does
-    app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, show_error=True,
-               quiet=not block, footer_links=[])
-    if block:
-        release()
+    try:
+        app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, show_error=True,
+                   quiet=not block, footer_links=[])
+    finally:
+        if block:
+            release()
     return app
