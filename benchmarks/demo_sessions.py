@@ -97,9 +97,12 @@ def table(page) -> dict:
                    bench_threads: r.querySelector('.bench').dataset.benchThreads, ratio: parseFloat(r.querySelector('.bench').dataset.ratio || 'NaN')}]))""")
 
 
-def play(page, url: str, seed: int | None = None, upload: Path | None = None, until=None, seconds: float = 300) -> dict:
+def play(page, url: str, seed: int | None = None, upload: Path | None = None, until=None, seconds: float = 300,
+         realtime: bool = True) -> dict:
     page.goto(url)
     page.get_by_role("tab", name="Video file / SynthMotion sample").click()
+    if not realtime:
+        page.locator("#realtime input").uncheck()
     if upload is not None:
         page.locator("#video input[type=file]").set_input_files(str(upload))
         page.wait_for_selector("#video video")
@@ -169,14 +172,15 @@ def main(argv: list[str] | None = None) -> dict:
                     subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True)
                 frames = generate_clip(1_000_008)[0]
                 long_file = write_video(work / "looped-30s.mp4", __import__("numpy").concatenate([frames] * 14), FPS)
-                context = browser.new_context(viewport={"width": 1280, "height": 900})
-                page = context.new_page()
-                page.set_default_timeout(180_000)
                 total = f"/{len(frames) * 14}"
-                got = play(page, url, upload=long_file, until=lambda r: all(v["sampled"].endswith(total) and v["ratio"] == v["ratio"]
-                                                                             for v in r.values()), seconds=240)
-                result["agreement"] = got
-                context.close()
+                for realtime in (True, False):  # at the file's 15 fps (5 windows/s), and as fast as it decodes
+                    context = browser.new_context(viewport={"width": 1280, "height": 900})
+                    page = context.new_page()
+                    page.set_default_timeout(180_000)
+                    got = play(page, url, upload=long_file, realtime=realtime, seconds=240,
+                               until=lambda r: all(v["sampled"].endswith(total) and v["ratio"] == v["ratio"] for v in r.values()))
+                    result["agreement" if realtime else "agreement_fast"] = got
+                    context.close()
             browser.close()
     finally:
         proc.terminate()
@@ -189,10 +193,11 @@ def main(argv: list[str] | None = None) -> dict:
           f" {last['threads']} threads -> growth {result['rss_growth_mb']:+.1f} MB"
           f" ({'meets' if abs(result['rss_growth_mb']) <= 50 else 'misses'} <= 50 MB); 15 s later {result['end']['threads']}"
           f" threads: {'back to' if result['threads_back_to_idle'] else 'NOT back to'} the idle count")
-    for name, row in result.get("agreement", {}).items():
-        print(f"{name}: demo model-only {row['model']:.1f} FPS vs bench {row['bench']:.1f} FPS at {row['bench_threads']} threads"
-              f" -> {row['ratio']:.2f}x ({'within' if abs(row['ratio'] - 1) <= 0.1 else 'outside'} 10 %); end-to-end"
-              f" {row['e2e']:.1f} FPS, {row['windows']} windows")
+    for key, how in (("agreement", "real time"), ("agreement_fast", "as fast as it decodes")):
+        for name, row in result.get(key, {}).items():
+            print(f"{how}, {name}: demo model-only {row['model']:.1f} FPS vs bench {row['bench']:.1f} FPS at"
+                  f" {row['bench_threads']} threads -> {row['ratio']:.2f}x ({'within' if abs(row['ratio'] - 1) <= 0.1 else 'outside'}"
+                  f" 10 %); end-to-end {row['e2e']:.1f} FPS, {row['windows']} windows")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result

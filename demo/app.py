@@ -340,6 +340,19 @@ class Session:
             return dict(self.latest)
 
 
+def _return_memory() -> None:
+    """After a session is released: collect what Gradio's per-event objects left in reference cycles
+    and hand freed heap pages back to the OS (glibc keeps them otherwise, per thread arena)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 class ServerFull(DemoInputError):
     pass
 
@@ -427,6 +440,7 @@ class SessionRegistry:
         session.close()
         self.released += 1
         log.info("session %s released (%d live)", key[:8], len(self._live))
+        _return_memory()
         return True
 
     def close(self) -> None:
