@@ -860,22 +860,15 @@ def synth_sample(seed: int, samples: SampleCache) -> tuple[Path, str]:
     return samples.get(seed)
 
 
-SWITCH_INTERVAL = 0.0005  # seconds a Python thread may hold the GIL while others wait (CPython's default: 0.005)
 MALLOC_ARENAS = 2
 
 
 def tune_process() -> None:
-    """Settings for a server where short inferences, decoding and Gradio's handlers share the GIL:
-
-    - a worker whose runner returned after 1.2 ms waited up to CPython's 5 ms switch interval
-      for the GIL (held by the decoding or another target's thread), so OpenVINO INT8 showed
-      160 model-only FPS in the demo against 830 in `edgevid bench`: hand the GIL over sooner;
-    - every new handler thread took its own glibc heap arena and kept its freed pages (RSS rose
-      ~70 MB over the first 16 tabs, then stayed): two arenas for the whole process."""
+    """Every new Gradio handler thread took its own glibc heap arena and kept its freed pages:
+    server RSS rose 70 MB over the first 16 tabs that played a sample, then stayed (measured with
+    benchmarks/demo_sessions.py); with two arenas for the whole process it stays within a few MB."""
     import ctypes
-    import sys
 
-    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         ctypes.CDLL("libc.so.6").mallopt(-8, MALLOC_ARENAS)  # M_ARENA_MAX
     except (OSError, AttributeError):  # not glibc
