@@ -661,9 +661,9 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
     from edgevid.errors import EdgevidError
     from edgevid.streaming import iter_video_frames
 
-    pool = pool or RunnerPool(threads)
-    registry = registry or SessionRegistry()
-    samples = samples or SampleCache()
+    pool = RunnerPool(threads) if pool is None else pool
+    registry = SessionRegistry() if registry is None else registry  # (an empty registry is falsy: no `or`)
+    samples = SampleCache() if samples is None else samples
     by_name = {path.name: path for path in artifacts}
     default = [path.name for path in artifacts[:2]]
     opening = pool.threads_for(len(default))[0]
@@ -895,6 +895,7 @@ def launch(paths: Iterable[str | Path], host: str = "127.0.0.1", port: int | Non
         registry.close()
         app.edgevid_pool.close()
 
+    log.info("sample clips in %s (removed when the server stops)", samples.folder)
     atexit.register(release)
     app.queue(default_concurrency_limit=MAX_TARGETS)
     if block and threading.current_thread() is threading.main_thread():

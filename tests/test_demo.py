@@ -98,6 +98,23 @@ def server(artifacts, tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+    # the server's private sample folder goes with it (SIGTERM as a service manager sends it)
+    folders = re.findall(r"sample clips in (\S*edgevid-demo-\S+)", Path(log.name).read_text())
+    assert len(folders) == 1 and not Path(folders[0]).exists(), folders
+
+
+def test_build_app_uses_the_registry_and_samples_it_is_given(artifacts, tmp_path):
+    """An empty registry / sample cache is falsy (len 0): `x or New()` silently made second ones, so
+    the server's session bound was not the one launched and its sample folder was never removed."""
+    demo = load_demo()
+    pool, registry, samples = demo.RunnerPool(threads=1), demo.SessionRegistry(limit=3), demo.SampleCache(parent=tmp_path)
+    try:
+        app = demo.build_app(artifacts, pool=pool, registry=registry, samples=samples)
+        assert app.edgevid_sessions is registry and app.edgevid_samples is samples and app.edgevid_pool is pool
+        assert list(tmp_path.iterdir()) == [samples.folder]
+    finally:
+        samples.close()
+        pool.close()
 
 
 def listening_addresses(port: int) -> set[str]:
