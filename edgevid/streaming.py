@@ -223,35 +223,90 @@ class WindowResult:
     raw_top1: str  # this window alone, unsmoothed
     model_ms: float  # the runner call
     pipeline_ms: float  # everything since the previous window: decode (as reported) + sampling + preprocessing + inference + smoothing
+    decode_ms: float = 0.0  # of pipeline_ms: decoding the frames since the previous window (as the caller reported it)
+    preprocess_ms: float = 0.0  # of pipeline_ms: sampling, preprocessing and the window copy (+ smoothing)
+    wait_ms: float = 0.0  # not in pipeline_ms: from the window coming due to its inference starting (worker queue, shared runner)
+    frames_fed: int = 0  # frames pushed since the previous window (all frames up to this one for the first window)
 
     @property
     def label(self) -> str:
         return self.top_k[0][0]
 
 
+#: Fields of ``StreamStats.recent`` entries, in order.
+RECENT_FIELDS = ("model_ms", "pipeline_ms", "decode_ms", "preprocess_ms", "wait_ms")
+
+
 @dataclass
 class StreamStats:
+    """Per-stream counters and timings.
+
+    The first window is the *warm-up*: its pipeline time holds decoding and preprocessing every
+    frame needed to fill the window (``frames`` sampled frames, ``stride x frames`` decoded), not
+    one window's worth, so it is kept apart (``warmup_ms``, ``warmup_frames``) and the
+    end-to-end figures are *steady state*: windows 2, 3, ... over their own pipeline time.
+    Model-only figures count every window (the first inference is an ordinary one: runners are
+    warmed up when opened).
+    """
+
     frames: int = 0
     sampled: int = 0
     windows: int = 0
-    model_ms: float = 0.0  # totals
-    pipeline_ms: float = 0.0
-    recent: deque = field(default_factory=lambda: deque(maxlen=30))  # (model_ms, pipeline_ms) of the last windows
+    model_ms: float = 0.0  # totals over every window
+    pipeline_ms: float = 0.0  # totals over the steady-state windows (all but the first)
+    decode_ms: float = 0.0
+    preprocess_ms: float = 0.0
+    wait_ms: float = 0.0
+    warmup_ms: float | None = None  # pipeline time of the first window (filling it)
+    warmup_frames: int = 0  # frames pushed until the first window
+    recent: deque = field(default_factory=lambda: deque(maxlen=30))  # RECENT_FIELDS of the last steady-state windows
+    recent_model: deque = field(default_factory=lambda: deque(maxlen=30))  # model_ms of the last windows (first included)
 
-    def _fps(self, index: int, recent: bool) -> float | None:
-        if recent and self.recent:
-            total = sum(item[index] for item in self.recent)
-            return 1e3 * len(self.recent) / total if total else None
-        total = self.model_ms if index == 0 else self.pipeline_ms
-        return 1e3 * self.windows / total if self.windows and total else None
+    @property
+    def steady_windows(self) -> int:
+        return max(self.windows - 1, 0)
+
+    def add(self, result: "WindowResult") -> None:
+        self.windows += 1
+        self.model_ms += result.model_ms
+        self.recent_model.append(result.model_ms)
+        if self.warmup_ms is None:
+            self.warmup_ms, self.warmup_frames = result.pipeline_ms, result.frames_fed
+            return
+        self.pipeline_ms += result.pipeline_ms
+        self.decode_ms += result.decode_ms
+        self.preprocess_ms += result.preprocess_ms
+        self.wait_ms += result.wait_ms
+        self.recent.append((result.model_ms, result.pipeline_ms, result.decode_ms, result.preprocess_ms, result.wait_ms))
 
     def model_fps(self, recent: bool = False) -> float | None:
-        """Windows per second of inference time alone (model-only FPS)."""
-        return self._fps(0, recent)
+        """Windows per second of inference time alone (model-only FPS); ``recent``: from the
+        median of the last 30 windows, as ``edgevid bench`` reports its p50."""
+        if recent and self.recent_model:
+            median = float(np.median(self.recent_model))
+            return 1e3 / median if median > 0 else None
+        return 1e3 * self.windows / self.model_ms if self.windows and self.model_ms else None
 
     def e2e_fps(self, recent: bool = False) -> float | None:
-        """Windows per second of pipeline time: decode + sampling + preprocessing + inference + smoothing."""
-        return self._fps(1, recent)
+        """Steady-state windows per second of pipeline time: decode + sampling + preprocessing +
+        inference + smoothing per window, the first (warm-up) window excluded."""
+        if recent and self.recent:
+            total = sum(item[1] for item in self.recent)
+            return 1e3 * len(self.recent) / total if total else None
+        n = self.steady_windows
+        return 1e3 * n / self.pipeline_ms if n and self.pipeline_ms else None
+
+    def breakdown(self, recent: bool = True) -> dict[str, float] | None:
+        """Mean ms per steady-state window of each part (``RECENT_FIELDS``), over the last 30
+        windows (``recent``) or the whole stream; None before the second window."""
+        if recent and self.recent:
+            return {name: float(sum(item[i] for item in self.recent) / len(self.recent)) for i, name in enumerate(RECENT_FIELDS)}
+        n = self.steady_windows
+        if not n:
+            return None
+        # model_ms totals include the first window: take the steady share from the per-window mean
+        return {"model_ms": self.model_ms / self.windows, "pipeline_ms": self.pipeline_ms / n, "decode_ms": self.decode_ms / n,
+                "preprocess_ms": self.preprocess_ms / n, "wait_ms": self.wait_ms / n}
 
 
 def _softmax(logits: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -310,15 +365,19 @@ class StreamClassifier:
         self.smoother = Smoother(len(self.labels), smoothing, alpha, average)
         self.stats = StreamStats()
         self._pending_ms = 0.0  # intake work since the last snapshot
+        self._pending_decode_ms = 0.0  # of which decoding, as reported by the caller
+        self._pending_frames = 0  # frames fed since the last snapshot
         self._last_frame = (-1, 0.0)  # (index, timestamp) of the last fed frame
-        self._snapshot = (-1, 0.0, 0.0)  # (frame index, timestamp, intake ms) of the window in the clip buffer
+        # (frame index, timestamp, intake ms, decode ms, frames, perf_counter when taken) of the window in the clip buffer
+        self._snapshot = (-1, 0.0, 0.0, 0.0, 0, 0.0)
 
     def reset(self) -> None:
         """Forget the stream (keeps the buffers)."""
         self.sampler.reset()
         self.smoother.reset()
         self.stats = StreamStats()
-        self._pending_ms = 0.0
+        self._pending_ms = self._pending_decode_ms = 0.0
+        self._pending_frames = 0
 
     def feed(self, frame, timestamp: float | None = None, decode_ms: float = 0.0) -> bool:
         """Take one frame; True when it completed a window (take a ``snapshot`` to classify it).
@@ -344,6 +403,8 @@ class StreamClassifier:
             due = stats.sampled >= self.frames and any(
                 (n - self.frames) % self.window_stride == 0 for n in range(max(first, self.frames), stats.sampled + 1))
         self._pending_ms += decode_ms + (time.perf_counter() - started) * 1e3
+        self._pending_decode_ms += decode_ms
+        self._pending_frames += 1
         return due
 
     def snapshot(self) -> None:
@@ -353,14 +414,16 @@ class StreamClassifier:
         window = self._clip[0]
         np.copyto(window[:, : self.frames - oldest], self._ring[:, oldest:])
         np.copyto(window[:, self.frames - oldest:], self._ring[:, :oldest])
-        intake_ms = self._pending_ms + (time.perf_counter() - started) * 1e3
-        self._snapshot = (*self._last_frame, intake_ms)
-        self._pending_ms = 0.0
+        taken = time.perf_counter()
+        intake_ms = self._pending_ms + (taken - started) * 1e3
+        self._snapshot = (*self._last_frame, intake_ms, self._pending_decode_ms, self._pending_frames, taken)
+        self._pending_ms = self._pending_decode_ms = 0.0
+        self._pending_frames = 0
 
     def classify(self) -> WindowResult:
         """Run the model on the snapshot and smooth; the window's result."""
         started = time.perf_counter()
-        frame_index, timestamp, intake_ms = self._snapshot
+        frame_index, timestamp, intake_ms, decode_ms, frames_fed, taken = self._snapshot
         asked = time.perf_counter()
         with self.lock:
             acquired = time.perf_counter()
@@ -373,12 +436,12 @@ class StreamClassifier:
         best = np.argsort(smoothed)[::-1][: self.top_k]
         top_k = [(self.labels[i], float(smoothed[i])) for i in best]
         pipeline_ms = intake_ms + (time.perf_counter() - started) * 1e3
+        wait_ms = (acquired - (taken or asked)) * 1e3  # since the snapshot: the worker's queue and the shared runner's lock
         stats = self.stats
-        result = WindowResult(stats.windows, frame_index, timestamp, top_k, raw_top1, model_ms, pipeline_ms)
-        stats.windows += 1
-        stats.model_ms += model_ms
-        stats.pipeline_ms += pipeline_ms
-        stats.recent.append((model_ms, pipeline_ms))
+        result = WindowResult(stats.windows, frame_index, timestamp, top_k, raw_top1, model_ms, pipeline_ms,
+                              decode_ms=decode_ms, preprocess_ms=max(pipeline_ms - decode_ms - model_ms, 0.0),
+                              wait_ms=max(wait_ms, 0.0), frames_fed=frames_fed)
+        stats.add(result)
         return result
 
     def push(self, frame, timestamp: float | None = None, decode_ms: float = 0.0) -> WindowResult | None:
@@ -432,8 +495,9 @@ class BackgroundClassifier:
         except BaseException as exc:
             self.error = exc
             raise
-        if self.on_result is not None:
-            self.on_result(result)
+        on_result = self.on_result  # None once closed
+        if on_result is not None:
+            on_result(result)
 
     def drain(self) -> None:
         """Wait until the submitted window is classified; raise the model's error if it failed."""
@@ -513,3 +577,8 @@ def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool
             yield image, seconds - first, decode_ms
     finally:
         container.close()
+
+
+def _to_rgb(reformat, frame) -> np.ndarray:
+    """RGB uint8 ``[H, W, 3]`` of a decoded frame, through a reused converter."""
+    return reformat(frame).to_ndarray()
