@@ -283,7 +283,10 @@ class StreamStats:
         """Windows per second of inference time alone (model-only FPS); ``recent``: from the
         median of the last 30 windows, as ``edgevid bench`` reports its p50."""
         if recent and self.recent_model:
-            median = float(np.median(self.recent_model))
+            # the steady-state windows the end-to-end figure uses, once there are any (the same windows
+            # on both sides: with only a few windows the warm-up inference would otherwise weigh in)
+            window = [item[0] for item in self.recent] or list(self.recent_model)
+            median = float(np.median(window))
             return 1e3 / median if median > 0 else None
         return 1e3 * self.windows / self.model_ms if self.windows and self.model_ms else None
 
