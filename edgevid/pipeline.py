@@ -142,15 +142,17 @@ def finished_manifest(source: Manifest, target: "Target", result: "BuildResult",
     })
 
 
-def record_report(artifact: Artifact, section: str, data: Any, extra: dict[str, Any] | None = None) -> None:
-    """Write ``data`` as ``section`` of the artifact's report.json (and ``extra`` sections) under the
-    report lock, then refresh report.md."""
+def record_report(artifact: Artifact, section: str, data: Any, key: str | None = None) -> None:
+    """Write ``data`` as ``section`` of the artifact's report.json (or as ``section[key]``: eval's
+    shards) under the report lock, then refresh report.md."""
     from .harness.report import report_lock, write_artifact_markdown
 
     with report_lock(artifact.path):
-        artifact.update_report(section, data)
-        for key, value in (extra or {}).items():
-            artifact.update_report(key, value)
+        if key is None:
+            artifact.update_report(section, data)
+        else:
+            current = artifact.read_report().get(section, {})
+            artifact.update_report(section, {**(current if isinstance(current, dict) else {}), key: data})
         write_artifact_markdown(artifact)
 
 

@@ -80,7 +80,7 @@ def test_eval_on_the_farm_equals_the_single_machine_run(cluster, tmp_path):
 
 
 def test_shard_labels_count_videos_not_ranges():
-    groups = farm._split(list(range(7)), 3)
+    groups = farm.split(list(range(7)), 3)
     assert farm.shard_labels(groups) == ["1/3 (3 videos)", "2/3 (2 videos)", "3/3 (2 videos)"]
 
 

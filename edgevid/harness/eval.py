@@ -12,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import socket
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
 import numpy as np
@@ -353,8 +356,6 @@ def evaluate(
     started = time.perf_counter()
 
     if ray:
-        from .farm import eval_on_ray
-
         records, errors, run = eval_on_ray(ray, artifact, todo, with_reference, threads, ray_shards)
         run["seconds"] = round(time.perf_counter() - started, 2)
         _name_runtime(meta, artifact.manifest, run.get("runtime"))
@@ -415,18 +416,14 @@ def _finish(artifact: Artifact, meta: dict, records: list[dict], errors: list[st
 
 def _write(artifact: Artifact, result: dict, json_path: str | Path | None = None) -> None:
     from ..outputs import mark, write_output_file
-    from .report import report_lock, write_artifact_markdown
+    from ..pipeline import record_report
 
     if json_path:
         write_output_file(json_path, json.dumps(mark(result, "eval"), indent=2), "eval", "--json")
-    with report_lock(artifact.path):
-        if result.get("shard"):
-            shards = artifact.read_report().get("eval_shards", {})
-            shards[result["shard"]] = result
-            artifact.update_report("eval_shards", shards)
-        else:
-            artifact.update_report("eval", result)
-        write_artifact_markdown(artifact)
+    if result.get("shard"):
+        record_report(artifact, "eval_shards", result, key=result["shard"])
+    else:
+        record_report(artifact, "eval", result)
 
 
 # --- merging shards -----------------------------------------------------------------------------
@@ -515,3 +512,76 @@ def warning_lines(result: dict) -> list[str]:
         lines.append(f"{len(other)} video{'s' if len(other) != 1 else ''} with data warnings, first {other[0]['video']}: {first}"
                      " (all in the report's per_video notes)")
     return lines
+
+
+# --- on a Ray farm (`eval --ray`) ---------------------------------------------------------------
+
+
+def _eval_task(artifact_files: dict, videos: dict, items: list[tuple], threads: int | None) -> dict:
+    """One shard on a node: decode + run the artifact, return its logits per video (no torch needed:
+    the FP32 reference runs on the driver, where torch is)."""
+    import ray
+
+    from ..extras import require
+    from .farm import where, write_tree
+
+    started = time.perf_counter()
+    stopped = None
+    require("av", f"eval on node {socket.gethostname()} (decoding the videos)")
+    info: dict = {}
+    with tempfile.TemporaryDirectory(prefix="edgevid-eval-") as tmp:
+        art = Artifact(write_tree(Path(tmp) / "artifact", artifact_files))
+        data = write_tree(Path(tmp) / "data", videos)
+        todo = [VideoItem(index, key, data.joinpath(*[p if p not in ("..", ".") else "_" for p in PurePosixPath(key.lstrip("/")).parts]), label)
+                for index, key, label in items]
+        try:
+            records, errors = eval_items(art, todo, threads, with_reference=False, keep_logits=True, info=info)
+        except NonFiniteOutput as exc:
+            records, errors, stopped = exc.records, [*exc.errors, str(exc)], str(exc)
+    where = {**where(ray), "videos": len(items), "seconds": round(time.perf_counter() - started, 2),
+             "torch_imported": "torch" in sys.modules}
+    return {"records": records, "errors": errors, "stopped": stopped, "where": where, "runtime": info.get("runtime")}
+
+
+def eval_on_ray(address: str, artifact: Artifact, items: list, with_reference: bool, threads: int | None = None,
+                shards: int | None = None) -> tuple[list[dict], list[str], dict]:
+    """Evaluate ``items`` (``eval.VideoItem``) across the target's devices.
+
+    The nodes need edgevid's device install, the backend's runtime and PyAV (they decode); no torch.
+    With ``with_reference`` the PyTorch FP32 reference runs here, on the driver, while the nodes work,
+    and each video's record is completed with it (a torch-free driver: pass ``--no-reference``, or
+    run a golden pack, whose reference logits were computed where the pack was made).
+    """
+    from .farm import artifact_blobs, connect, devices, gather, shard_labels, split
+
+    ray = connect(address)
+    target = artifact.manifest.target
+    count = devices(ray, target, address)
+    art_ref = ray.put(artifact_blobs(artifact))
+    task = ray.remote(_eval_task)
+    futures, groups = [], split(list(items), shards or count)
+    for group in groups:
+        videos = {item.key: Path(item.path).read_bytes() for item in group}
+        futures.append(task.options(resources={target: 1}, scheduling_strategy="SPREAD").remote(
+            art_ref, videos, [(item.index, item.key, item.label) for item in group], threads))
+    labels = shard_labels(groups)
+    refs, ref_errors = reference_logits(artifact, items, threads) if with_reference else ({}, [])
+    done, failed = gather(ray, futures, labels)
+    records = []
+    for d in done:
+        for r in d["records"]:
+            logits = r.pop("logits")
+            if with_reference:
+                if r["index"] not in refs:
+                    continue  # its reference could not be computed: reported in ref_errors
+                r = video_record(r["index"], r["video"], r["label"], logits, refs[r["index"]],
+                                 artifact.manifest.spec.protocol.combine, r.get("notes"), bool(r.get("padded")))
+            records.append(r)
+    errors = [e for d in done for e in d["errors"]] + failed + ref_errors
+    runtime = "; ".join(sorted({d["runtime"] for d in done if d.get("runtime")})) or None
+    run = {"ray": address, "shards": [d["where"] for d in done], "runtime": runtime,
+           "reference": "on the driver" if with_reference else None}
+    stopped = next((d["stopped"] for d in done if d["stopped"]), None)
+    if stopped:
+        run["stopped"] = stopped
+    return records, errors, run

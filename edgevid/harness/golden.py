@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -473,8 +474,6 @@ def run_pack(
     if outcome_of is not None:
         outcome = outcome_of(artifact, pack, ids)
     elif ray:
-        from .farm import golden_on_ray
-
         outcome = golden_on_ray(ray, artifact, pack, ids, threads, ray_shards)
     else:
         outcome = run_chunks(artifact, pack, ids, threads, track)
@@ -515,13 +514,61 @@ def raise_for(result: dict) -> None:
 
 
 def _save(artifact: Artifact, result: dict, json_path: str | Path | None) -> None:
-    from .report import report_lock, write_artifact_markdown
+    from ..pipeline import record_report
 
     if json_path:
         write_output_file(json_path, json.dumps(mark(result, "golden"), indent=2), "golden", "--json")
     try:
-        with report_lock(artifact.path):
-            artifact.update_report("golden", result)
-            write_artifact_markdown(artifact)
+        record_report(artifact, "golden", result)
     except OSError as exc:  # a read-only artifact folder on the device
         log.warning("could not write %s (%s)", artifact.path / "report.json", exc.strerror)
+
+
+# --- on a Ray farm (`golden run --ray`) ---------------------------------------------------------
+
+
+def _golden_task(artifact_files: dict, pack_files: dict, chunk_ids: list[int], threads: int | None) -> dict:
+    import ray
+
+    from .farm import write_tree, where
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgevid-golden-") as tmp:
+        art = Artifact(write_tree(Path(tmp) / "artifact", artifact_files))
+        pack = load_pack(write_tree(Path(tmp) / "pack", pack_files))
+        outcome = run_chunks(art, pack, chunk_ids, threads)
+    outcome["where"] = {**where(ray), "chunks": chunk_ids, "seconds": round(time.perf_counter() - started, 2)}
+    return outcome
+
+
+def golden_on_ray(address: str, artifact: Artifact, pack, chunk_ids: list[int], threads: int | None = None,
+                  shards: int | None = None) -> dict:
+    """Run a pack's chunks across the target's devices; the same outcome as ``run_chunks``."""
+    from .farm import artifact_blobs, connect, devices, gather, split
+
+    ray = connect(address)
+    target = artifact.manifest.target
+    shards = shards or devices(ray, target, address)
+    devices(ray, target, address)  # also when --shards is given: a target with no node would wait forever
+    art_ref = ray.put(artifact_blobs(artifact))
+    pack_json = (pack.path / "pack.json").read_bytes()
+    task = ray.remote(_golden_task)
+    futures, groups, errors, status = [], [], [], {}
+    for group in split(list(chunk_ids), shards):
+        files = {"pack.json": pack_json}
+        for cid in group:
+            path = pack.path / pack.chunks[cid]["file"]
+            if path.is_file():  # a missing chunk is reported by the node (it verifies every chunk)
+                files[path.name] = path.read_bytes()
+        futures.append(task.options(resources={target: 1}, scheduling_strategy="SPREAD")
+                       .remote(art_ref, files, group, threads))
+        groups.append(group)
+    done, failed = gather(ray, futures, groups)
+    records = [r for d in done for r in d["records"]]
+    errors = [e for d in done for e in d["errors"]] + failed
+    for d in done:
+        status.update(d["chunks"])
+    stopped = next((d["stopped"] for d in done if d["stopped"]), None)
+    runtime = "; ".join(sorted({d["runtime"] for d in done if d.get("runtime")})) or None
+    return {"records": records, "errors": errors, "chunks": status, "stopped": stopped, "runtime": runtime,
+            "run": {"ray": address, "shards": [d["where"] for d in done]}}

@@ -268,8 +268,6 @@ def write_artifact_markdown(artifact: Artifact) -> None:
         if isinstance(report.get(key), dict):
             parts.append(section_markdown(title, report[key]))
     if isinstance(report.get("regress"), dict):
-        from .regress import regress_markdown
-
         parts.append(regress_markdown(report["regress"]))
     for shard, result in sorted(report.get("eval_shards", {}).items()):
         parts.append(section_markdown(f"eval shard {shard}", result))
@@ -284,14 +282,24 @@ def write_artifact_markdown(artifact: Artifact) -> None:
 @contextmanager
 def report_lock(folder: Path):
     """Serialise read-modify-write of report.json between processes (shards run side by side)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock
+    from filelock import FileLock
+
+    with FileLock(str(Path(folder) / ".report.lock")):
         yield
-        return
-    with open(Path(folder) / ".report.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def regress_markdown(result: dict) -> str:
+    m = result["metrics"]
+    lines = ["## regress", "", f"status: **{result['status']}** against `{result.get('baseline_file')}`"
+             f" ({result['section']}, {m['videos']} common videos)", "",
+             "| metric | baseline | current | delta |", "|---|---|---|---|"]
+    lines += [f"| {r['metric']} | {cell(r['baseline'])} | {cell(r['current'])} | {cell(r['delta'])} |" for r in result["table"]]
+    lines += ["", f"predictions changed: {len(result['changed'])} (newly wrong {len(result['newly_wrong'])},"
+              f" newly right {len(result['newly_right'])})"]
+    for row in result["changed"][:20]:
+        lines.append(f"- {row['video']}: {row['baseline']} -> {row['current']} (label {row['label']})")
+    checks = result.get("gates", {}).get("checks", [])
+    if checks:
+        lines += ["", "| gate | threshold | value | passed |", "|---|---|---|---|"]
+        lines += [f"| {c['gate']} | {cell(c['threshold'])} | {cell(c['value'])} | {c['passed']} |" for c in checks]
+    return "\n".join(lines) + "\n"
