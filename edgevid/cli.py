@@ -189,19 +189,28 @@ def _print_result(title: str, result: dict) -> None:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
+    has_ci = any(f"{key}_ci" in result for key in ("top1", "agreement", "top1_drop"))
+    if has_ci:
+        table.add_column("95% CI", justify="right")
     for key in ("videos", "top1", "top5", "ref_top1", "top1_drop", "agreement", "cosine", "sqnr_db", "max_abs_diff"):
         if key in result:
-            table.add_row(key, _fmt(result[key], 4 if key in ("cosine", "max_abs_diff") else 2))
+            row = [key, _fmt(result[key], 4 if key in ("cosine", "max_abs_diff") else 2)]
+            ci = result.get(f"{key}_ci")
+            table.add_row(*row, *([f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""] if has_ci else []))
     if table.row_count:
         out.print(table)
+    if result.get("top1_drop_ci"):
+        d = result.get("discordant", {})
+        out.print(f"top1_drop CI: {result['top1_drop_method']}; discordant videos lost {d.get('lost')} / gained"
+                  f" {d.get('gained')}, exact McNemar p {_fmt(result.get('mcnemar_p'), 3)}")
     checks = result.get("gates", {}).get("checks", [])
     if checks:
         gates = Table(title=f"gates ({result['gates']['source']})")
-        for col in ("gate", "threshold", "value", "passed"):
+        for col in ("gate", "threshold", "checked", "value", "passed"):
             gates.add_column(col)
         for c in checks:
             mark = "-" if c["passed"] is None else ("[green]yes[/]" if c["passed"] else "[red]NO[/]")
-            gates.add_row(c["gate"], _fmt(c["threshold"], 2), _fmt(c["value"], 2), mark)
+            gates.add_row(c["gate"], _fmt(c["threshold"], 2), c.get("checked", "value"), _fmt(c["value"], 2), mark)
         out.print(gates)
 
 
@@ -354,6 +363,7 @@ def regress(
     threads: Optional[int] = typer.Option(None, help="CPU threads for the runner."),
 ) -> None:
     """Compare the artifact's accuracy with a baseline run on the same videos; exit 1 on a regression."""
+    from .harness.metrics import fmt_ci
     from .harness.regress import raise_for, regress as run_regress
 
     result = run_regress(artifact, baseline, gates=gates, data=data, pack=str(pack) if pack else None,
@@ -364,6 +374,11 @@ def regress(
     for row in result["table"]:
         table.add_row(row["metric"], _fmt(row["baseline"], 2), _fmt(row["current"], 2), _fmt(row["delta"], 2))
     out.print(table)
+    m = result["metrics"]
+    out.print(f"top-1 {fmt_ci(m['top1'], m.get('top1_ci'))} vs baseline {fmt_ci(m['baseline_top1'], m.get('baseline_top1_ci'))};"
+              f" drop {fmt_ci(m['top1_drop'], m.get('top1_drop_ci'))} points (95% CIs: Wilson; the drop"
+              f" {m.get('top1_drop_method')}, exact McNemar p {_fmt(m.get('mcnemar_p'), 3)});"
+              f" agreement {fmt_ci(m['agreement'], m.get('agreement_ci'))}%")
     out.print(f"predictions changed on {len(result['changed'])} of {result['metrics']['videos']} videos"
               f" (newly wrong {len(result['newly_wrong'])}, newly right {len(result['newly_right'])})")
     _print_result("", {"gates": result["gates"]})
@@ -388,6 +403,7 @@ def sensitivity(
                                             " default artifacts/sensitivity/MODEL-TARGET.json)."),
 ) -> None:
     """Rank the quantizable layers by what quantizing each one costs (SQNR, agreement, top-1 vs FP32)."""
+    from .harness.metrics import fmt_ci
     from .harness.mixed import Workbench, sensitivity as rank, write_ranking
 
     with Workbench(model, target, weights, calib, calib_size, _parse_options(option), val_data, val_size, threads,
@@ -397,7 +413,8 @@ def sensitivity(
     json_file, md_file = write_ranking(ranking, path)
     full = ranking["full_int8"]
     table = Table(title=f"sensitivity {ranking['model']} on {ranking['target']} ({method}, {ranking['videos']} videos;"
-                        f" full INT8: drop {full['top1_drop']:.2f}, SQNR {full['sqnr_db']:.1f} dB)")
+                        f" full INT8: drop {fmt_ci(full['top1_drop'], full.get('top1_drop_ci'))} (95% CI),"
+                        f" SQNR {full['sqnr_db']:.1f} dB)")
     for col in ("rank", "layer", "op", "module", "SQNR dB", "agreement %", "top-1 drop"):
         table.add_column(col, justify="right" if col in ("rank", "SQNR dB", "agreement %", "top-1 drop") else "left")
     for row in ranking["layers"][:30]:

@@ -16,7 +16,8 @@ from ..artifact import REPORT, Artifact
 from ..errors import EdgevidError
 from . import gates as gates_mod
 from .errors import GateFailed
-from .report import cell
+from .metrics import CONFIDENCE, DROP_CI_METHOD, fmt_ci, mcnemar_p, paired_drop_ci, wilson_ci
+from .report import cell, gate_rows
 
 SECTIONS = ("eval", "golden")
 COMPARED = ("top1", "top5", "ref_top1", "agreement", "cosine", "sqnr_db", "max_abs_diff")
@@ -78,6 +79,17 @@ def compare_runs(section: str, current: dict, base: dict) -> dict:
         "sqnr_db": current.get("sqnr_db"),
         "sqnr_loss_db": _sqnr_loss(base.get("sqnr_db"), current.get("sqnr_db")),
     }
+    # 95% intervals: Wilson for top-1 and agreement; the drop is paired (same videos): exact McNemar-based
+    n = len(common)
+    metrics.update(
+        top1_ci=list(wilson_ci(sum(now[v]["pred"] == now[v]["label"] for v in common), n)),
+        baseline_top1_ci=list(wilson_ci(sum(before[v]["pred"] == before[v]["label"] for v in common), n)),
+        top1_drop_ci=list(paired_drop_ci(len(broke), len(fixed), n)),
+        agreement_ci=list(wilson_ci(n - len(changed), n)),
+        mcnemar_p=mcnemar_p(len(broke), len(fixed)),
+        top1_drop_method=DROP_CI_METHOD,
+        confidence=CONFIDENCE,
+    )
     return {
         "section": section,
         "metrics": metrics,
@@ -162,12 +174,14 @@ def regress_markdown(result: dict) -> str:
              f" ({result['section']}, {m['videos']} common videos)", "",
              "| metric | baseline | current | delta |", "|---|---|---|---|"]
     lines += [f"| {r['metric']} | {cell(r['baseline'])} | {cell(r['current'])} | {cell(r['delta'])} |" for r in result["table"]]
+    lines += ["", f"top-1 {fmt_ci(m['top1'], m.get('top1_ci'))}, baseline {fmt_ci(m['baseline_top1'], m.get('baseline_top1_ci'))},"
+              f" drop {fmt_ci(m['top1_drop'], m.get('top1_drop_ci'))} points (95% CI, {m.get('top1_drop_method', 'n/a')};"
+              f" McNemar p {cell(m.get('mcnemar_p'))}), agreement {fmt_ci(m['agreement'], m.get('agreement_ci'))}%"]
     lines += ["", f"predictions changed: {len(result['changed'])} (newly wrong {len(result['newly_wrong'])},"
               f" newly right {len(result['newly_right'])})"]
     for row in result["changed"][:20]:
         lines.append(f"- {row['video']}: {row['baseline']} -> {row['current']} (label {row['label']})")
     checks = result.get("gates", {}).get("checks", [])
     if checks:
-        lines += ["", "| gate | threshold | value | passed |", "|---|---|---|---|"]
-        lines += [f"| {c['gate']} | {cell(c['threshold'])} | {cell(c['value'])} | {c['passed']} |" for c in checks]
+        lines += ["", *gate_rows(checks)]
     return "\n".join(lines) + "\n"

@@ -48,8 +48,11 @@ def collect(folder: str | Path) -> list[dict]:
             "precision": m.precision,
             "size MB": size / 2**20,
             "top-1": acc.get("top1"),
+            "top-1 95% CI": ci_cell(acc.get("top1_ci")),
             "drop vs FP32": acc.get("top1_drop"),
+            "drop 95% CI": ci_cell(acc.get("top1_drop_ci")),
             "agreement %": acc.get("agreement"),
+            "agreement 95% CI": ci_cell(acc.get("agreement_ci")),
             "SQNR dB": acc.get("sqnr_db"),
             "accuracy from": f"{source} ({acc.get('videos')} videos{', ' + acc['status'] if acc.get('status', 'ok') != 'ok' else ''})"
             if source else None,
@@ -68,6 +71,23 @@ def cell(value) -> str:
     if isinstance(value, float):
         return "inf" if math.isinf(value) else f"{value:.2f}"
     return str(value)
+
+
+def ci_cell(ci) -> str | None:
+    """A 95% interval as ``[low, high]`` (None without one)."""
+    return None if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def value_cell(result: dict, key: str) -> str:
+    """A figure with its 95% interval when the result has one (``<key>_ci``)."""
+    ci = result.get(f"{key}_ci")
+    return cell(result.get(key)) + (f" {ci_cell(ci)}" if ci and result.get(key) is not None else "")
+
+
+def gate_rows(checks: list[dict]) -> list[str]:
+    lines = ["| gate | threshold | checked | value | passed |", "|---|---|---|---|---|"]
+    return lines + [f"| {c['gate']} | {cell(c['threshold'])} | {c.get('checked', 'value')} | {cell(c['value'])} | {c['passed']} |"
+                    for c in checks]
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -142,11 +162,15 @@ def section_markdown(title: str, result: dict) -> str:
     what = result.get("data") or result.get("pack") or ""
     lines.append(f"status: **{result.get('status', 'ok')}** on `{what}`" + (f" (shard {result['shard']})" if result.get("shard") else ""))
     lines += ["", "| metric | value |", "|---|---|"]
-    lines += [f"| {label} | {cell(result.get(key))} |" for key, label in _SUMMARY if key in result]
+    lines += [f"| {label} | {value_cell(result, key)} |" for key, label in _SUMMARY if key in result]
+    if result.get("top1_ci"):
+        lines += ["", f"[brackets]: 95% confidence intervals; Wilson for top-1, top-5 and agreement"
+                  + (f"; the paired drop: {result['top1_drop_method']}, discordant videos lost"
+                     f" {result['discordant']['lost']} / gained {result['discordant']['gained']},"
+                     f" exact McNemar p {cell(result.get('mcnemar_p'))}" if result.get("top1_drop_ci") else "")]
     checks = result.get("gates", {}).get("checks", [])
     if checks:
-        lines += ["", f"gates ({result['gates'].get('source')}):", "", "| gate | threshold | value | passed |", "|---|---|---|---|"]
-        lines += [f"| {c['gate']} | {cell(c['threshold'])} | {cell(c['value'])} | {c['passed']} |" for c in checks]
+        lines += ["", f"gates ({result['gates'].get('source')}):", "", *gate_rows(checks)]
     errors = result.get("errors", [])
     if errors:
         lines += ["", "errors:", ""] + [f"- {e}" for e in errors[:20]]
