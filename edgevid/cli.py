@@ -425,6 +425,31 @@ def sensitivity(
 
 
 @app.command()
+def trace(
+    artifact: Path = typer.Argument(..., help="An INT8 artifact folder (onnx-cpu, or a TensorRT target's Q/DQ ONNX)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Videos to run (default for SynthMotion models: its val split)."),
+    clips: int = typer.Option(8, "--clips", help="How many videos (their centre clips)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Trace JSON to write (a .md table goes beside it;"
+                                            " default <artifact>/trace.json)."),
+) -> None:
+    """Per-layer SQNR of an INT8 artifact against FP32: where the quantization error arises and accumulates."""
+    from .harness.trace import trace as run_trace, write_trace
+
+    result = run_trace(artifact, data=data, clips=clips, threads=threads)
+    json_file, md_file = write_trace(result, out_path or Path(artifact) / "trace.json")
+    table = Table(title=f"trace {result['model']} on {result['target']} ({result['backend']}, {result['clips']} clips;"
+                        f" logits SQNR {result['logits_sqnr_db']:.1f} dB)")
+    for col in ("#", "layer", "op", "SQNR dB"):
+        table.add_column(col, justify="right" if col in ("#", "SQNR dB") else "left")
+    for row in result["layers"]:
+        table.add_row(str(row["index"]), row["layer"], row["op"], _fmt(row["sqnr_db"], 1))
+    out.print(table)
+    err.print(f"wrote {json_file} and {md_file} ({result['layers_traced']} of {result['layers_quantized']} quantized"
+              " layers traced)")
+
+
+@app.command()
 def synth(
     split: str = typer.Option("val", help="train | val | calib | test (disjoint seeds)."),
     n: int = typer.Option(200, help="Number of clips."),
