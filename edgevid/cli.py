@@ -296,10 +296,15 @@ def report(folder: Path = typer.Argument(Path("artifacts"), help="Folder holding
     if not rows:
         raise EdgevidError(f"no artifacts under {folder}; build some with `edgevid build --out {folder}`")
     table = Table(title=f"edgevid report: {folder}")
-    for col in rows[0]:
-        table.add_column(col, justify="left" if col in ("artifact", "backend", "precision", "target", "accuracy from") else "right")
+    intervals = {"top-1": "top-1 95% CI", "drop vs FP32": "drop 95% CI", "agreement %": "agreement 95% CI"}
+    columns = [col for col in rows[0] if col not in intervals.values()]  # each interval goes under its figure
+    for col in columns:
+        wide = max(len(str(row[col])) for row in rows) if col == "artifact" else None  # names are never cut
+        table.add_column(col, justify="left" if col in ("artifact", "backend", "precision", "target", "accuracy from") else "right",
+                         min_width=wide, no_wrap=col == "artifact")
     for row in rows:
-        table.add_row(*[_fmt(v, 2) for v in row.values()])
+        table.add_row(*[_fmt(row[col], 2) + (f"\n{row[intervals[col]]}" if row.get(intervals.get(col, "")) else "")
+                        for col in columns])
     out.print(table)
     err.print(f"wrote {table_path}" + (f" and {plot_path}" if plot_path else " (no plot: see the note above)"))
 
