@@ -232,6 +232,10 @@ def main(argv=None) -> int:
                         help="with --teacher: weight of matching the output tokens (linear adapter) to the teacher's"
                              " --feature-stage map read at each token's centre")
     parser.add_argument("--feature-stage", type=int, default=2, help="index into the teacher's ``stages`` (X3D)")
+    parser.add_argument("--keep-heads", action="store_true",
+                        help="save the training-only heads (feature adapter, motion head) beside the weights as"
+                             " <model>.heads.pt (not shipped) and start from --init's, so a new phase does not"
+                             " re-learn them from random")
     parser.add_argument("--embed-init", choices=("default", "sincos"), default="default",
                         help="fresh TimeSformer: start the position/time embeddings from sine-cosine tables")
     parser.add_argument("--cache", action="store_true", help="decode the training clips once into a uint8 memmap")
@@ -286,6 +290,12 @@ def main(argv=None) -> int:
         adapter = torch.nn.Linear(tokens.shape[-1], channels).to(args.device)
         params += list(adapter.parameters())
 
+    heads = {"adapter": adapter, "aux_head": aux_head}
+    if args.keep_heads and args.init and args.init.with_suffix(".heads.pt").is_file():
+        for key, state in torch.load(args.init.with_suffix(".heads.pt"), map_location=args.device).items():
+            if heads.get(key) is not None:
+                heads[key].load_state_dict(state)
+                print(f"{key}: continued from {args.init.with_suffix('.heads.pt')}", flush=True)
     steps_per_epoch = len(labels) // args.batch
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
@@ -344,13 +354,15 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     torch.save(state, args.out / f"{args.model}.pt")
+    if args.keep_heads:
+        torch.save({k: v.state_dict() for k, v in heads.items() if v is not None}, args.out / f"{args.model}.heads.pt")
     command = "python scripts/train_reference.py " + " ".join(sys.argv[1:] if argv is None else argv)
     previous = json.loads(args.init.with_suffix(".json").read_text()) if args.init and args.init.with_suffix(".json").is_file() else None
     seconds = round(time.time() - started)
     phase = {"epochs": args.epochs, "lr": args.lr, "train_clips": args.train_clips, "seed": args.seed,
              "aux_weight": args.aux_weight, "embed_init": args.embed_init, "teacher": args.teacher,
              "distill_weight": args.distill_weight if args.teacher else None,
-             "feature_distill": args.feature_distill, "val_top1": round(val_top1, 2),
+             "feature_distill": args.feature_distill, "keep_heads": args.keep_heads, "val_top1": round(val_top1, 2),
              "val_history": history, "train_seconds": seconds}
     meta = {
         "model": args.model,
