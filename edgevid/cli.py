@@ -242,11 +242,20 @@ def _print_result(title: str, result: dict) -> None:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
+    has_ci = any(f"{key}_ci" in result for key in ("top1", "agreement", "top1_drop"))
+    if has_ci:
+        table.add_column("95% CI", justify="right")
     for key in ("videos", "top1", "top5", "ref_top1", "top1_drop", "agreement", "cosine", "sqnr_db", "max_abs_diff"):
         if key in result:
-            table.add_row(key, _fmt(result[key], 4 if key in ("cosine", "max_abs_diff") else 2))
+            row = [key, _fmt(result[key], 4 if key in ("cosine", "max_abs_diff") else 2)]
+            ci = result.get(f"{key}_ci")
+            table.add_row(*row, *([f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""] if has_ci else []))
     if table.row_count:
         out.print(table)
+    if result.get("top1_drop_ci"):
+        d = result.get("discordant", {})
+        out.print(f"top1_drop CI: {result['top1_drop_method']}; discordant videos lost {d.get('lost')} / gained"
+                  f" {d.get('gained')}, exact McNemar p {_fmt(result.get('mcnemar_p'), 3)}")
     from .harness.eval import warning_lines
 
     for line in warning_lines(result):
@@ -254,11 +263,11 @@ def _print_result(title: str, result: dict) -> None:
     checks = result.get("gates", {}).get("checks", [])
     if checks:
         gates = Table(title=f"gates ({result['gates']['source']})")
-        for col in ("gate", "threshold", "value", "passed"):
+        for col in ("gate", "threshold", "checked", "value", "passed"):
             gates.add_column(col)
         for c in checks:
             mark = "-" if c["passed"] is None else ("[green]yes[/]" if c["passed"] else "[red]NO[/]")
-            gates.add_row(c["gate"], _fmt(c["threshold"], 2), _fmt(c["value"], 2), mark)
+            gates.add_row(c["gate"], _fmt(c["threshold"], 2), c.get("checked", "value"), _fmt(c["value"], 2), mark)
         out.print(gates)
 
 
@@ -349,10 +358,15 @@ def report(folder: Path = typer.Argument(Path("artifacts"), help="Folder holding
     if not rows:
         raise EdgevidError(f"no artifacts under {folder}; build some with `edgevid build --out {folder}`")
     table = Table(title=f"edgevid report: {folder}")
-    for col in rows[0]:
-        table.add_column(col, justify="left" if col in ("artifact", "backend", "precision", "target", "accuracy from") else "right")
+    intervals = {"top-1": "top-1 95% CI", "drop vs FP32": "drop 95% CI", "agreement %": "agreement 95% CI"}
+    columns = [col for col in rows[0] if col not in intervals.values()]  # each interval goes under its figure
+    for col in columns:
+        wide = max(len(str(row[col])) for row in rows) if col == "artifact" else None  # names are never cut
+        table.add_column(col, justify="left" if col in ("artifact", "backend", "precision", "target", "accuracy from") else "right",
+                         min_width=wide, no_wrap=col == "artifact")
     for row in rows:
-        table.add_row(*[_fmt(v, 2) for v in row.values()])
+        table.add_row(*[_fmt(row[col], 2) + (f"\n{row[intervals[col]]}" if row.get(intervals.get(col, "")) else "")
+                        for col in columns])
     out.print(table)
     err.print(f"wrote {table_path}" + (f" and {plot_path}" if plot_path else " (no plot: see the note above)"))
 
@@ -509,6 +523,7 @@ def regress(
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for the runner."),
 ) -> None:
     """Compare the artifact's accuracy with a baseline run on the same videos; exit 1 on a regression."""
+    from .harness.metrics import fmt_ci
     from .harness.regress import raise_for, regress as run_regress
 
     result = run_regress(artifact, baseline, gates=gates, data=data, pack=str(pack) if pack else None,
@@ -519,6 +534,11 @@ def regress(
     for row in result["table"]:
         table.add_row(row["metric"], _fmt(row["baseline"], 2), _fmt(row["current"], 2), _fmt(row["delta"], 2))
     out.print(table)
+    m = result["metrics"]
+    out.print(f"top-1 {fmt_ci(m['top1'], m.get('top1_ci'))} vs baseline {fmt_ci(m['baseline_top1'], m.get('baseline_top1_ci'))};"
+              f" drop {fmt_ci(m['top1_drop'], m.get('top1_drop_ci'))} points (95% CIs: Wilson; the drop"
+              f" {m.get('top1_drop_method')}, exact McNemar p {_fmt(m.get('mcnemar_p'), 3)});"
+              f" agreement {fmt_ci(m['agreement'], m.get('agreement_ci'))}%")
     out.print(f"predictions changed on {len(result['changed'])} of {result['metrics']['videos']} videos"
               f" (newly wrong {len(result['newly_wrong'])}, newly right {len(result['newly_right'])})")
     _print_result("", {"gates": result["gates"]})
@@ -543,6 +563,7 @@ def sensitivity(
                                             " default artifacts/sensitivity/MODEL-TARGET.json)."),
 ) -> None:
     """Rank the quantizable layers by what quantizing each one costs (SQNR, agreement, top-1 vs FP32)."""
+    from .harness.metrics import fmt_ci
     from .harness.mixed import Workbench, sensitivity as rank, write_ranking
 
     if out_path is not None:  # before the (long) run
@@ -555,7 +576,8 @@ def sensitivity(
     json_file, md_file = write_ranking(ranking, path)
     full = ranking["full_int8"]
     table = Table(title=f"sensitivity {ranking['model']} on {ranking['target']} ({method}, {ranking['videos']} videos;"
-                        f" full INT8: drop {full['top1_drop']:.2f}, SQNR {full['sqnr_db']:.1f} dB)")
+                        f" full INT8: drop {fmt_ci(full['top1_drop'], full.get('top1_drop_ci'))} (95% CI),"
+                        f" SQNR {full['sqnr_db']:.1f} dB)")
     for col in ("rank", "layer", "op", "module", "SQNR dB", "agreement %", "top-1 drop"):
         table.add_column(col, justify="right" if col in ("rank", "SQNR dB", "agreement %", "top-1 drop") else "left")
     for row in ranking["layers"][:30]:
@@ -563,6 +585,31 @@ def sensitivity(
                       _fmt(row["agreement"], 1), _fmt(row["top1_drop"], 2))
     out.print(table)
     err.print(f"wrote {json_file} and {md_file} ({len(ranking['layers'])} layers)")
+
+
+@app.command()
+def trace(
+    artifact: Path = typer.Argument(..., help="An INT8 artifact folder (onnx-cpu, or a TensorRT target's Q/DQ ONNX)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Videos to run (default for SynthMotion models: its val split)."),
+    clips: int = typer.Option(8, "--clips", help="How many videos (their centre clips)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="Trace JSON to write (a .md table goes beside it;"
+                                            " default <artifact>/trace.json)."),
+) -> None:
+    """Per-layer SQNR of an INT8 artifact against FP32: where the quantization error arises and accumulates."""
+    from .harness.trace import trace as run_trace, write_trace
+
+    result = run_trace(artifact, data=data, clips=clips, threads=threads)
+    json_file, md_file = write_trace(result, out_path or Path(artifact) / "trace.json")
+    table = Table(title=f"trace {result['model']} on {result['target']} ({result['backend']}, {result['clips']} clips;"
+                        f" logits SQNR {result['logits_sqnr_db']:.1f} dB)")
+    for col in ("#", "layer", "op", "SQNR dB"):
+        table.add_column(col, justify="right" if col in ("#", "SQNR dB") else "left")
+    for row in result["layers"]:
+        table.add_row(str(row["index"]), row["layer"], row["op"], _fmt(row["sqnr_db"], 1))
+    out.print(table)
+    err.print(f"wrote {json_file} and {md_file} ({result['layers_traced']} of {result['layers_quantized']} quantized"
+              " layers traced)")
 
 
 @app.command()

@@ -27,9 +27,23 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         assert fragment in lines[0], lines[0]
 
 
-def reference_weights(model: str) -> Path | None:
+TRAINED_TOP1 = 90.0
+"""Val top-1 from which a reference model counts as trained (below it, its phases are work in progress)."""
+
+
+def reference_weights(model: str, trained: bool = False) -> Path | None:
+    """The shipped weights of ``model``; with ``trained``, only once their recorded val top-1 reaches
+    ``TRAINED_TOP1`` (INT8 accuracy is judged on trained references, not on an unfinished phase)."""
     path = SHIPPED / f"{model}.pt"
-    return path if path.is_file() else None
+    if not path.is_file():
+        return None
+    if trained:
+        import json
+
+        meta = SHIPPED / f"{model}.json"
+        if not meta.is_file() or json.loads(meta.read_text()).get("val_top1", 0) < TRAINED_TOP1:
+            return None
+    return path
 
 
 def random_model(name: str):

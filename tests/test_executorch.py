@@ -236,11 +236,11 @@ def test_ios_target_writes_a_coreml_pte_where_coremltools_is_installed(tmp_path)
 
 
 def _reference_weights(name):
-    from edgevid.models.weights import SHIPPED
+    from helpers import reference_weights
 
-    path = SHIPPED / f"{name}.pt"
-    if not path.is_file():
-        pytest.skip(f"no reference weights {path.name} yet (scripts/train_reference.py writes them)")
+    path = reference_weights(name, trained=True)
+    if path is None:
+        pytest.skip(f"no {name} reference weights trained to 90% yet (scripts/train_reference.py writes them)")
     return path
 
 

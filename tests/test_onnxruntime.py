@@ -82,8 +82,8 @@ def test_runner_path_imports_no_torch(fp32):
                                                      ("uniformerv2_synth", "timesformer_synth", "tubevit_synth")])
 def test_reference_model_int8_keeps_accuracy(name, tmp_path):
     """Reference model: INT8 ORT top-1 within 1.0 point of FP32 with >= 97% agreement (200 fresh val clips)."""
-    if reference_weights(name) is None:
-        pytest.skip(f"{name} reference weights not trained yet (scripts/train_reference.py --model {name})")
+    if reference_weights(name, trained=True) is None:
+        pytest.skip(f"{name} reference weights not trained to 90% yet (scripts/train_reference.py --model {name})")
     val = ensure_split("val", 200)
     art = build_artifact(name, "onnx-cpu", "int8", calib="synthetic", calib_size=100, out=tmp_path)
     result = evaluate(art.path, val)

@@ -415,8 +415,8 @@ def test_reference_model_int8_keeps_accuracy(name, tmp_path):
 
     if name not in list_models():
         pytest.skip(f"{name} is not registered yet (its model family has not landed)")
-    if reference_weights(name) is None:
-        pytest.skip(f"{name} reference weights not trained yet (scripts/train_reference.py --model {name})")
+    if reference_weights(name, trained=True) is None:
+        pytest.skip(f"{name} reference weights not trained to 90% yet (scripts/train_reference.py --model {name})")
     art = build_artifact(name, "intel-cpu", "int8", calib="synthetic", out=tmp_path)  # default: 300 calib clips
     result = evaluate(art.path, ensure_split("val", 200), threads=2)
     print(f"\n{name} OpenVINO INT8: top-1 {result['top1']:.2f} (FP32 {result['ref_top1']:.2f}),"

@@ -14,8 +14,13 @@ from helpers import reference_weights
 
 TARGETS = {"x3d_synth": 95.0, "uniformerv2_synth": 90.0, "timesformer_synth": 90.0, "tubevit_synth": 90.0}
 # A reference model below its target is marked here (strict xfail, with the reason), so the gap stays
-# visible and the mark must go the day the weights meet the target. None is below target now.
-BELOW_TARGET: dict[str, str] = {}
+# visible and the mark must go the day the weights meet the target.
+BELOW_TARGET: dict[str, str] = {
+    "timesformer_synth": "training in phases on one shared CPU core (distilled from x3d_synth); the shipped"
+                         " phase is below 90% top-1 (edgevid/models/weights/timesformer_synth.json)",
+    "tubevit_synth": "training in phases on one shared CPU core (distilled from x3d_synth); the shipped phase is"
+                     " below 90% top-1 (edgevid/models/weights/tubevit_synth.json)",
+}
 
 
 def _param(name, minimum):

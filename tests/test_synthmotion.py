@@ -148,3 +148,22 @@ def test_object_stays_in_the_centre_crop(truth):
         inside = window[:, 8:120, 24:136].sum()
         assert inside / window.sum() > 0.99
         assert clip.mask.sum(axis=(1, 2)).min() > 20  # always visible (pixels covered)
+
+
+def test_table_splits_extend_the_fast_splits():
+    from edgevid.data.synthmotion import FAST_CLIPS, TABLE_CLIPS, table_split
+
+    assert TABLE_CLIPS == 1000 and FAST_CLIPS == 200
+    assert list(split_seeds("test", TABLE_CLIPS))[:FAST_CLIPS] == list(split_seeds("test", FAST_CLIPS))
+    with pytest.raises(DataError, match="val or test"):
+        table_split("train")
+
+
+def test_clip_poses_are_the_rendered_ground_truth():
+    for seed in (0, 5, 1_000_003):
+        label, center, radius, angle = synthmotion.clip_poses(seed)
+        clip = render_clip(seed)
+        assert label == clip.label
+        np.testing.assert_array_equal(center, clip.center)
+        np.testing.assert_array_equal(radius, clip.radius)
+        np.testing.assert_array_equal(angle, clip.angle)

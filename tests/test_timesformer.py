@@ -77,7 +77,8 @@ def test_variants_registered_with_specs():
     assert get_spec("timesformer").name == "timesformer_b"
 
     synth = get_spec("timesformer_synth")
-    assert (synth.clip.frames, synth.clip.stride, synth.clip.crop, synth.clip.short_side) == (8, 3, 112, 128)
+    # 8x8-pixel patches on a 64-px crop (short side 73: the 112/128 field of view of the other references)
+    assert (synth.clip.frames, synth.clip.stride, synth.clip.crop, synth.clip.short_side) == (8, 3, 64, 73)
     assert (synth.clip.test_clips, synth.clip.test_crops, synth.num_classes) == (1, 1, 8)
     assert synth.label_set == "synthmotion" and synth.norm == KINETICS_NORM
     assert synth.published.params_m is None and synth.published.gflops is None
@@ -327,7 +328,7 @@ def test_huggingface_layout_loads_through_create_model(tmp_path, attention_type)
     with torch.no_grad():
         assert torch.equal(loaded(x), source(x))
     # Hugging Face's model takes (B, T, C, H, W): the same clip, permuted.
-    assert x.permute(0, 2, 1, 3, 4).shape == (1, 8, 3, 112, 112)
+    assert x.permute(0, 2, 1, 3, 4).shape == (1, 8, 3, 64, 64)
 
 
 def test_other_head_size_needs_num_classes(tmp_path):

@@ -45,6 +45,10 @@ VERSION = 1
 """Bumped when the generator's output changes; cached splits of another version are regenerated."""
 
 SPLIT_SIZE = 1_000_000
+TABLE_CLIPS = 1000
+"""Clips in the val/test splits behind accuracy tables (``table_split``): one clip is 0.1 points and a
+0.3-point INT8 drop is resolvable; the fast tests keep ``FAST_CLIPS``."""
+FAST_CLIPS = 200
 SPLIT_SEEDS = {
     name: range(i * SPLIT_SIZE, (i + 1) * SPLIT_SIZE) for i, name in enumerate(("train", "val", "calib", "test"))
 }
@@ -257,6 +261,13 @@ def _poses(rng: np.random.Generator, label: int, t: np.ndarray) -> tuple[np.ndar
     return center, radius, angle
 
 
+def clip_poses(seed: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """The label and the object's per-frame ``center`` [T, 2], ``radius`` [T] and ``angle`` [T] of the clip
+    of ``seed``, as ``render_clip`` draws them, without rendering (cheap ground truth for training)."""
+    label = seed % len(CLASSES)
+    return (label, *_poses(np.random.default_rng(seed), label, np.arange(FRAMES) - MIDDLE))
+
+
 def render_clip(seed: int, with_mask: bool = False, times: np.ndarray | None = None) -> SynthClip:
     """The clip of ``seed`` with its ground truth (object poses, and coverage masks if asked).
 
@@ -387,6 +398,14 @@ def ensure_split(split: str, n: int, root: str | Path | None = None, workers: in
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return folder / "manifest.csv"
+
+
+def table_split(split: str, root: str | Path | None = None) -> Path:
+    """``manifest.csv`` of the 1,000-clip ``<split>-1000`` behind accuracy tables (generated once, cached;
+    its first 200 clips are the fast tests' ``<split>-200``)."""
+    if split not in ("val", "test"):
+        raise DataError(f"accuracy tables use the val or test split, not {split!r}")
+    return ensure_split(split, TABLE_CLIPS, root)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -463,8 +463,9 @@ def merge(results: list[dict]) -> dict:
     return result_from(records, meta, errors, run)
 
 
-_COMPUTED = {"status", "videos", "top1", "top5", "padded_videos", "warned_videos", "ref_top1", "agreement", "cosine", "sqnr_db", "max_abs_diff",
-             "top1_drop", "errors", "per_video", "run"}
+_COMPUTED = {"status", "videos", "top1", "top5", "padded_videos", "warned_videos", "ref_top1", "agreement", "cosine",
+             "sqnr_db", "max_abs_diff", "top1_drop", "errors", "per_video", "run", "top1_ci", "top5_ci", "ref_top1_ci",
+             "agreement_ci", "top1_drop_ci", "discordant", "mcnemar_p", "top1_drop_method", "confidence"}
 
 
 def merge_into(paths: list[Path]) -> tuple[dict, Artifact | None]:

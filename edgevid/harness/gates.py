@@ -7,7 +7,14 @@ min_sqnr_db: 15.0       # SQNR of the logits against the reference
 max_sqnr_loss_db: 3.0   # `edgevid regress` only: SQNR lost against the baseline run
 precision:              # optional overrides per artifact precision
   fp32: {max_top1_drop: 0.0, min_agreement: 99.0, min_sqnr_db: 40.0}
+gate_on: value          # or upper_ci / lower_ci: statistical gates on the figures' 95% intervals
 ```
+
+``gate_on`` (named for the drop gate): ``value`` checks the measured figures. ``upper_ci`` passes
+only when the data says so: ``max_top1_drop`` checks the upper bound of the drop's 95% interval
+(exact McNemar-based, paired), ``min_agreement`` / ``min_top1`` the lower bound of their Wilson
+intervals. ``lower_ci`` fails only when the data says so: the opposite bounds. SQNR gates always
+check the value (it has no sampling interval here).
 
 Where they come from, first match wins: ``--gates FILE``; ``gates.yaml`` in the golden pack;
 ``targets/gates/<target>.yaml``; ``targets/gates/default.yaml``. Unset gates are not checked.
@@ -17,7 +24,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,6 +44,8 @@ class Gates(BaseModel):
     min_sqnr_db: float | None = None
     min_top1: float | None = Field(None, ge=0, le=100)
     max_sqnr_loss_db: float | None = Field(None, ge=0, description="regress: SQNR lost against the baseline")
+    gate_on: Literal["value", "upper_ci", "lower_ci"] = Field(
+        "value", description="value, or the end of each figure's 95% interval the gates check (see above)")
     precision: dict[str, dict[str, float]] = {}
 
     def for_precision(self, precision: str | None) -> "Gates":
@@ -91,23 +100,42 @@ def find_gates(explicit: str | Path | None, pack: Path | None, target: str | Non
     return Gates(max_top1_drop=1.0, min_agreement=95.0, min_sqnr_db=15.0), "built-in defaults"
 
 
+_RULES = (  # gate, metric, upper-bounded (a max_ gate), has a 95% interval
+    ("max_top1_drop", "top1_drop", True, True),
+    ("min_agreement", "agreement", False, True),
+    ("min_sqnr_db", "sqnr_db", False, False),
+    ("min_top1", "top1", False, True),
+    ("max_sqnr_loss_db", "sqnr_loss_db", True, False),
+)
+
+
 def check(metrics: dict[str, Any], gates: Gates) -> list[dict]:
-    """One row per set gate: threshold, measured value, passed (None when the run lacks the figure)."""
-    rules = [
-        ("max_top1_drop", "top1_drop", lambda v, t: v <= t + 1e-9),
-        ("min_agreement", "agreement", lambda v, t: v >= t - 1e-9),
-        ("min_sqnr_db", "sqnr_db", lambda v, t: v >= t),
-        ("min_top1", "top1", lambda v, t: v >= t - 1e-9),
-        ("max_sqnr_loss_db", "sqnr_loss_db", lambda v, t: v <= t),
-    ]
+    """One row per set gate: threshold, the value checked, passed (None when the run lacks the figure).
+
+    Under ``gate_on: upper_ci`` / ``lower_ci`` a gate on a figure with an interval checks one end
+    of ``<metric>_ci`` (the row's ``checked``, with ``measured`` and ``ci``); a run without the
+    interval gets ``passed: None`` like a run without the figure, never the point value instead."""
     rows = []
-    for gate, key, ok in rules:
+    for gate, key, is_max, has_ci in _RULES:
         threshold = getattr(gates, gate)
         if threshold is None or (key == "sqnr_loss_db" and key not in metrics):
             continue
-        value = metrics.get(key)
-        rows.append({"gate": gate, "metric": key, "threshold": threshold, "value": value,
-                     "passed": None if value is None else bool(ok(value, threshold))})
+        value, checked, ci = metrics.get(key), "value", None
+        if has_ci and gates.gate_on != "value":
+            ci = metrics.get(f"{key}_ci")
+            # upper_ci: the bound that is worst for the artifact; lower_ci: the one that is best
+            worst = gates.gate_on == "upper_ci"
+            end = 1 if is_max == worst else 0
+            checked = ("upper" if end else "lower") + "_ci"
+            value = None if not ci else ci[end]
+        if value is None:
+            passed = None
+        else:
+            passed = bool(value <= threshold + 1e-9 if is_max else value >= threshold - 1e-9)
+        row = {"gate": gate, "metric": key, "threshold": threshold, "value": value, "passed": passed}
+        if ci is not None or checked != "value":
+            row.update(checked=checked, measured=metrics.get(key), ci=ci)
+        rows.append(row)
     return rows
 
 
@@ -116,4 +144,11 @@ def failed(rows: list[dict]) -> list[dict]:
 
 
 def describe(rows: list[dict]) -> str:
-    return "; ".join(f"{r['metric']} {r['value']:.2f} vs {r['gate']} {r['threshold']}" for r in rows)
+    def one(r: dict) -> str:
+        if r.get("checked", "value") == "value":
+            return f"{r['metric']} {r['value']:.2f} vs {r['gate']} {r['threshold']}"
+        ci = r["ci"]
+        return (f"{r['metric']} {r['measured']:.2f} (95% CI {ci[0]:.2f} to {ci[1]:.2f}; {r['checked']} {r['value']:.2f})"
+                f" vs {r['gate']} {r['threshold']}")
+
+    return "; ".join(one(r) for r in rows)

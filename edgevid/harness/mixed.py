@@ -30,7 +30,7 @@ from ..pipeline import assemble_manifest
 from ..outputs import check_output_file, mark, markdown_marker, write_output_file
 from ..calibration import DEFAULT_VAL_SIZE
 from ..errors import DataError, EdgevidError
-from .metrics import aggregate, video_record
+from .metrics import aggregate, fmt_ci, video_record
 
 log = logging.getLogger("edgevid")
 Track = Callable[[Iterable, str, int], Iterable]
@@ -105,7 +105,9 @@ def score(runner, val: ValSet) -> dict:
                     "sqnr_db": float("-inf"), "nonfinite": True}
         records.append(video_record(i, key, label, out, ref, val.combine))
     metrics = aggregate(records)
-    return {k: metrics[k] for k in ("videos", "top1", "ref_top1", "top1_drop", "agreement", "sqnr_db", "cosine")}
+    keys = ("videos", "top1", "ref_top1", "top1_drop", "agreement", "sqnr_db", "cosine",
+            "top1_ci", "top1_drop_ci", "agreement_ci", "discordant")
+    return {k: metrics[k] for k in keys}
 
 
 class Workbench:
@@ -271,7 +273,9 @@ def write_ranking(ranking: dict, path: str | Path) -> tuple[Path, Path]:
     full = ranking["full_int8"]
     lines = [f"# INT8 sensitivity: {ranking['model']} on {ranking['target']} ({ranking['backend']})", "",
              f"method {ranking['method']}, {ranking['videos']} videos of {ranking['val']}; full INT8: top-1 drop"
-             f" {full['top1_drop']:.2f}, agreement {full['agreement']:.1f}%, SQNR {full['sqnr_db']:.1f} dB", "",
+             f" {fmt_ci(full['top1_drop'], full.get('top1_drop_ci'))}, agreement"
+             f" {fmt_ci(full['agreement'], full.get('agreement_ci'), 1)}%, SQNR {full['sqnr_db']:.1f} dB"
+             " ([brackets]: 95% CI; drop: exact McNemar-based, agreement: Wilson)", "",
              "| rank | layer | op | module | SQNR dB | agreement % | top-1 drop |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['rank']} | {r['layer']} | {r['op']} | {r['scope']} | {r['sqnr_db']:.1f} | {r['agreement']:.1f} |"
               f" {r['top1_drop']:.2f} |" for r in ranking["layers"]]
@@ -377,8 +381,9 @@ def build_with_budget(
         }
         m = manifest
         notes = list(m.notes)
-        notes.append(f"--max-drop {max_drop}: full INT8 dropped {naive['top1_drop']:.2f} points; kept {len(kept)} layer(s)"
-                     f" in float; final drop {final['top1_drop']:.2f} on {len(val)} validation videos")
+        notes.append(f"--max-drop {max_drop}: full INT8 dropped {fmt_ci(naive['top1_drop'], naive.get('top1_drop_ci'))} points;"
+                     f" kept {len(kept)} layer(s) in float; final drop {fmt_ci(final['top1_drop'], final.get('top1_drop_ci'))}"
+                     f" on {len(val)} validation videos ([95% CI], exact McNemar-based)")
         if not record["reached"]:
             notes.append("the final artifact misses the budget that its search candidate met (non-deterministic calibration?)")
         return m.model_copy(update={"quantization": {**m.quantization, "mixed_precision": record}, "notes": notes})

@@ -16,6 +16,7 @@ from ..artifact import REPORT, Artifact
 from ..errors import EdgevidError
 from . import gates as gates_mod
 from .errors import GateFailed
+from .metrics import CONFIDENCE, DROP_CI_METHOD, mcnemar_p, paired_drop_ci, wilson_ci
 
 SECTIONS = ("eval", "golden")
 COMPARED = ("top1", "top5", "ref_top1", "agreement", "cosine", "sqnr_db", "max_abs_diff")
@@ -77,6 +78,17 @@ def compare_runs(section: str, current: dict, base: dict) -> dict:
         "sqnr_db": current.get("sqnr_db"),
         "sqnr_loss_db": _sqnr_loss(base.get("sqnr_db"), current.get("sqnr_db")),
     }
+    # 95% intervals: Wilson for top-1 and agreement; the drop is paired (same videos): exact McNemar-based
+    n = len(common)
+    metrics.update(
+        top1_ci=list(wilson_ci(sum(now[v]["pred"] == now[v]["label"] for v in common), n)),
+        baseline_top1_ci=list(wilson_ci(sum(before[v]["pred"] == before[v]["label"] for v in common), n)),
+        top1_drop_ci=list(paired_drop_ci(len(broke), len(fixed), n)),
+        agreement_ci=list(wilson_ci(n - len(changed), n)),
+        mcnemar_p=mcnemar_p(len(broke), len(fixed)),
+        top1_drop_method=DROP_CI_METHOD,
+        confidence=CONFIDENCE,
+    )
     return {
         "section": section,
         "metrics": metrics,

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..artifact import MANIFEST, Artifact, write_text_atomic
 from ..errors import EdgevidError
 from ..outputs import check_output_file, markdown_marker, write_output_file
+from .metrics import fmt_ci
 
 log = logging.getLogger("edgevid")
 
@@ -50,8 +51,11 @@ def collect(folder: str | Path) -> list[dict]:
             "precision": m.precision,
             "size MB": size / 2**20,
             "top-1": acc.get("top1"),
+            "top-1 95% CI": ci_cell(acc.get("top1_ci")),
             "drop vs FP32": acc.get("top1_drop"),
+            "drop 95% CI": ci_cell(acc.get("top1_drop_ci")),
             "agreement %": acc.get("agreement"),
+            "agreement 95% CI": ci_cell(acc.get("agreement_ci")),
             "SQNR dB": acc.get("sqnr_db"),
             "accuracy from": f"{source} ({acc.get('videos')} videos{', ' + acc['status'] if acc.get('status', 'ok') != 'ok' else ''})"
             if source else None,
@@ -70,6 +74,23 @@ def cell(value) -> str:
     if isinstance(value, float):
         return "inf" if math.isinf(value) else f"{value:.2f}"
     return str(value)
+
+
+def ci_cell(ci) -> str | None:
+    """A 95% interval as ``[low, high]`` (None without one)."""
+    return None if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def value_cell(result: dict, key: str) -> str:
+    """A figure with its 95% interval when the result has one (``<key>_ci``)."""
+    ci = result.get(f"{key}_ci")
+    return cell(result.get(key)) + (f" {ci_cell(ci)}" if ci and result.get(key) is not None else "")
+
+
+def gate_rows(checks: list[dict]) -> list[str]:
+    lines = ["| gate | threshold | checked | value | passed |", "|---|---|---|---|---|"]
+    return lines + [f"| {c['gate']} | {cell(c['threshold'])} | {c.get('checked', 'value')} | {cell(c['value'])} | {c['passed']} |"
+                    for c in checks]
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -244,11 +265,15 @@ def section_markdown(title: str, result: dict) -> str:
     if result.get("runtime"):
         lines += ["", f"ran on: {result['runtime']}"]
     lines += ["", "| metric | value |", "|---|---|"]
-    lines += [f"| {label} | {cell(result.get(key))} |" for key, label in _SUMMARY if key in result]
+    lines += [f"| {label} | {value_cell(result, key)} |" for key, label in _SUMMARY if key in result]
+    if result.get("top1_ci"):
+        lines += ["", "[brackets]: 95% confidence intervals; Wilson for top-1, top-5 and agreement"
+                  + (f"; the paired drop: {result['top1_drop_method']}, discordant videos lost"
+                     f" {result['discordant']['lost']} / gained {result['discordant']['gained']},"
+                     f" exact McNemar p {cell(result.get('mcnemar_p'))}" if result.get("top1_drop_ci") else "")]
     checks = result.get("gates", {}).get("checks", [])
     if checks:
-        lines += ["", f"gates ({result['gates'].get('source')}):", "", "| gate | threshold | value | passed |", "|---|---|---|---|"]
-        lines += [f"| {c['gate']} | {cell(c['threshold'])} | {cell(c['value'])} | {c['passed']} |" for c in checks]
+        lines += ["", f"gates ({result['gates'].get('source')}):", "", *gate_rows(checks)]
     errors = result.get("errors", [])
     if errors:
         lines += ["", "errors:", ""] + [f"- {e}" for e in errors[:20]]
@@ -294,12 +319,14 @@ def regress_markdown(result: dict) -> str:
              f" ({result['section']}, {m['videos']} common videos)", "",
              "| metric | baseline | current | delta |", "|---|---|---|---|"]
     lines += [f"| {r['metric']} | {cell(r['baseline'])} | {cell(r['current'])} | {cell(r['delta'])} |" for r in result["table"]]
+    lines += ["", f"top-1 {fmt_ci(m['top1'], m.get('top1_ci'))}, baseline {fmt_ci(m['baseline_top1'], m.get('baseline_top1_ci'))},"
+              f" drop {fmt_ci(m['top1_drop'], m.get('top1_drop_ci'))} points (95% CI, {m.get('top1_drop_method', 'n/a')};"
+              f" McNemar p {cell(m.get('mcnemar_p'))}), agreement {fmt_ci(m['agreement'], m.get('agreement_ci'))}%"]
     lines += ["", f"predictions changed: {len(result['changed'])} (newly wrong {len(result['newly_wrong'])},"
               f" newly right {len(result['newly_right'])})"]
     for row in result["changed"][:20]:
         lines.append(f"- {row['video']}: {row['baseline']} -> {row['current']} (label {row['label']})")
     checks = result.get("gates", {}).get("checks", [])
     if checks:
-        lines += ["", "| gate | threshold | value | passed |", "|---|---|---|---|"]
-        lines += [f"| {c['gate']} | {cell(c['threshold'])} | {cell(c['value'])} | {c['passed']} |" for c in checks]
+        lines += ["", *gate_rows(checks)]
     return "\n".join(lines) + "\n"

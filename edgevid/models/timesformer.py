@@ -350,7 +350,7 @@ def timesformer_l(num_classes: int = 400, **kwargs) -> TimeSformer:
 
 
 SYNTH_CONFIG = dict(
-    img_size=112, patch_size=16, num_frames=8, embed_dim=96, depth=4, num_heads=3, mlp_ratio=4.0
+    img_size=64, patch_size=8, num_frames=8, embed_dim=96, depth=4, num_heads=3, mlp_ratio=4.0
 )
 
 
@@ -359,7 +359,7 @@ SYNTH_CONFIG = dict(
         name="timesformer_synth",
         family=FAMILY,
         params_m=0.71,
-        clip=ClipSpec(frames=8, stride=3, crop=112, short_side=128, test_clips=1, test_crops=1),
+        clip=ClipSpec(frames=8, stride=3, crop=64, short_side=73, test_clips=1, test_crops=1),
         norm=KINETICS_NORM,
         num_classes=8,
         label_set="synthmotion",

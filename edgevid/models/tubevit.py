@@ -108,9 +108,9 @@ PAPER_TUBES = (
 # same sparse pattern tiles a smaller frame: 4x4, 4x4, 3x3 and 7x7 grids), temporal ones scaled
 # by 8/32 and rounded up (6/4 -> 2). 32 + 32 + 18 + 49 = 131 tokens.
 SYNTH_TUBES = (
-    Tube((2, 8, 8), (4, 32, 32)),
-    Tube((4, 4, 4), (2, 32, 32), (1, 8, 8)),
-    Tube((1, 12, 12), (4, 32, 32), (0, 16, 16)),
+    Tube((2, 8, 8), (2, 8, 8)),
+    Tube((4, 4, 4), (4, 8, 8), (0, 2, 2)),
+    Tube((1, 12, 12), (4, 16, 16), (0, 8, 8)),
     Tube((1, 16, 16), (8, 16, 16)),
 )
 
@@ -399,8 +399,8 @@ IMAGENET_NORM = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.2
 
 BASE_CONFIG = TubeViTConfig(embed_dim=768, depth=12, num_heads=12)
 LARGE_CONFIG = TubeViTConfig(embed_dim=1024, depth=24, num_heads=16)
-SYNTH_CONFIG = TubeViTConfig(  # trained here without a class token; kept so its weights still load
-    frames=8, crop=112, tubes=SYNTH_TUBES, kernel=(2, 8, 8), embed_dim=192, depth=3, num_heads=3, class_token=False
+SYNTH_CONFIG = TubeViTConfig(  # trained here without a class token (not a daniel-code layout)
+    frames=8, crop=64, tubes=SYNTH_TUBES, kernel=(2, 8, 8), embed_dim=96, depth=4, num_heads=3, class_token=False
 )
 
 
@@ -454,7 +454,7 @@ def tubevit_l(num_classes: int = 400, **overrides) -> TubeViT:
         name="tubevit_synth",
         family=FAMILY,
         params_m=1.41,
-        clip=ClipSpec(frames=8, stride=3, crop=112, short_side=128, test_clips=1, test_crops=1),
+        clip=ClipSpec(frames=8, stride=3, crop=64, short_side=73, test_clips=1, test_crops=1),
         norm=KINETICS_NORM,
         num_classes=8,
         label_set="synthmotion",
