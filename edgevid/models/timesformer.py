@@ -358,7 +358,7 @@ SYNTH_CONFIG = dict(
     ModelSpec(
         name="timesformer_synth",
         family=FAMILY,
-        params_m=0.71,
+        params_m=0.66,
         clip=ClipSpec(frames=8, stride=3, crop=64, short_side=73, test_clips=1, test_crops=1),
         norm=KINETICS_NORM,
         num_classes=8,

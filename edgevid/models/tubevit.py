@@ -453,7 +453,7 @@ def tubevit_l(num_classes: int = 400, **overrides) -> TubeViT:
     ModelSpec(
         name="tubevit_synth",
         family=FAMILY,
-        params_m=1.41,
+        params_m=0.49,
         clip=ClipSpec(frames=8, stride=3, crop=64, short_side=73, test_clips=1, test_crops=1),
         norm=KINETICS_NORM,
         num_classes=8,
