@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..errors import BackendUnavailable, EdgevidError
+from ..stages import BuildStages
 
 #: the attention model families: each backend's INT8 recipe keeps their softmax / LayerNorm / GELU and
 #: (where the backend can) their attention products in float
@@ -35,6 +36,8 @@ class BuildRequest:
     out_dir: Path
     calib: Sequence[np.ndarray] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: where the backend times its stages (export, calibration n/N, lowering ...) for the display and manifest
+    stages: BuildStages = field(default_factory=BuildStages)
 
 
 @dataclass
