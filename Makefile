@@ -16,11 +16,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.demo-installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -e ".[onnx,openvino,report,demo]"
+	$(PIP) -e ".[build-openvino,report,demo]"
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -e ".[onnx,openvino,executorch,tensorrt,report,ray,demo,dev]"
+	$(PIP) -e ".[build-all,report,ray,demo,dev]"
 	touch $@
 
 install-demo: $(VENV)/.demo-installed

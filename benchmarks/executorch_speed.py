@@ -42,8 +42,8 @@ def build(model: str, precision: str, strategy: str, threads: int, work: Path, c
     import torch
 
     from edgevid.models import create_model, get_spec
-    from edgevid.rewrite import StrategyChooser, rewrite_for_xnnpack
-    from edgevid.rewrite import xnnpack as xnn
+    from edgevid.backends.executorch.rewrite import StrategyChooser, rewrite_for_xnnpack
+    from edgevid.backends.executorch.rewrite import xnnpack as xnn
 
     path = work / f"{model}-{precision}-{strategy}.pte"
     record_path = path.with_suffix(".json")
@@ -101,7 +101,7 @@ def worker(kind: str, model: str, pte: str, threads: int, seconds: float) -> dic
             with torch.inference_mode():
                 return net(x)
     else:
-        from edgevid.rewrite.xnnpack import load_method, set_threads
+        from edgevid.backends.executorch.rewrite.xnnpack import load_method, set_threads
 
         set_threads(threads)
         method = load_method(pte)

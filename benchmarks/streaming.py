@@ -1,26 +1,32 @@
-"""Streaming benchmark: end-to-end vs model-only FPS, and memory over a long stream.
+"""Streaming benchmark: steady-state end-to-end vs model-only FPS, and memory over a long stream.
 
-    python benchmarks/streaming.py [--artifact PATH] [--frames 2000] [--threads 2] [--json FILE]
+    python benchmarks/streaming.py [--artifact PATH] [--frames 100000] [--threads N] [--json FILE]
 
 Streams an H.264 file of ``--frames`` SynthMotion frames (clips of the test split back to back,
 15 fps) through ``edgevid.streaming.StreamClassifier`` as fast as it goes: decode each frame,
 sample at the model's training interval, preprocess into the ring, classify every sampled frame
 (window stride 1), smooth. Reported, all from that one run:
 
-- model-only FPS = clips/s of the runner alone on a fixed clip (as ``edgevid bench``), and
-  windows / inference seconds inside the stream; end-to-end FPS = windows / wall seconds of the
-  whole loop (decode of every frame + sampling + RGB conversion and preprocessing of the kept
-  frames + inference + smoothing); their ratio (the issue asks >= 0.8 on the fastest CPU
-  artifact). Two passes: *serial* (each step in turn on one thread) and *pipelined*
-  (``BackgroundClassifier``: a window is classified on a worker thread while the next frames
-  are decoded; every window is still classified);
-- RSS (from /proc/self/statm) after a warm-up of 200 frames and at the end, and its maximum in
-  between (the issue asks growth < 50 MB over 2,000 frames);
+- model-only FPS = windows/s of the runner alone on a fixed clip (1000 / p50 ms, as ``edgevid
+  bench``), and windows / inference seconds inside the stream;
+- end-to-end FPS, *steady state*: windows after the first / wall seconds after the first window
+  (the first window needs every frame that fills it decoded and preprocessed: its time is the
+  *warm-up*, reported apart), and the demo's figure from the same run (``StreamStats.e2e_fps``:
+  windows 2.. over their own decode + sampling + preprocessing + inference + smoothing time), so
+  the benchmark and the demo report the same quantity. Their ratio to model-only (the faster of
+  the standalone timing and the inference rate inside the stream: a short standalone timing can
+  land in a burst of a shared machine's load): the issue asks >= 0.9 for the reference model on
+  OpenVINO INT8 with both cores. Two passes: *serial* (each
+  step in turn on one thread) and *pipelined* (``BackgroundClassifier``: a window is classified
+  on a worker thread while the next frames are decoded; every window is still classified);
+- RSS (from /proc/self/statm) after a warm-up of 2,000 frames, every 10,000 frames and at the
+  end: the issue asks growth < 10 MB over 100,000 frames;
 - with reference weights, the top-1 accuracy of windows that lie inside one clip.
 
 Default artifact: the reference model ``x3d_synth`` on OpenVINO INT8 (``intel-cpu``), built into
 ``artifacts/demo`` when missing (reference weights when shipped, else random: speed does not
-depend on them); ONNX Runtime INT8 where OpenVINO is not installed.
+depend on them); ONNX Runtime INT8 where OpenVINO is not installed. Default threads: every core
+this process may use.
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ from pathlib import Path
 import numpy as np
 
 FRAMES_PER_CLIP = 32
-WARMUP_FRAMES = 200
+WARMUP_FRAMES = 2000
+RSS_EVERY = 10_000
+E2E_GOAL = 0.9
+RSS_GOAL_MB = 10.0
 
 
 def rss_mb() -> float:
@@ -52,9 +61,12 @@ def rss_mb() -> float:
 
 
 def stream_video(frames: int) -> tuple[Path, np.ndarray]:
-    """A cached H.264 stream of ``frames`` SynthMotion frames, and each frame's class index."""
-    from edgevid.data.synthmotion import FPS, generate_clip, split_seeds
-    from edgevid.data.video import write_video
+    """A cached H.264 stream of ``frames`` SynthMotion frames, and each frame's class index
+    (encoded clip by clip: 100,000 frames would be 6 GB as one array)."""
+    import av
+
+    from edgevid.data.synthmotion import FPS, HEIGHT, WIDTH, generate_clip, split_seeds
+    from edgevid.data.video import H264_ENCODER, H264_OPTIONS
     from edgevid.paths import edgevid_home
 
     clips = -(-frames // FRAMES_PER_CLIP)
@@ -63,9 +75,16 @@ def stream_video(frames: int) -> tuple[Path, np.ndarray]:
     path = edgevid_home() / "bench" / f"stream-{frames}f-{FPS}fps.mp4"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        video = np.concatenate([generate_clip(seed)[0] for seed in seeds])[:frames]
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.mp4")
-        write_video(tmp, video, FPS)
+        with av.open(str(tmp), mode="w") as container:
+            stream = container.add_stream(H264_ENCODER, rate=FPS, options=H264_OPTIONS)
+            stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+            left = frames
+            for seed in seeds:
+                for image in generate_clip(seed)[0][:left]:
+                    container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+                left -= FRAMES_PER_CLIP
+            container.mux(stream.encode())
         os.replace(tmp, path)
     return path, labels
 
@@ -96,39 +115,54 @@ def stream_once(artifact, runner, video: Path, frame_labels: np.ndarray, pipelin
     m = artifact.manifest
     stream = StreamClassifier(runner, m.spec, m.labels, window_stride=1)
     span = clip_span(m.spec.clip.frames, m.spec.clip.stride)
-    results = []
-    background = BackgroundClassifier(stream, "wait", on_result=results.append) if pipelined else None
+    first_done: list[float] = []  # when the first window's result was in
+    scores = {"inside": 0, "correct": 0}  # counted as windows come: keeping 33,000 results would grow RSS by 30 MB
+
+    def keep(result) -> None:
+        if not first_done:
+            first_done.append(time.perf_counter())
+        first = result.frame_index - span + 1
+        if first >= 0 and first // FRAMES_PER_CLIP == result.frame_index // FRAMES_PER_CLIP:
+            scores["inside"] += 1
+            scores["correct"] += result.raw_top1 == m.labels[frame_labels[first]]
+
+    background = BackgroundClassifier(stream, "wait", on_result=keep) if pipelined else None
     rss = {"start": rss_mb()}
-    rss_max = rss["start"]
+    rss_max, rss_series = rss["start"], []
     started = time.perf_counter()
     for index, (frame, seconds, decode_ms) in enumerate(iter_video_frames(video, lazy=True)):
         if background is not None:
             background.push(frame, seconds, decode_ms)
         elif (result := stream.push(frame, seconds, decode_ms)) is not None:
-            results.append(result)
+            keep(result)
         if index + 1 == WARMUP_FRAMES:
             rss["after_warmup"] = rss_mb()
+        if (index + 1) % RSS_EVERY == 0:
+            rss_series.append((index + 1, round(rss_mb(), 1)))
         if index % 50 == 0:
             rss_max = max(rss_max, rss_mb())
     if background is not None:
         background.drain()
         background.close()
-    wall = time.perf_counter() - started
+    ended = time.perf_counter()
     rss["end"] = rss_mb()
     rss["max"] = max(rss_max, rss["end"])
-    inside = correct = 0
-    for result in results:
-        first = result.frame_index - span + 1
-        if first >= 0 and first // FRAMES_PER_CLIP == result.frame_index // FRAMES_PER_CLIP:
-            inside += 1
-            correct += result.raw_top1 == m.labels[frame_labels[first]]
+    rss.setdefault("after_warmup", rss["start"])
+    inside, correct = scores["inside"], scores["correct"]
     stats = stream.stats
-    model_fps, e2e_fps = stats.model_fps(), stats.windows / wall
+    steady_wall = ended - first_done[0]
+    steady_fps = stats.steady_windows / steady_wall if steady_wall > 0 else None
+    breakdown = stats.breakdown(recent=False)
     return {
         "mode": "pipelined" if pipelined else "serial", "frames": stats.frames, "sampled": stats.sampled,
-        "windows": stats.windows, "wall_seconds": round(wall, 2), "model_only_fps": model_fps, "end_to_end_fps": e2e_fps,
-        "e2e_over_model": e2e_fps / model_fps, "work_fps": stats.e2e_fps(), "video_frames_per_s": stats.frames / wall,
-        "rss_mb": {k: round(v, 1) for k, v in rss.items()}, "rss_growth_mb": round(rss["end"] - rss["after_warmup"], 1),
+        "windows": stats.windows, "wall_seconds": round(ended - started, 2),
+        "warmup_seconds": round(first_done[0] - started, 4), "warmup_frames": stats.warmup_frames,
+        "warmup_pipeline_ms": stats.warmup_ms, "steady_wall_seconds": round(steady_wall, 2),
+        "model_only_fps": stats.model_fps(), "end_to_end_fps": steady_fps, "demo_e2e_fps": stats.e2e_fps(),
+        "e2e_over_model": steady_fps / stats.model_fps(), "video_frames_per_s": stats.frames / (ended - started),
+        "breakdown_ms_per_window": {k: round(v, 4) for k, v in breakdown.items()} if breakdown else None,
+        "rss_mb": {k: round(v, 1) for k, v in rss.items()}, "rss_series": rss_series,
+        "rss_growth_mb": round(rss["end"] - rss["after_warmup"], 1),
         "window_top1_inside_one_clip": (100 * correct / inside if inside and not m.weights.random else None),
         "windows_inside_one_clip": inside,
     }
@@ -137,21 +171,33 @@ def stream_once(artifact, runner, video: Path, frame_labels: np.ndarray, pipelin
 def run(artifact_path: Path, frames: int, threads: int | None) -> dict:
     from edgevid.artifact import Artifact
     from edgevid.backends import open_runner
-    from edgevid.bench import machine_info, runtime_versions, time_callable
+    from edgevid.bench import machine_info, runtime_versions, time_callable, usable_cores
 
     artifact = Artifact(artifact_path)
     m = artifact.manifest
     video, frame_labels = stream_video(frames)
+    threads = threads or usable_cores()
     runner = open_runner(artifact, threads=threads, mode="latency")
     clip = np.random.default_rng(0).standard_normal(m.input_shape).astype(np.float32)
     runner(clip)  # first-run compilation is not streaming
-    model_only = time_callable(lambda: runner(clip), min_seconds=3.0)  # the runner alone, as `edgevid bench` times it
-    passes = [stream_once(artifact, runner, video, frame_labels, pipelined) for pipelined in (False, True)]
+    # The runner alone, as `edgevid bench` times it, before each pass and after the last (a shared
+    # machine's load drifts): each pass is judged against the fastest of them (the hardest goal).
+    timings, passes = [], []
+    for pipelined in (False, True):
+        timings.append(time_callable(lambda: runner(clip), min_seconds=3.0))
+        passes.append(stream_once(artifact, runner, video, frame_labels, pipelined))
+    timings.append(time_callable(lambda: runner(clip), min_seconds=3.0))
     runner.close()
-    standalone_fps = 1e3 / model_only.mean_ms
+    model_only = min(timings, key=lambda t: t.p50_ms)
+    standalone_fps = 1e3 / model_only.p50_ms
     for run_ in passes:
         run_["model_only_standalone_fps"] = standalone_fps
+        run_["model_only_standalone_all_fps"] = [round(1e3 / t.p50_ms, 1) for t in timings]
         run_["e2e_over_standalone"] = run_["end_to_end_fps"] / standalone_fps
+        # On a shared machine a 3 s standalone timing can land in a burst of load (seen: 99 windows/s
+        # standalone against 700 inside the stream): judge against the faster of the two model-only rates.
+        run_["model_only_reference_fps"] = max(standalone_fps, run_["model_only_fps"])
+        run_["e2e_over_reference"] = run_["end_to_end_fps"] / run_["model_only_reference_fps"]
     return {"artifact": str(artifact.path), "backend": m.backend, "precision": m.precision, "weights": m.weights.source,
             "threads": threads, "model_only": asdict(model_only), "passes": passes, "machine": machine_info(),
             "runtime_versions": runtime_versions()}
@@ -161,8 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--artifact", type=Path, help="artifact folder (default: x3d_synth OpenVINO INT8, built if missing)")
     parser.add_argument("--out", type=Path, default=Path("artifacts/demo"), help="where the default artifact is built")
-    parser.add_argument("--frames", type=int, default=2000)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--frames", type=int, default=100_000)
+    parser.add_argument("--threads", type=int, default=None, help="runner threads (default: every usable core)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.artifact is None:  # build (if needed) here, measure in a fresh process: RSS must not hold the build
@@ -173,19 +219,27 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(subprocess.run(command).returncode)
     result = run(args.artifact, args.frames, args.threads)
     print(f"streaming {Path(result['artifact']).name} ({result['backend']} {result['precision']}, {result['weights']} weights,"
-          f" threads={args.threads or 'default'}) on {result['machine'].get('cpu')}, one process, passes back to back:")
+          f" threads={result['threads']}) on {result['machine'].get('cpu')}, one process, passes back to back:")
     standalone = result["passes"][0]["model_only_standalone_fps"]
-    print(f"  model-only, the runner alone: {standalone:.1f} clips/s (mean {result['model_only']['mean_ms']:.2f} ms,"
-          f" p50 {result['model_only']['p50_ms']:.2f} ms)")
+    print(f"  model-only, the runner alone: {standalone:.1f} windows/s (p50 {result['model_only']['p50_ms']:.3f} ms,"
+          f" mean {result['model_only']['mean_ms']:.3f} ms; the fastest of"
+          f" {', '.join(map(str, result['passes'][0]['model_only_standalone_all_fps']))} before, between and after the passes)")
     for run_ in result["passes"]:
-        ratio_ok, rss_ok = run_["e2e_over_standalone"] >= 0.8, run_["rss_growth_mb"] < 50
+        ratio_ok, rss_ok = run_["e2e_over_reference"] >= E2E_GOAL, abs(run_["rss_growth_mb"]) < RSS_GOAL_MB
+        b = run_["breakdown_ms_per_window"] or {}
         print(f"  {run_['mode']}: {run_['frames']} frames, {run_['windows']} windows in {run_['wall_seconds']} s;"
-              f" end-to-end {run_['end_to_end_fps']:.1f} windows/s -> {run_['e2e_over_standalone']:.2f}x model-only"
-              f" ({'meets' if ratio_ok else 'misses'} >= 0.8); inference inside the stream {run_['model_only_fps']:.1f}"
-              f" windows/s ({run_['e2e_over_model']:.2f}x); {run_['video_frames_per_s']:.0f} video frames/s")
+              f" warm-up {1e3 * run_['warmup_seconds']:.1f} ms ({run_['warmup_frames']} frames to the first window);"
+              f" steady-state end-to-end {run_['end_to_end_fps']:.1f} windows/s; model-only: standalone"
+              f" {run_['model_only_standalone_fps']:.1f}, inside the stream {run_['model_only_fps']:.1f} windows/s ->"
+              f" end-to-end {run_['e2e_over_reference']:.2f}x the faster ({'meets' if ratio_ok else 'misses'} >= {E2E_GOAL});"
+              f" as the demo computes it {run_['demo_e2e_fps']:.1f} windows/s; {run_['video_frames_per_s']:.0f} video frames/s")
+        if b:
+            print(f"    per window: decode {b['decode_ms']:.3f} ms, sampling + preprocessing {b['preprocess_ms']:.3f} ms,"
+                  f" inference {b['model_ms']:.3f} ms, queue wait {b['wait_ms']:.3f} ms (not in end-to-end)")
         print(f"    RSS {run_['rss_mb']['after_warmup']:.1f} MB after {WARMUP_FRAMES} frames -> {run_['rss_mb']['end']:.1f} MB"
               f" after {run_['frames']} (max {run_['rss_mb']['max']:.1f}): growth {run_['rss_growth_mb']:+.1f} MB"
-              f" ({'meets' if rss_ok else 'misses'} < 50 MB)")
+              f" ({'meets' if rss_ok else 'misses'} < {RSS_GOAL_MB:g} MB); every {RSS_EVERY} frames:"
+              f" {' '.join(f'{mb:.1f}' for _, mb in run_['rss_series'])}")
         if run_["window_top1_inside_one_clip"] is not None:
             print(f"    top-1 of the {run_['windows_inside_one_clip']} windows inside one clip:"
                   f" {run_['window_top1_inside_one_clip']:.1f} %")

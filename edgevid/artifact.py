@@ -60,6 +60,7 @@ class BuildRecord(BaseModel):
     calib: str | None = None
     calib_size: int | None = None
     num_classes: int | None = None
+    labels: str | None = None
     options: dict[str, Any] = {}
     out: str
 
@@ -73,7 +74,9 @@ class BuildRecord(BaseModel):
             args += ["--calib", self.calib]
         if self.calib_size:
             args += ["--calib-size", str(self.calib_size)]
-        if self.num_classes:
+        if self.labels:
+            args += ["--labels", self.labels]
+        elif self.num_classes:
             args += ["--num-classes", str(self.num_classes)]
         options = dict(self.options)
         if options.get("keep_float"):
@@ -148,6 +151,17 @@ class Manifest(BaseModel):
         return self
 
 
+def read_json_object(path: Path, what: str, fix: str) -> dict:
+    """The JSON object in ``path``; ``ArtifactError`` "PATH WHAT (why); FIX" for anything else."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path} {what} ({first_line(exc)}); {fix}") from None
+    return data
+
+
 def canonical_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -183,12 +197,7 @@ class Artifact:
             raise ArtifactError(
                 f"{self.path} is not an edgevid artifact (no {MANIFEST}); build one with `edgevid build`"
             )
-        try:
-            raw = json.loads(manifest_path.read_text(encoding="utf-8"))
-            if not isinstance(raw, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{manifest_path} is unreadable ({first_line(exc)}); rebuild the artifact") from None
+        raw = read_json_object(manifest_path, "is unreadable", "rebuild the artifact")
         if raw.get("seal") != seal_of(raw):
             what = "has no seal (made by an older edgevid)" if not raw.get("seal") else "was edited after the build (its seal does not match)"
             raise ArtifactError(f"{manifest_path} {what}; rebuild the artifact with `edgevid build`")
@@ -242,13 +251,7 @@ class Artifact:
         path = self.path / REPORT
         if not path.is_file():
             return {}
-        try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(report, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{path} is corrupt ({first_line(exc)}); delete it (eval and bench write a new one)") from None
-        return report
+        return read_json_object(path, "is corrupt", "delete it (eval and bench write a new one)")
 
     def update_report(self, section: str, data: Any) -> None:
         """Merge ``data`` under ``section`` of report.json (atomic write)."""

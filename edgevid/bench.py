@@ -175,10 +175,10 @@ def runtime_versions() -> dict[str, str]:
 def e2e_video(spec) -> Path:
     """A cached H.264 file to time end-to-end clips on (see the module docstring)."""
     from .data import synthmotion as sm
-    from .data.sampling import clip_span
+    from .data.sampling import clip_frames_needed
     from .paths import edgevid_home
 
-    span = clip_span(spec.clip.frames, spec.clip.stride)
+    span = clip_frames_needed(spec)
     if spec.label_set == "synthmotion":
         height, width, fps = sm.HEIGHT, sm.WIDTH, sm.FPS
     else:
@@ -429,6 +429,24 @@ def bench_artifact(
     record_report(artifact, "bench", result)
     return result
 
+
+
+def reported_model_fps(artifact_path: str | Path) -> dict | None:
+    """``edgevid bench``'s model-only figure from an artifact's report.json, as a stream would count
+    it: ``{"fps": windows/s (1000 / p50 ms: one window per runner call, whatever the batch),
+    "p50_ms", "threads"}``; None when the artifact was never benchmarked (or the report is unreadable)."""
+    from .artifact import Artifact
+
+    try:
+        report = Artifact(artifact_path).read_report()
+    except (EdgevidError, OSError, ValueError):
+        return None
+    bench = report.get("bench") if isinstance(report, dict) else None
+    run = bench.get("runs", {}).get("artifact", {}) if isinstance(bench, dict) else {}
+    p50 = run.get("p50_ms") if isinstance(run, dict) else None
+    if not isinstance(p50, (int, float)) or p50 <= 0:
+        return None
+    return {"fps": 1e3 / p50, "p50_ms": float(p50), "threads": bench.get("threads")}
 
 METHOD = {
     "latency": "p50 of runs after warm-up until the 95% CI of the median is within 2% (or 3x --seconds); "

@@ -128,3 +128,28 @@ def calibration_set(
     if not clips:
         raise DataError(f"--calib {calib}: none of its {len(videos)} videos could be decoded; first error: {failed[0]}")
     return CalibrationSet(clips=clips, source=source, digest=digest_clips(clips))
+
+
+DEFAULT_VAL_SIZE = 200
+
+
+def validation_clips(spec, source: str | None, size: int | None) -> list[tuple[np.ndarray, int]]:
+    """Labelled centre clips for accuracy-aware quantization: ``source`` or, for SynthMotion models, its val split."""
+    from .data.manifest import load_dataset
+    from .data.views import single_clip
+    from .harness.eval import class_mapping
+    from .labels import labels_for
+
+    size = int(size or DEFAULT_VAL_SIZE)
+    if source is None:
+        if spec.label_set != "synthmotion":
+            raise DataError(f"--max-drop needs labelled validation videos of {spec.label_set}: pass --val-data FOLDER_OR_CSV")
+        from .data.synthmotion import ensure_split
+
+        source = ensure_split("val", size)
+    dataset = load_dataset(source)
+    mapping = class_mapping(dataset.classes, labels_for(spec.label_set, spec.num_classes), str(source))
+    items = [(single_clip(path, spec), int(mapping[label])) for path, label in dataset.items[:size]]
+    if not items:
+        raise DataError(f"--val-data {source}: no videos to validate on")
+    return items

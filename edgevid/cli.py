@@ -17,7 +17,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeRemainingColumn)
 from rich.table import Table
 
-from .errors import EdgevidError, first_line
+from .errors import EdgevidError
 from .outputs import check_output_file, mark, markdown_marker, write_output_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -155,9 +155,29 @@ def targets() -> None:
     for col in ("target", "aliases", "backend", "device", "precisions", "default", "backend status"):
         table.add_column(col)
     for t in list_targets():
+        # escape: rich markup would eat "[executorch]" in "pip install 'edgevid[executorch]'"
         table.add_row(t.name, ", ".join(t.aliases), t.backend, t.device, ", ".join(t.precisions), t.default_precision,
-                      backend_status(t.backend))
+                      escape(backend_status(t.backend)))
     out.print(table)
+
+
+@app.command()
+def doctor(artifact: Optional[Path] = typer.Argument(None, help="Also check this artifact folder against this machine.")) -> None:
+    """Run first on a device: TensorRT, CUDA, pycuda / cuda-python, GPU / DLA, JetPack, ONNX Runtime, OpenVINO,
+    ExecuTorch; with ARTIFACT, whether it runs here (runtime, engine fingerprint, Q/DQ parse). Exit 3 if not."""
+    from .doctor import report
+    from .errors import BackendUnavailable
+
+    rows, why = report(artifact)
+    table = Table(title="edgevid doctor" + (f": {artifact}" if artifact else ""))
+    for col in ("check", "finding", ""):
+        table.add_column(col)
+    for what, finding, ok in rows:
+        mark = "" if ok is None else ("[green]ok[/]" if ok else "[red]no[/]")
+        table.add_row(what, escape(finding), mark)
+    out.print(table)
+    if why:
+        raise BackendUnavailable(f"{artifact} cannot run here: {why}")
 
 
 @app.command()
@@ -169,6 +189,8 @@ def build(
     calib: Optional[str] = typer.Option(None, help="Calibration videos: a folder, a manifest, or 'synthetic'."),
     calib_size: Optional[int] = typer.Option(None, min=1, help="Number of calibration clips (default: the recipe's)."),
     num_classes: Optional[int] = typer.Option(None, min=1, help="Re-initialise the classifier with this many classes."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Class names of a model trained on a custom label"
+                                          " set: one a line (index = line) or JSON; sets the head size, carried in the manifest."),
     out_dir: Path = typer.Option(Path("artifacts"), "--out", help="Folder that receives the artifact folder (an existing"
                                  " artifact of the same name is replaced; nothing else ever is)."),
     sign: Optional[Path] = typer.Option(None, "--sign", metavar="KEY", help="Sign the artifact with this Ed25519 private key (`edgevid keygen`)."),
@@ -196,6 +218,9 @@ def build(
     if max_drop is not None:  # every backend: the harness's search, or the backend's own accuracy control
         from .harness.mixed import build_with_budget
 
+        if labels is not None:
+            raise EdgevidError("--max-drop validates on the model's own label set; build with --labels without"
+                               " --max-drop (or keep layers in float with --keep-float)")
         artifact = build_with_budget(model, target, max_drop, weights, calib, calib_size, out_dir, num_classes,
                                      options=options, val_data=val_data, val_size=val_size, precision=precision,
                                      ranking_file=sensitivity_file, threads=threads, track=track,
@@ -203,7 +228,7 @@ def build(
     else:
         with BuildProgress(err) as progress:
             artifact = build_artifact(model, target, precision, weights, calib, calib_size, out_dir, num_classes,
-                                      options=options, sign=sign, progress=progress)
+                                      options=options, sign=sign, labels_file=labels, progress=progress)
     m = artifact.manifest
     err.print(f"[green]built[/] {artifact.path}  ({m.backend} {m.precision}, {m.build_seconds:.1f} s)")
     if m.stage_seconds:
@@ -246,13 +271,15 @@ def eval_(
         if not data:
             raise EdgevidError("eval needs --data MANIFEST (a CSV manifest or a folder per class)")
         result = evaluate(artifact, data, threads=threads, limit=limit, track=track, shard=shard, resume=not restart,
-                          ray=ray, ray_shards=ray_shards, with_reference=reference)
-    _print_result(f"eval {Path(result['artifact']).name}  ({result['label']})" + (f" shard {result['shard']}" if result.get("shard") else ""), result)
-    if json_path:
+                          ray=ray, ray_shards=ray_shards, with_reference=reference, json_path=json_path)
+    _print_result(f"eval {Path(result['artifact']).name}  ({escape(result['label'])})" + (f" shard {result['shard']}" if result.get("shard") else ""), result)
+    if json_path and artifact == "merge":  # evaluate() writes --json itself, failed runs included
         write_output_file(json_path, json.dumps(mark(result, "eval"), indent=2), "eval", "--json")
 
 
 def _print_result(title: str, result: dict) -> None:
+    if result.get("runtime"):  # what actually ran (a pending TensorRT artifact: ONNX Runtime)
+        out.print(f"runtime: {escape(result['runtime'])}", soft_wrap=True, highlight=False)
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -261,6 +288,10 @@ def _print_result(title: str, result: dict) -> None:
             table.add_row(key, _fmt(result[key], 4 if key in ("cosine", "max_abs_diff") else 2))
     if table.row_count:
         out.print(table)
+    from .harness.eval import warning_lines
+
+    for line in warning_lines(result):
+        err.print(f"[yellow]warning:[/] {escape(line)}")
     checks = result.get("gates", {}).get("checks", [])
     if checks:
         gates = Table(title=f"gates ({result['gates']['source']})")
@@ -430,15 +461,81 @@ def golden_run(
     ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster address: run the chunks on the nodes"
                                       " advertising this artifact's target (needs edgevid's ray extra)."),
     ray_shards: Optional[int] = typer.Option(None, "--ray-shards", min=1, help="With --ray: number of shards (default: one per device)."),
+    adb: Optional[str] = typer.Option(None, "--adb", metavar="[SERIAL]", help="ExecuTorch artifacts: run the pack on"
+                                      " the Android phone adb sees (or SERIAL): export a bundle, push, run it with"
+                                      " ExecuTorch's executor_runner, pull the outputs, score them here (needs adb and a phone:"
+                                      " not exercised by edgevid's tests)."),
+    runner: Optional[str] = typer.Option(None, "--runner", help="With --adb: executor_runner built for the phone (a"
+                                         " host file to push, or a path on the phone; default: executor_runner in"
+                                         " the phone's bundle folder)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result to this file."),
 ) -> None:
     """Run a golden pack on this device (numpy + the backend's runtime only); exit 1 when a gate fails."""
     from .harness.golden import raise_for, run_pack
 
-    result = run_pack(artifact, pack, gates=gates, threads=threads, json_path=json_path, ray=ray,
-                      ray_shards=ray_shards, track=track, check=False)
+    if adb is not None:
+        from .harness.phone import run_over_adb
+
+        result = run_over_adb(artifact, pack, serial=adb or None, runner=runner, threads=threads, gates=gates,
+                              json_path=json_path, check=False)
+    else:
+        result = run_pack(artifact, pack, gates=gates, threads=threads, json_path=json_path, ray=ray,
+                          ray_shards=ray_shards, track=track, check=False)
     _print_result(f"golden {artifact.name}  ({result['backend']} {result['precision']}): {result['status']}", result)
     raise_for(result)
+
+
+@golden_app.command("export")
+def golden_export(
+    artifact: Path = typer.Argument(..., help="ExecuTorch artifact folder (--target android / ios)."),
+    pack: Path = typer.Argument(..., help="Golden pack folder."),
+    out_dir: Path = typer.Option(..., "--out", help="Bundle folder to write (what to copy to the phone)."),
+    coreml: bool = typer.Option(False, "--coreml", help="Bundle the artifact's Core ML .pte (ios target) instead of"
+                                " the XNNPACK one."),
+) -> None:
+    """Write a phone bundle: ExecuTorch BundledProgram (.bpte) with the pack's inputs and FP32 outputs, the raw
+    inputs for executor_runner and run_on_device.sh."""
+    from .backends.executorch import COREML_FILE, MODEL_FILE
+    from .harness.phone import export_bundle
+
+    path = export_bundle(artifact, pack, out_dir, pte=COREML_FILE if coreml else MODEL_FILE)
+    info = json.loads((path / "bundle.json").read_text())
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+    err.print(f"[green]bundle[/] {path}: {len(info['cases'])} cases of batch {info['batch']} for {info['artifact']},"
+              f" {size:.1f} MB; copy the folder to the phone, run `sh run_on_device.sh RUNNER` there, bring outputs/"
+              f" back and run `edgevid golden score {artifact} {pack} --outputs OUTPUTS`")
+    out.print(str(path))
+
+
+@golden_app.command("score")
+def golden_score(
+    artifact: Path = typer.Argument(..., help="The ExecuTorch artifact folder the bundle was exported from."),
+    pack: Path = typer.Argument(..., help="The golden pack the bundle was exported from."),
+    outputs: Path = typer.Option(..., "--outputs", help="The outputs folder the phone wrote (case-NNNNN-0.bin)."),
+    gates: Optional[Path] = typer.Option(None, "--gates", help="Gates YAML (default: as golden run)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result to this file."),
+) -> None:
+    """Score outputs a phone computed for a bundle (numpy only): golden run's figures, gates and report."""
+    from .harness.golden import raise_for
+    from .harness.phone import score_outputs
+
+    result = score_outputs(artifact, pack, outputs, gates=gates, json_path=json_path, check=False)
+    _print_result(f"golden {artifact.name}  ({result['backend']} {result['precision']}): {result['status']}", result)
+    raise_for(result)
+
+
+@golden_app.command("run-bundle")
+def golden_run_bundle(
+    bundle: Path = typer.Argument(..., help="Bundle folder from `edgevid golden export`."),
+    outputs: Path = typer.Option(..., "--outputs", help="Folder to write the outputs to."),
+) -> None:
+    """Run a bundle's .bpte with ExecuTorch's Python runtime on this host, writing outputs as the phone would
+    (a check of the bundle before it goes to a phone)."""
+    from .harness.phone import run_bundle_here
+
+    path = run_bundle_here(bundle, outputs)
+    err.print(f"wrote {len(list(path.glob('case-*-0.bin')))} outputs to {path}")
+    out.print(str(path))
 
 
 @app.command()
@@ -559,19 +656,45 @@ _DISK_ERRORS = {28: "no space left on the device", 30: "read-only file system", 
                 122: "disk quota exceeded", 5: "input/output error"}
 
 
+def _command_name(argv: list[str]) -> str:
+    words = [a for a in argv if not a.startswith("-")][:2]
+    if words and words[0] not in ("golden",):
+        words = words[:1]
+    return "edgevid " + " ".join(words) if words else "edgevid"
+
+
+def _adb_default(argv: list[str]) -> list[str]:
+    """``--adb`` with no SERIAL (last, or followed by another option) means adb's only device."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--adb" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, "")
+            break
+    return out
+
+
 def main() -> None:
     """Console-script entry point: user errors become one line on stderr and a non-zero exit.
 
     Exit codes: 0 ok; 1 a gate or regression failed; 2 bad input (usage errors too); 3 a missing
-    optional dependency; 130 interrupted (SIGINT); 143 terminated (SIGTERM).
+    optional dependency (one line naming the extra that installs it: torch on a device install, PyAV
+    ...); 130 interrupted (SIGINT); 143 terminated (SIGTERM).
     """
     import signal
 
+    from .extras import from_import_error
     from .outputs import terminate_cleanly
 
+    argv = _adb_default(sys.argv[1:])
     try:
-        with terminate_cleanly():
-            code = app(standalone_mode=False)  # we print usage errors and map interrupts ourselves
+        try:
+            with terminate_cleanly():
+                code = app(args=argv, standalone_mode=False)  # we print usage errors and map interrupts ourselves
+        except ModuleNotFoundError as exc:
+            mapped = from_import_error(exc, _command_name(argv))
+            if mapped is None:
+                raise
+            raise mapped from None
     except typer.TyperException as exc:  # usage errors: bad flag, bad value
         if hasattr(exc, "show"):
             exc.show()

@@ -80,8 +80,22 @@ class _Names(set):
         return super().__contains__(name) or (isinstance(name, str) and self.extra(name))
 
 
+def _bundle_files(folder: Path) -> set[str] | None:
+    """A phone bundle (``golden export``) or the outputs folder of its run: both carry bundle.json."""
+    try:
+        data = json.loads((folder / "bundle.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not {"format", "pack_digest", "cases"} <= data.keys():
+        return None
+    fixed = {"bundle.json", "model.bpte", "model.pte", "run_on_device.sh", "ran_on.txt"}
+    return _Names(fixed, lambda name: name.startswith(("inputs/", "outputs/")) or
+                  (name.startswith("case-") and name.endswith(".bin") and "/" not in name))
+
+
 # kind -> function returning the names edgevid writes into such a folder, or None when it is not one
-FOLDER_KINDS: dict[str, Callable[[Path], set[str] | None]] = {"artifact": _artifact_files, "pack": _pack_files}
+FOLDER_KINDS: dict[str, Callable[[Path], set[str] | None]] = {
+    "artifact": _artifact_files, "pack": _pack_files, "bundle": _bundle_files, "bundle outputs": _bundle_files}
 
 
 def edgevid_made(folder: Path, kind: str) -> tuple[bool, str]:

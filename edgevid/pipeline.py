@@ -37,8 +37,11 @@ class PreparedModel:
     labels: list[str]
 
 
-def prepare_model(model: str, weights: str | None, num_classes: int | None = None) -> PreparedModel:
-    """The model to build or to take FP32 reference logits from, and where its weights came from."""
+def prepare_model(model: str, weights: str | None, num_classes: int | None = None, labels: list[str] | None = None,
+                  label_set: str | None = None) -> PreparedModel:
+    """The model to build or to take FP32 reference logits from, and where its weights came from.
+
+    ``labels`` (a custom label set named ``label_set``) sets the head's size and the class names."""
     import torch
 
     from .labels import labels_for
@@ -47,6 +50,10 @@ def prepare_model(model: str, weights: str | None, num_classes: int | None = Non
 
     name = canonical_name(model)
     spec = get_spec(name)
+    if labels is not None:
+        spec = spec.model_copy(update={"label_set": label_set or "custom"})
+        if len(labels) != spec.num_classes:
+            num_classes = len(labels)
     if num_classes and num_classes != spec.num_classes:
         spec = spec.model_copy(update={"num_classes": num_classes})
     choice = resolve_weights(name, weights)
@@ -56,7 +63,7 @@ def prepare_model(model: str, weights: str | None, num_classes: int | None = Non
     info = WeightsInfo(source=choice.source, random=choice.random,
                        path=None if choice.random else str(Path(choice.path).resolve()),
                        sha256=None if choice.random else sha256_file(choice.path))
-    return PreparedModel(name, spec, net, info, labels_for(spec.label_set, spec.num_classes))
+    return PreparedModel(name, spec, net, info, list(labels) if labels is not None else labels_for(spec.label_set, spec.num_classes))
 
 
 def weights_file(weights: WeightsInfo, model: str, override: str | Path | None = None) -> Path | None:
@@ -124,15 +131,30 @@ def assemble_manifest(
     )
 
 
-def record_report(artifact: Artifact, section: str, data: Any, extra: dict[str, Any] | None = None) -> None:
-    """Write ``data`` as ``section`` of the artifact's report.json (and ``extra`` sections) under the
-    report lock, then refresh report.md."""
+def finished_manifest(source: Manifest, target: "Target", result: "BuildResult", seconds: float) -> Manifest:
+    """The manifest of an artifact finished on the device from ``source`` (``build --from-onnx``):
+    the same model, weights, calibration and build record; the device's files, fingerprint and status."""
+    from datetime import datetime, timezone
+
+    return source.model_copy(update={
+        "target": target.name, "device": target.device, "quantization": result.quantization,
+        "versions": {**source.versions, **result.versions}, "fingerprint": result.fingerprint, "status": result.status,
+        "notes": list(result.notes), "input_name": result.input_name, "files": {}, "seal": None,
+        "build_seconds": round(seconds, 2), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+
+
+def record_report(artifact: Artifact, section: str, data: Any, key: str | None = None) -> None:
+    """Write ``data`` as ``section`` of the artifact's report.json (or as ``section[key]``: eval's
+    shards) under the report lock, then refresh report.md."""
     from .harness.report import report_lock, write_artifact_markdown
 
     with report_lock(artifact.path):
-        artifact.update_report(section, data)
-        for key, value in (extra or {}).items():
-            artifact.update_report(key, value)
+        if key is None:
+            artifact.update_report(section, data)
+        else:
+            current = artifact.read_report().get(section, {})
+            artifact.update_report(section, {**(current if isinstance(current, dict) else {}), key: data})
         write_artifact_markdown(artifact)
 
 

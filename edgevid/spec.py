@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ClipSpec(BaseModel):
@@ -13,7 +13,8 @@ class ClipSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     frames: int = Field(gt=0, description="frames per clip (T)")
-    stride: int = Field(gt=0, description="sampling stride between frames, in source frames")
+    stride: int = Field(gt=0, description="sampling stride between frames, in frames at the model's training_fps"
+                        " (the video is resampled to it first)")
     crop: int = Field(gt=0, description="square crop size fed to the model")
     short_side: int = Field(gt=0, description="the short side is resized to this before cropping")
     test_clips: int = Field(1, gt=0, description="temporal views per video at test time")
@@ -24,6 +25,68 @@ class ClipSpec(BaseModel):
         " `frames` equal segments of the whole video (TSN-style, UniFormerV2's kinetics_sparse/ssv2"
         " loaders), where `stride` is only the spacing a live stream samples at",
     )
+
+
+class TestProtocol(BaseModel):
+    """How the official code cuts and combines test views (``edgevid eval`` and golden packs follow it).
+
+    Every index formula runs on the video resampled to the spec's ``training_fps`` (see
+    ``edgevid.data.sampling``): where the source's rate is the training rate the indices are the
+    official code's exactly; otherwise they are the official protocol applied in stream time.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    starts: Literal["uniform", "offset", "centre"] = Field(
+        description="dense clip starts among k test clips: uniform = delta * i / k (SlowFast's default,"
+        " TimeSformer: a single clip starts at frame 0); offset = i * floor(delta / (k - 1)), one clip"
+        " centred (SlowFast USE_OFFSET_SAMPLING); centre = floor(delta / 2) for one clip, spread to the"
+        " last frame for several (edgevid's reference models); delta = frames - clip size"
+    )
+    spacing: Literal["linspace", "stride"] = Field(
+        description="dense frames within a clip: linspace = SlowFast's temporal_sampling, `frames`"
+        " indices linspace(start, start + frames * stride - 1) truncated; stride = exactly `stride` apart"
+    )
+    combine: Literal["sum_softmax", "sum_logits"] = Field(
+        description="views of one video: sum of softmax probabilities (SlowFast heads apply softmax at"
+        " test time; UniFormerV2 TEST.ADD_SOFTMAX) or sum of logits (TimeSformer's linear head)"
+    )
+    source: str = Field("", description="where the protocol is defined in the official code")
+
+
+PROTOCOLS: dict[str, TestProtocol] = {
+    "x3d": TestProtocol(
+        starts="uniform", spacing="linspace", combine="sum_softmax",
+        source="facebookresearch/SlowFast slowfast/datasets/decoder.py get_start_end_idx (USE_OFFSET_SAMPLING"
+        " False) + temporal_sampling; head_helper.X3DHead softmax at test; TestMeter ensemble sum",
+    ),
+    "timesformer": TestProtocol(
+        starts="uniform", spacing="linspace", combine="sum_logits",
+        source="facebookresearch/TimeSformer timesformer/datasets/decoder.py get_start_end_idx +"
+        " temporal_sampling; linear head, test_net.py preds = model(inputs); TestMeter ensemble sum",
+    ),
+    "uniformerv2": TestProtocol(
+        starts="uniform", spacing="linspace", combine="sum_softmax",
+        source="OpenGVLab/UniFormerV2 slowfast/datasets/decoder.py get_seq_frames (sparse);"
+        " tools/test_net.py TEST.ADD_SOFTMAX True; TestMeter ensemble sum",
+    ),
+    "tubevit": TestProtocol(
+        starts="uniform", spacing="linspace", combine="sum_softmax",
+        source="no official test code (Piergiovanni et al. 2023 test 4x3 views); SlowFast's protocol",
+    ),
+}
+"""Each family's official test protocol (``ModelSpec.protocol`` defaults to its family's)."""
+
+EDGEVID_PROTOCOL = TestProtocol(
+    starts="centre", spacing="stride", combine="sum_softmax",
+    source="edgevid reference models (scripts/train_reference.py trains and validates with it)",
+)
+"""The protocol of the models trained here (label set ``synthmotion``)."""
+
+TRAINING_FPS = {"synthmotion": 15.0}
+"""Frame rate of a label set's training videos; others (Kinetics, SSv2) are 30 fps, as the
+official loaders' ``DATA.TARGET_FPS``."""
+DEFAULT_TRAINING_FPS = 30.0
 
 
 class Normalization(BaseModel):
@@ -68,6 +131,25 @@ class ModelSpec(BaseModel):
     published: Published = Published()
     checkpoint_url: str = ""
     checkpoint_layouts: tuple[str, ...] = ()
+    training_fps: float = Field(
+        0.0, ge=0, description="frame rate the model was trained at: videos are resampled to it before"
+        " sampling (`stride` counts these frames); 0 = the label set's (15 SynthMotion, else 30)"
+    )
+    protocol: TestProtocol | None = Field(None, description="official test protocol; None = the family's")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data):
+        """Fill ``training_fps`` and ``protocol`` from the label set and family when not given."""
+        if isinstance(data, dict):
+            data = dict(data)
+            label_set = data.get("label_set", "")
+            if not data.get("training_fps"):
+                data["training_fps"] = TRAINING_FPS.get(label_set, DEFAULT_TRAINING_FPS)
+            if data.get("protocol") is None:
+                own = label_set == "synthmotion"
+                data["protocol"] = EDGEVID_PROTOCOL if own else PROTOCOLS.get(data.get("family", ""), EDGEVID_PROTOCOL)
+        return data
 
     def input_shape(self, batch: int = 1) -> tuple[int, int, int, int, int]:
         """(N, C, T, H, W) of one preprocessed clip batch."""

@@ -4,7 +4,9 @@ training frame interval, prediction smoothing and per-window timing. numpy only 
 A camera (or a file played as one) pushes RGB uint8 frames with their timestamps into a
 ``StreamClassifier``. ``FrameSampler`` keeps one frame every ``stride / training_fps`` seconds,
 so the model sees motion at the speed it was trained on whatever the camera's real frame rate
-(a 30 fps camera feeding a model trained at stride 3 on 15 fps video keeps every 6th frame).
+(a 30 fps camera feeding a model trained at stride 3 on 15 fps video keeps every 6th frame): the
+rule of the offline clip sampler (``edgevid.data.sampling.resample``) applied online, so a file
+gives the same frame times streamed as in ``edgevid eval``.
 Each kept frame is resized, cropped and normalised straight into a preallocated ring of
 ``frames`` slots; every ``window_stride`` kept frames the last ``frames`` of them are copied in
 order into a preallocated clip and classified, and the class probabilities are smoothed over
@@ -22,6 +24,7 @@ from collections import deque
 from contextlib import nullcontext
 from functools import partial
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -32,15 +35,12 @@ if TYPE_CHECKING:
     from .backends.base import Runner
     from .spec import ModelSpec
 
-#: Frame rate of the videos a label set's models were trained on (the spec's stride counts these
-#: frames). SynthMotion renders at 15 fps; Kinetics and SSv2 videos are ~30 fps (25-30).
-TRAINING_FPS = {"synthmotion": 15.0}
-DEFAULT_TRAINING_FPS = 30.0
+from .spec import DEFAULT_TRAINING_FPS, TRAINING_FPS  # noqa: E402,F401  (re-exported)
 
 
 def training_fps(spec: "ModelSpec") -> float:
-    """Frame rate of the model's training videos (see ``TRAINING_FPS``)."""
-    return TRAINING_FPS.get(spec.label_set, DEFAULT_TRAINING_FPS)
+    """Frame rate of the model's training videos (``ModelSpec.training_fps``)."""
+    return spec.training_fps or TRAINING_FPS.get(spec.label_set, DEFAULT_TRAINING_FPS)
 
 
 class FramePreprocessor:
@@ -108,43 +108,71 @@ class FramePreprocessor:
 
 
 class FrameSampler:
-    """Keeps one frame every ``interval`` seconds of stream time, on a fixed grid.
+    """Resamples a stream online to one frame every ``interval`` seconds, on a fixed grid.
 
-    A frame is kept when it is the one nearest the next due time (within half the observed
-    frame spacing), so a 15 fps source at a 0.2 s interval keeps exactly every 3rd frame and a
-    30 fps one every 6th; at rates that do not divide, the kept spacing averages ``interval``.
-    A source slower than the interval keeps every frame (the model then sees faster motion).
+    Grid time ``t0 + k * interval`` (``t0``: the first frame's time) is served by the first frame
+    at or after it (1 ms tolerance): ``edgevid.data.sampling.resample``'s rule, frame by frame, so
+    a 15 fps source at a 0.2 s interval keeps exactly every 3rd frame and a 30 fps one every 6th;
+    at rates that do not divide, the kept spacing averages ``interval``. A source slower than the
+    interval serves several grid times with one frame (``take`` > 1), as the offline sampler and
+    the official loaders repeat frames. ``max_gap`` (seconds): a longer pause in the stream (a
+    stalled camera) restarts the grid instead of repeating the last frame across it.
     """
 
-    def __init__(self, interval: float):
+    TOLERANCE = 1e-3
+
+    def __init__(self, interval: float, max_gap: float | None = None):
         if interval <= 0:
             raise ValueError(f"sampling interval must be > 0 s, got {interval}")
-        self.interval = interval
+        self.interval, self.max_gap = interval, max_gap
         self.reset()
 
     def reset(self) -> None:
-        self._due: float | None = None
+        self._start: float | None = None
+        self._next = 0  # grid index of the next due time
         self._last: float | None = None
         self.frame_spacing: float | None = None  # EMA of the source's frame spacing, seconds
 
-    def accept(self, timestamp: float) -> bool:
+    def take(self, timestamp: float) -> int:
+        """How many grid times this frame serves (0: drop it)."""
         if self._last is not None and timestamp > self._last:
             step = timestamp - self._last
             self.frame_spacing = step if self.frame_spacing is None else 0.9 * self.frame_spacing + 0.1 * step
+        gap = None if self._last is None else timestamp - self._last
         self._last = timestamp
-        if self._due is None:
-            self._due = timestamp + self.interval
-            return True
-        if timestamp + 0.5 * (self.frame_spacing or 0.0) < self._due:
-            return False
-        self._due += self.interval
-        if self._due <= timestamp:  # a gap in the stream, or a source slower than the interval
-            self._due = timestamp + self.interval
-        return True
+        if self._start is None or (self.max_gap is not None and gap is not None and gap > self.max_gap):
+            self._start, self._next = timestamp, 1
+            return 1
+        due = int(np.floor((timestamp + self.TOLERANCE - self._start) / self.interval)) + 1  # grid times <= timestamp
+        count = max(due - self._next, 0)
+        self._next = max(self._next, due)
+        return count
+
+    def accept(self, timestamp: float) -> bool:
+        """Whether this frame is kept (serves at least one grid time)."""
+        return self.take(timestamp) > 0
 
     @property
     def source_fps(self) -> float | None:
         return 1.0 / self.frame_spacing if self.frame_spacing else None
+
+
+def window_seconds(spec: "ModelSpec", train_fps: float | None = None) -> float:
+    """Stream seconds before the first window: ``frames`` samples ``stride / training_fps`` apart."""
+    return (spec.clip.frames - 1) * spec.clip.stride / (train_fps or training_fps(spec))
+
+
+def too_short_message(path, spec: "ModelSpec") -> str | None:
+    """A one-line message when a video file is too short for one window (the demo shows it), else None."""
+    from .data.video import read_meta
+
+    meta = read_meta(path)
+    duration = float(meta.times[-1] + (meta.times[-1] - meta.times[-2] if meta.frames > 1 else 0.0))
+    need = window_seconds(spec)
+    if duration + 1e-6 >= need:
+        return None
+    return (f"{Path(path).name} lasts {duration:.2f} s, shorter than one {spec.clip.frames}-frame window of"
+            f" {spec.name} ({need:.2f} s): no prediction until the window fills (play it longer or loop it)")
 
 
 class Smoother:
@@ -195,35 +223,93 @@ class WindowResult:
     raw_top1: str  # this window alone, unsmoothed
     model_ms: float  # the runner call
     pipeline_ms: float  # everything since the previous window: decode (as reported) + sampling + preprocessing + inference + smoothing
+    decode_ms: float = 0.0  # of pipeline_ms: decoding the frames since the previous window (as the caller reported it)
+    preprocess_ms: float = 0.0  # of pipeline_ms: sampling, preprocessing and the window copy (+ smoothing)
+    wait_ms: float = 0.0  # not in pipeline_ms: from the window coming due to its inference starting (worker queue, shared runner)
+    frames_fed: int = 0  # frames pushed since the previous window (all frames up to this one for the first window)
 
     @property
     def label(self) -> str:
         return self.top_k[0][0]
 
 
+#: Fields of ``StreamStats.recent`` entries, in order.
+RECENT_FIELDS = ("model_ms", "pipeline_ms", "decode_ms", "preprocess_ms", "wait_ms")
+
+
 @dataclass
 class StreamStats:
+    """Per-stream counters and timings.
+
+    The first window is the *warm-up*: its pipeline time holds decoding and preprocessing every
+    frame needed to fill the window (``frames`` sampled frames, ``stride x frames`` decoded), not
+    one window's worth, so it is kept apart (``warmup_ms``, ``warmup_frames``) and the
+    end-to-end figures are *steady state*: windows 2, 3, ... over their own pipeline time.
+    Model-only figures count every window (the first inference is an ordinary one: runners are
+    warmed up when opened).
+    """
+
     frames: int = 0
     sampled: int = 0
     windows: int = 0
-    model_ms: float = 0.0  # totals
-    pipeline_ms: float = 0.0
-    recent: deque = field(default_factory=lambda: deque(maxlen=30))  # (model_ms, pipeline_ms) of the last windows
+    model_ms: float = 0.0  # totals over every window
+    pipeline_ms: float = 0.0  # totals over the steady-state windows (all but the first)
+    decode_ms: float = 0.0
+    preprocess_ms: float = 0.0
+    wait_ms: float = 0.0
+    warmup_ms: float | None = None  # pipeline time of the first window (filling it)
+    warmup_frames: int = 0  # frames pushed until the first window
+    recent: deque = field(default_factory=lambda: deque(maxlen=30))  # RECENT_FIELDS of the last steady-state windows
+    recent_model: deque = field(default_factory=lambda: deque(maxlen=30))  # model_ms of the last windows (first included)
 
-    def _fps(self, index: int, recent: bool) -> float | None:
-        if recent and self.recent:
-            total = sum(item[index] for item in self.recent)
-            return 1e3 * len(self.recent) / total if total else None
-        total = self.model_ms if index == 0 else self.pipeline_ms
-        return 1e3 * self.windows / total if self.windows and total else None
+    @property
+    def steady_windows(self) -> int:
+        return max(self.windows - 1, 0)
+
+    def add(self, result: "WindowResult") -> None:
+        self.windows += 1
+        self.model_ms += result.model_ms
+        self.recent_model.append(result.model_ms)
+        if self.warmup_ms is None:
+            self.warmup_ms, self.warmup_frames = result.pipeline_ms, result.frames_fed
+            return
+        self.pipeline_ms += result.pipeline_ms
+        self.decode_ms += result.decode_ms
+        self.preprocess_ms += result.preprocess_ms
+        self.wait_ms += result.wait_ms
+        self.recent.append((result.model_ms, result.pipeline_ms, result.decode_ms, result.preprocess_ms, result.wait_ms))
 
     def model_fps(self, recent: bool = False) -> float | None:
-        """Windows per second of inference time alone (model-only FPS)."""
-        return self._fps(0, recent)
+        """Windows per second of inference time alone (model-only FPS); ``recent``: from the
+        median of the last 30 windows, as ``edgevid bench`` reports its p50."""
+        if recent and self.recent_model:
+            # the steady-state windows the end-to-end figure uses, once there are any (the same windows
+            # on both sides: with only a few windows the warm-up inference would otherwise weigh in)
+            window = [item[0] for item in self.recent] or list(self.recent_model)
+            median = float(np.median(window))
+            return 1e3 / median if median > 0 else None
+        return 1e3 * self.windows / self.model_ms if self.windows and self.model_ms else None
 
     def e2e_fps(self, recent: bool = False) -> float | None:
-        """Windows per second of pipeline time: decode + sampling + preprocessing + inference + smoothing."""
-        return self._fps(1, recent)
+        """Steady-state windows per second of pipeline time: decode + sampling + preprocessing +
+        inference + smoothing per window, the first (warm-up) window excluded."""
+        if recent and self.recent:
+            total = sum(item[1] for item in self.recent)
+            return 1e3 * len(self.recent) / total if total else None
+        n = self.steady_windows
+        return 1e3 * n / self.pipeline_ms if n and self.pipeline_ms else None
+
+    def breakdown(self, recent: bool = True) -> dict[str, float] | None:
+        """Mean ms per steady-state window of each part (``RECENT_FIELDS``), over the last 30
+        windows (``recent``) or the whole stream; None before the second window."""
+        if recent and self.recent:
+            return {name: float(sum(item[i] for item in self.recent) / len(self.recent)) for i, name in enumerate(RECENT_FIELDS)}
+        n = self.steady_windows
+        if not n:
+            return None
+        # model_ms totals include the first window: take the steady share from the per-window mean
+        return {"model_ms": self.model_ms / self.windows, "pipeline_ms": self.pipeline_ms / n, "decode_ms": self.decode_ms / n,
+                "preprocess_ms": self.preprocess_ms / n, "wait_ms": self.wait_ms / n}
 
 
 def _softmax(logits: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -258,6 +344,7 @@ class StreamClassifier:
         *,
         train_fps: float | None = None,
         window_stride: int = 1,
+        max_gap: float | None = None,
         smoothing: str = "ema",
         alpha: float = 0.5,
         average: int = 4,
@@ -271,7 +358,7 @@ class StreamClassifier:
         self.frames = spec.clip.frames
         self.window_stride, self.top_k = window_stride, min(top_k, len(self.labels))
         self.train_fps = train_fps or training_fps(spec)
-        self.sampler = FrameSampler(spec.clip.stride / self.train_fps)
+        self.sampler = FrameSampler(spec.clip.stride / self.train_fps, max_gap)
         self.preprocess = FramePreprocessor(spec)
         crop = spec.clip.crop
         self._ring = np.zeros((3, self.frames, crop, crop), np.float32)  # slot = sampled % frames
@@ -281,15 +368,19 @@ class StreamClassifier:
         self.smoother = Smoother(len(self.labels), smoothing, alpha, average)
         self.stats = StreamStats()
         self._pending_ms = 0.0  # intake work since the last snapshot
+        self._pending_decode_ms = 0.0  # of which decoding, as reported by the caller
+        self._pending_frames = 0  # frames fed since the last snapshot
         self._last_frame = (-1, 0.0)  # (index, timestamp) of the last fed frame
-        self._snapshot = (-1, 0.0, 0.0)  # (frame index, timestamp, intake ms) of the window in the clip buffer
+        # (frame index, timestamp, intake ms, decode ms, frames, perf_counter when taken) of the window in the clip buffer
+        self._snapshot = (-1, 0.0, 0.0, 0.0, 0, 0.0)
 
     def reset(self) -> None:
         """Forget the stream (keeps the buffers)."""
         self.sampler.reset()
         self.smoother.reset()
         self.stats = StreamStats()
-        self._pending_ms = 0.0
+        self._pending_ms = self._pending_decode_ms = 0.0
+        self._pending_frames = 0
 
     def feed(self, frame, timestamp: float | None = None, decode_ms: float = 0.0) -> bool:
         """Take one frame; True when it completed a window (take a ``snapshot`` to classify it).
@@ -302,11 +393,21 @@ class StreamClassifier:
         self._last_frame = (stats.frames, time.monotonic() if timestamp is None else timestamp)
         stats.frames += 1
         due = False
-        if self.sampler.accept(self._last_frame[1]):
-            self.preprocess(frame() if callable(frame) else frame, self._ring[:, stats.sampled % self.frames])
-            stats.sampled += 1
-            due = stats.sampled >= self.frames and (stats.sampled - self.frames) % self.window_stride == 0
+        repeats = self.sampler.take(self._last_frame[1])
+        if repeats:
+            slot = stats.sampled % self.frames
+            self.preprocess(frame() if callable(frame) else frame, self._ring[:, slot])
+            for extra in range(1, min(repeats, self.frames)):  # a slow source: the frame serves several samples
+                np.copyto(self._ring[:, (slot + extra) % self.frames], self._ring[:, slot])
+            if repeats > self.frames:  # the whole window is this frame: keep the ring's phase
+                np.copyto(self._ring, self._ring[:, slot:slot + 1])
+            first = stats.sampled + 1
+            stats.sampled += repeats
+            due = stats.sampled >= self.frames and any(
+                (n - self.frames) % self.window_stride == 0 for n in range(max(first, self.frames), stats.sampled + 1))
         self._pending_ms += decode_ms + (time.perf_counter() - started) * 1e3
+        self._pending_decode_ms += decode_ms
+        self._pending_frames += 1
         return due
 
     def snapshot(self) -> None:
@@ -316,14 +417,16 @@ class StreamClassifier:
         window = self._clip[0]
         np.copyto(window[:, : self.frames - oldest], self._ring[:, oldest:])
         np.copyto(window[:, self.frames - oldest:], self._ring[:, :oldest])
-        intake_ms = self._pending_ms + (time.perf_counter() - started) * 1e3
-        self._snapshot = (*self._last_frame, intake_ms)
-        self._pending_ms = 0.0
+        taken = time.perf_counter()
+        intake_ms = self._pending_ms + (taken - started) * 1e3
+        self._snapshot = (*self._last_frame, intake_ms, self._pending_decode_ms, self._pending_frames, taken)
+        self._pending_ms = self._pending_decode_ms = 0.0
+        self._pending_frames = 0
 
     def classify(self) -> WindowResult:
         """Run the model on the snapshot and smooth; the window's result."""
         started = time.perf_counter()
-        frame_index, timestamp, intake_ms = self._snapshot
+        frame_index, timestamp, intake_ms, decode_ms, frames_fed, taken = self._snapshot
         asked = time.perf_counter()
         with self.lock:
             acquired = time.perf_counter()
@@ -336,12 +439,12 @@ class StreamClassifier:
         best = np.argsort(smoothed)[::-1][: self.top_k]
         top_k = [(self.labels[i], float(smoothed[i])) for i in best]
         pipeline_ms = intake_ms + (time.perf_counter() - started) * 1e3
+        wait_ms = (acquired - (taken or asked)) * 1e3  # since the snapshot: the worker's queue and the shared runner's lock
         stats = self.stats
-        result = WindowResult(stats.windows, frame_index, timestamp, top_k, raw_top1, model_ms, pipeline_ms)
-        stats.windows += 1
-        stats.model_ms += model_ms
-        stats.pipeline_ms += pipeline_ms
-        stats.recent.append((model_ms, pipeline_ms))
+        result = WindowResult(stats.windows, frame_index, timestamp, top_k, raw_top1, model_ms, pipeline_ms,
+                              decode_ms=decode_ms, preprocess_ms=max(pipeline_ms - decode_ms - model_ms, 0.0),
+                              wait_ms=max(wait_ms, 0.0), frames_fed=frames_fed)
+        stats.add(result)
         return result
 
     def push(self, frame, timestamp: float | None = None, decode_ms: float = 0.0) -> WindowResult | None:
@@ -395,8 +498,9 @@ class BackgroundClassifier:
         except BaseException as exc:
             self.error = exc
             raise
-        if self.on_result is not None:
-            self.on_result(result)
+        on_result = self.on_result  # None once closed
+        if on_result is not None:
+            on_result(result)
 
     def drain(self) -> None:
         """Wait until the submitted window is classified; raise the model's error if it failed."""
@@ -409,34 +513,58 @@ class BackgroundClassifier:
         self._worker.shutdown(wait=False, cancel_futures=True)
 
 
-def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool = False) -> Iterator[tuple[np.ndarray, float, float]]:
+def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool = False,
+                      short_side: int | None = None) -> Iterator[tuple[np.ndarray, float, float]]:
     """Decode a video file one frame at a time: ``(rgb uint8 [H, W, 3], stream seconds, decode ms)``.
 
-    With ``realtime`` the frames are paced at the file's frame rate, as a camera would deliver them.
-    With ``lazy`` the first item is a callable that converts the decoded frame to RGB when called
-    (a ``StreamClassifier`` calls it only for the frames it keeps; ``decode ms`` is then the
-    decoding alone, and the conversion counts as preprocessing).
+    Frames come as displayed (rotated by the display matrix, as ``edgevid eval`` reads them);
+    ``short_side`` scales them inside libswscale while converting. With ``realtime`` the frames are
+    paced at the file's frame rate, as a camera would deliver them. With ``lazy`` the first item is
+    a callable that converts the decoded frame to RGB when called (a ``StreamClassifier`` calls it
+    only for the frames it keeps; ``decode ms`` is then the decoding alone, and the conversion
+    counts as preprocessing). A file that stops decoding part-way (truncated) ends the iteration
+    with a logged warning; one that decodes nothing raises ``DataError``.
     One decoder thread by default: a stream wants each frame as soon as it is decoded, and frame
     threading adds frames of delay (and, for camera-sized frames, is slower: measured 2 vs 4 ms a
     160x128 frame here).
     """
-    from .data.video import _open
+    import logging
 
+    import av
+
+    from .data.video import FrameConverter, _check_still, _open, _reason
+    from .errors import DataError
+
+    path = Path(path)
     container = _open(path)
+    index = 0
     try:
+        _check_still(path, container)
         stream = container.streams.video[0]
         if threads > 1:
             stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
+        convert = FrameConverter(path, short_side)
         start_wall, first = time.monotonic(), None
         decoder = container.decode(stream)
-        index = 0
         while True:
             decode_started = time.perf_counter()
-            frame = next(decoder, None)
-            if frame is None:
+            try:
+                frame = next(decoder, None)
+            except av.FFmpegError as error:
+                if not index:
+                    raise DataError(f"{path}: no frame decodes ({_reason(error)}); re-encode or replace it.") from None
+                logging.getLogger("edgevid").warning(
+                    "%s: stopped decoding after %d frames (%s): truncated or damaged", path, index, _reason(error))
                 return
-            image = partial(frame.to_ndarray, format="rgb24") if lazy else frame.to_ndarray(format="rgb24")
+            if frame is None:
+                if not index:
+                    raise DataError(f"{path}: no decodable frames; re-encode or replace it.")
+                if stream.frames and index < stream.frames:
+                    logging.getLogger("edgevid").warning(
+                        "%s: only %d of the %d frames the container claims decode (truncated?)", path, index, stream.frames)
+                return
+            image = partial(convert, frame) if lazy else convert(frame)
             decode_ms = (time.perf_counter() - decode_started) * 1e3
             if frame.time is not None:
                 seconds = float(frame.time)
@@ -452,3 +580,8 @@ def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool
             yield image, seconds - first, decode_ms
     finally:
         container.close()
+
+
+def _to_rgb(reformat, frame) -> np.ndarray:
+    """RGB uint8 ``[H, W, 3]`` of a decoded frame, through a reused converter."""
+    return reformat(frame).to_ndarray()

@@ -3,8 +3,9 @@
     python scripts/train_reference.py --model x3d_synth
 
 Reproduces edgevid/models/weights/<model>.pt (+ <model>.json with the command, data sizes,
-seed and the measured val top-1). Decodes the H.264 training clips once (the same decoder and
-resize as inference), then trains on random temporal offsets and random crops.
+seed and the measured val top-1). Decodes the H.264 training clips once, resampled to the model's
+training fps by the clip sampler that eval and streaming use (the same decoder and resize as
+inference), then trains on random temporal offsets and random crops.
 """
 
 from __future__ import annotations
@@ -21,17 +22,16 @@ import torch
 import torch.nn.functional as F
 
 from edgevid.data.manifest import load_dataset
-from edgevid.data.sampling import train_indices
+from edgevid.data.sampling import protocol_train_indices
 from edgevid.data.synthmotion import ensure_split
-from edgevid.data.video import read_video
-from edgevid.data.views import test_views
+from edgevid.data.views import resampled_frames, test_views
 from edgevid.models import create_model, get_spec
 from edgevid.models.weights import SHIPPED
 
 
-def decode_all(manifest: Path, short_side: int) -> tuple[np.ndarray, np.ndarray]:
+def decode_all(manifest: Path, spec) -> tuple[np.ndarray, np.ndarray]:
     dataset = load_dataset(manifest)
-    frames = np.stack([read_video(path, short_side=short_side)[0] for path, _ in dataset.items])
+    frames = np.stack([resampled_frames(path, spec) for path, _ in dataset.items])
     labels = np.array([label for _, label in dataset.items])
     return frames, labels
 
@@ -40,11 +40,11 @@ def batch_clips(frames: np.ndarray, spec, rng: np.random.Generator) -> torch.Ten
     """Random temporal offset (the spec's sampling mode) and random crop; otherwise as at inference."""
     n, total, height, width, _ = frames.shape
     t, stride, crop = spec.clip.frames, spec.clip.stride, spec.clip.crop
-    if spec.clip.sampling == "dense":  # drawn in one call, as the shipped weights were trained
+    if spec.clip.sampling == "dense" and spec.protocol.spacing == "stride":  # one call, as the shipped weights were trained
         starts = rng.integers(0, max(total - (t - 1) * stride - 1, 0) + 1, size=n)
         indices = [np.minimum(start + np.arange(t) * stride, total - 1) for start in starts]
     else:
-        indices = [train_indices(total, spec.clip, rng) for _ in range(n)]
+        indices = [protocol_train_indices(total, spec, rng) for _ in range(n)]
     tops = rng.integers(0, height - crop + 1, size=n)
     lefts = rng.integers(0, width - crop + 1, size=n)
     out = np.empty((n, t, crop, crop, 3), dtype=np.uint8)
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     spec = get_spec(args.model)
     started = time.time()
-    frames, labels = decode_all(ensure_split("train", args.train_clips), spec.clip.short_side)
+    frames, labels = decode_all(ensure_split("train", args.train_clips), spec)
     print(f"decoded {len(labels)} training clips {frames.shape} in {time.time() - started:.0f} s", flush=True)
 
     model = create_model(args.model, weights=str(args.init) if args.init else None).to(args.device).train()

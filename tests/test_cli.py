@@ -127,7 +127,43 @@ def test_output_dir_not_writable(tmp_path):
 def test_backend_not_installed(tmp_path):
     proc = run_cli("build", "--model", "x3d_synth", "--target", "onnx-cpu", "--precision", "fp32", "--weights", "random",
                    "--out", str(tmp_path / "out"), prelude="import sys; sys.modules['onnxruntime'] = None")
-    assert_one_line_error(proc, "backend onnxruntime needs onnxruntime", "pip install 'edgevid[onnx]'")
+    assert_one_line_error(proc, "backend onnxruntime needs onnxruntime", "pip install 'edgevid[build]'")
+
+
+def test_targets_print_the_extra_in_brackets_and_tensorrt_truthfully():
+    proc = run_cli("targets", prelude="import sys; sys.modules['tensorrt'] = None; sys.modules['pycuda'] = None")
+    assert proc.returncode == 0, proc.stderr
+    jetson = next(line for line in proc.stdout.splitlines() if line.startswith("│ jetson-orin"))
+    assert "pip install 'edgevid[tensorrt]'" in jetson  # rich markup used to eat "[tensorrt]"
+    assert "missing tensorrt, pycuda" in jetson and "│ installed" not in jetson
+
+
+@pytest.mark.parametrize("args, blocked, fragments", [
+    (("models",), "torch", ("edgevid models needs torch==2.13.0", "pip install 'edgevid[build]'")),
+    (("golden", "make", "--model", "x3d_synth", "--data", "x.csv", "--clips", "2", "--out", "p"), "torch",
+     ("edgevid golden make needs torch==2.13.0", "pip install 'edgevid[build]'")),
+    (("synth", "--n", "2"), "av", ("needs av (PyAV)", "pip install 'edgevid[video]'")),
+])
+def test_host_commands_without_their_extra_are_one_line(args, blocked, fragments, tmp_path):
+    proc = run_cli(*args, prelude=f"import sys; sys.modules[{blocked!r}] = None", env={"EDGEVID_HOME": str(tmp_path)})
+    assert proc.returncode == 3, proc.stderr
+    assert_one_line_error(proc, *fragments)
+
+
+def test_eval_without_pyav_or_torch_is_one_line_before_anything_runs(tmp_path):
+    build = run_cli("build", "--model", "x3d_synth", "--target", "onnx-cpu", "--precision", "fp32", "--weights", "random",
+                    "--out", str(tmp_path))
+    assert build.returncode == 0, build.stderr
+    artifact = tmp_path / "x3d_synth-onnx-cpu-fp32"
+    csv = tmp_path / "v.csv"
+    csv.write_text("path,label\nclip.mp4,move_left\n")
+    proc = run_cli("eval", str(artifact), "--data", str(csv), "--no-reference", "--json", str(tmp_path / "e.json"),
+                   prelude="import sys; sys.modules['av'] = None")
+    assert proc.returncode == 3  # not 1, the code of a gate failure
+    assert_one_line_error(proc, "edgevid eval (decoding the videos) needs av (PyAV)", "pip install 'edgevid[video]'")
+    proc = run_cli("eval", str(artifact), "--data", str(csv), prelude="import sys; sys.modules['torch'] = None")
+    assert_one_line_error(proc, "FP32 reference needs torch==2.13.0", "pip install 'edgevid[build]'", "--no-reference")
+    assert not (artifact / "report.json").exists()
 
 
 def test_eval_with_missing_and_corrupt_videos(tmp_path):
@@ -140,6 +176,18 @@ def test_eval_with_missing_and_corrupt_videos(tmp_path):
     (tmp_path / "corrupt.mp4").write_bytes(b"garbage")
     csv.write_text("path,label\ncorrupt.mp4,move_left\n")
     assert_one_line_error(run_cli("eval", str(artifact), "--data", str(csv)), "corrupt.mp4")
+    # the error counts videos, and --json is written on failure too (the partial report)
+    from edgevid.data.synthmotion import ensure_split
+
+    good = ensure_split("val", 2)
+    rows = [line for line in open(good).read().splitlines()[1:]]
+    base = __import__("pathlib").Path(good).parent
+    csv.write_text("path,label\n" + "".join(f"{base / r.split(',')[0]},{r.split(',')[1]}\n" for r in rows)
+                   + f"{tmp_path / 'corrupt.mp4'},move_left\n")
+    proc = run_cli("eval", str(artifact), "--data", str(csv), "--json", str(tmp_path / "e.json"))
+    assert_one_line_error(proc, "1 of 3 video(s) could not be evaluated", "corrupt.mp4")
+    written = json.loads((tmp_path / "e.json").read_text())
+    assert written["status"] == "failed" and written["videos"] == 2 and len(written["errors"]) == 1
 
 
 def test_tampered_artifact_is_refused(tmp_path):

@@ -240,11 +240,11 @@ def test_corrupt_video_is_a_data_error(tmp_path, pattern_video):
 # --- views ------------------------------------------------------------------------------------------
 
 
-def make_spec(**clip) -> ModelSpec:
+def make_spec(training_fps: float = 0.0, **clip) -> ModelSpec:
     clip = {"frames": 4, "stride": 2, "crop": 32, "short_side": 40, **clip}
     return ModelSpec(
         name="tiny", family="test", clip=ClipSpec(**clip), num_classes=8, label_set="synthmotion",
-        norm=Normalization(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+        norm=Normalization(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)), training_fps=training_fps,
     )
 
 
@@ -281,7 +281,8 @@ def test_test_views_single_crop_equals_single_clip():
 
 def test_single_clip_from_file_matches_frames(pattern_video):
     path, _ = pattern_video
-    spec = make_spec(short_side=64, crop=48, frames=8, stride=2)  # native size: nothing to scale
+    # native size: nothing to scale; the file's rate is the training rate: nothing to resample
+    spec = make_spec(short_side=64, crop=48, frames=8, stride=2, training_fps=12.5)
     decoded, _ = read_video(path)
     from_file = single_clip(path, spec)
     assert from_file.shape == (1, 3, 8, 48, 48)
@@ -333,9 +334,12 @@ def test_csv_with_indices_and_classes_file(tmp_path):
 
 
 def test_csv_with_indices_only(tmp_path):
-    touch(tmp_path / "a.mp4")
-    (tmp_path / "m.csv").write_text("path,label\na.mp4,3\n")
-    assert load_dataset(tmp_path / "m.csv").classes == ["0", "1", "2", "3"]
+    """Integer labels are the model's class indices: only the ones used become classes (a label of
+    10**22 once built one class per integer up to it and was OOM-killed at 16.5 GB)."""
+    touch(tmp_path / "a.mp4", tmp_path / "b.mp4")
+    (tmp_path / "m.csv").write_text("path,label\na.mp4,3\nb.mp4,99999999999999999999999\n")
+    dataset = load_dataset(tmp_path / "m.csv")
+    assert dataset.classes == ["3", "99999999999999999999999"] and dataset.labels == [0, 1]
 
 
 def test_folder_per_class(tmp_path):

@@ -14,6 +14,7 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -58,6 +59,13 @@ def artifacts():
             for t in ("torch-cpu", "onnx-cpu")]
 
 
+class Server(NamedTuple):
+    url: str
+    port: int
+    log: Path
+    pid: int
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,13 +91,30 @@ def server(artifacts, tmp_path_factory):
                 proc.kill()
                 pytest.fail(f"demo server did not start (exit {proc.poll()}); see {log.name}")
             time.sleep(1)
-    yield url, port
+    yield Server(url, port, Path(log.name), proc.pid)
     proc.terminate()
     try:
         proc.wait(30)
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+    # the server's private sample folder goes with it (SIGTERM as a service manager sends it)
+    folders = re.findall(r"sample clips in (\S*edgevid-demo-\S+)", Path(log.name).read_text())
+    assert len(folders) == 1 and not Path(folders[0]).exists(), folders
+
+
+def test_build_app_uses_the_registry_and_samples_it_is_given(artifacts, tmp_path):
+    """An empty registry / sample cache is falsy (len 0): `x or New()` silently made second ones, so
+    the server's session bound was not the one launched and its sample folder was never removed."""
+    demo = load_demo()
+    pool, registry, samples = demo.RunnerPool(threads=1), demo.SessionRegistry(limit=3), demo.SampleCache(parent=tmp_path)
+    try:
+        app = demo.build_app(artifacts, pool=pool, registry=registry, samples=samples)
+        assert app.edgevid_sessions is registry and app.edgevid_samples is samples and app.edgevid_pool is pool
+        assert list(tmp_path.iterdir()) == [samples.folder]
+    finally:
+        samples.close()
+        pool.close()
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -104,9 +129,208 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
+# --- sessions, runners, samples (no browser) -------------------------------------------------------
+
+def test_sample_files_are_private_bounded_removed_and_the_seed_is_checked(tmp_path, monkeypatch):
+    """Regression (safety issue): the sample was written to a predictable name in the system temp
+    folder, following a planted symlink, never removed; seed=-1 was a traceback."""
+    import stat
+    import tempfile
+
+    demo = load_demo()
+    system_tmp = tmp_path / "tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    victim = tmp_path / "elsewhere.mp4"
+    seed = 1_000_003
+    (system_tmp / f"edgevid-synthmotion-{seed}.mp4").symlink_to(victim)  # planted at the old predictable name
+    samples = demo.SampleCache(limit=2)
+    try:
+        folder = samples.folder
+        assert folder.parent == system_tmp and stat.S_IMODE(folder.stat().st_mode) == 0o700
+        path, truth = samples.get(seed)
+        assert not victim.exists() and path.parent == folder and not path.is_symlink() and path.stat().st_size > 0
+        assert truth == load_demo_labels()[seed % 8]
+        assert samples.get(str(seed)) == (path, truth)  # cached; the seed as the browser may send it
+        for other in (5, 6, 7):
+            samples.get(other)
+        assert len(samples) == 2 and len(list(folder.iterdir())) == 2  # bounded: the oldest removed
+        for bad in (-1, 1.5, "x", None, float("nan"), demo.SEED_MAX + 1):
+            with pytest.raises(demo.DemoInputError, match="use a whole number from 0 to") as info:
+                samples.get(bad)
+            assert "\n" not in str(info.value)
+    finally:
+        samples.close()
+    assert not folder.exists()
+
+
+def test_runner_pool_opens_each_artifact_under_its_own_lock(tmp_path):
+    """A runner that takes long to open (15 s for torch-cpu) holds up only streams on that artifact."""
+    import threading
+
+    demo = load_demo()
+    slow, fast = tmp_path / "slow", tmp_path / "fast"
+    release, opened = threading.Event(), []
+
+    def opener(path, threads):
+        opened.append((path, threads))
+        if path == slow:
+            assert release.wait(30)
+        return demo.PooledRunner(object(), threading.Lock(), None, threads)
+
+    pool = demo.RunnerPool(threads=1, opener=opener)
+    waiting = [threading.Thread(target=pool.get, args=(slow,)) for _ in range(2)]
+    for thread in waiting:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while not opened and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    got = pool.get(fast)  # while `slow` is still opening
+    assert time.monotonic() - started < 1 and got.threads == 1 and all(t.is_alive() for t in waiting)
+    release.set()
+    for thread in waiting:
+        thread.join(10)
+    assert opened == [(slow, 1), (fast, 1)]  # each opened once, the slow one despite two callers
+    assert pool.get(slow) is pool.get(slow, 1) and pool.get(slow, 2) is not pool.get(slow, 1)
+
+
+def test_threads_per_runner_come_from_the_cores_and_the_targets():
+    from edgevid.bench import usable_cores
+
+    demo = load_demo()
+    cores = usable_cores()
+    pool = demo.RunnerPool()
+    for targets in (1, 2, 3, 4):
+        threads, why = pool.threads_for(targets)
+        assert threads == max(1, cores // targets) and f"{cores} core" in why and f"{targets} target" in why
+    assert demo.RunnerPool(threads=3).threads_for(2) == (3, "--threads")
+
+
+def live_threads(prefix: str = "edgevid-") -> int:
+    import threading
+
+    return sum(t.name.startswith(prefix) for t in threading.enumerate())
+
+
+def wait_until(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_session_registry_bounds_live_sessions_and_releases_their_threads(artifacts):
+    from edgevid.data.synthmotion import FPS, generate_clip
+
+    demo = load_demo()
+    pool = demo.RunnerPool(threads=1)
+    registry = demo.SessionRegistry(limit=2, idle_seconds=30)
+    frames = generate_clip(1_000_000)[0]
+    idle_threads = live_threads()
+
+    def stream(key):
+        session = registry.open(key, lambda: demo.Session(pool, artifacts))
+        for i in range(24):
+            session.push(frames[i], i / FPS, 0.0)
+        session.drain()
+        return session
+
+    a, b = stream("a"), stream("b")
+    assert len(registry) == 2 and live_threads() == idle_threads + 4  # a worker per target per session
+    with pytest.raises(demo.ServerFull, match="close another tab"):
+        registry.open("c", lambda: demo.Session(pool, artifacts))
+    a.last_active -= 31  # tab a left open, no frames for over idle_seconds: evicted for the newcomer
+    c = stream("c")
+    assert len(registry) == 2 and a.closed and registry.get("a") is None and registry.get("c") is c
+    assert registry.release("b", closed=True) and b.closed
+    assert registry.open("b", lambda: demo.Session(pool, artifacts)) is None  # a frame in flight from a closed tab
+    registry.release("c", closed=True)
+    assert len(registry) == 0
+    assert wait_until(lambda: live_threads() == idle_threads), (live_threads(), idle_threads)
+    pool.close()
+
+
+def test_a_released_session_frees_its_buffers_at_once(artifacts):
+    """Each stream's callback refers back to its session: unless close breaks that cycle, a closed
+    session's rings and clips (MBs) wait for a full garbage collection (server RSS grew ~5 MB a tab)."""
+    import gc
+    import weakref
+
+    from edgevid.data.synthmotion import FPS, generate_clip
+
+    demo = load_demo()
+    pool = demo.RunnerPool(threads=1)
+    registry = demo.SessionRegistry()
+    frames = generate_clip(1_000_000)[0]
+    gc.collect()
+    gc.disable()
+    try:
+        session = registry.open("tab", lambda: demo.Session(pool, artifacts))
+        for i in range(24):
+            session.push(frames[i], i / FPS, 0.0)
+        session.drain()
+        refs = [weakref.ref(session), *(weakref.ref(c) for c in session.classifiers.values())]
+        del session
+        registry.release("tab", closed=True)
+        assert wait_until(lambda: all(ref() is None for ref in refs), 10), [ref() for ref in refs]
+    finally:
+        gc.enable()
+        pool.close()
+
+
+def test_stats_hint_chart_and_bench_figure(artifacts, tmp_path):
+    """The hint follows the ticked artifacts; the chart has only the session's series and starts
+    at its first point; the bench figure comes from the artifact's report."""
+    import json
+    import shutil as sh
+
+    from edgevid.data.synthmotion import FPS, generate_clip
+
+    demo = load_demo()
+    assert "Pick one or more artifacts" in demo.stats_html(None, selected=[])
+    ticked = demo.stats_html(None, selected=[a.name for a in artifacts])
+    assert "Pick one" not in ticked and all(a.name in ticked for a in artifacts)
+    copy = tmp_path / artifacts[1].name
+    sh.copytree(artifacts[1], copy)
+    (copy / "report.json").write_text(json.dumps({"bench": {"threads": 1, "runs": {"artifact": {"p50_ms": 4.0}}}}))
+    pool = demo.RunnerPool(threads=1)
+    session = demo.Session(pool, [copy])
+    frames = generate_clip(1_000_000)[0]
+    time.sleep(0.3)  # the first window lands after t = 0
+    for i in range(32):
+        session.push(frames[i], i / FPS, 0.0)
+        session.drain()
+    target = session.manifests[copy].target
+    for kind in demo.KINDS:  # one legend entry per ticked target, none for the server's other artifacts
+        chart = demo.chart_frame(session, kind)
+        assert set(chart["series"]) == {f"{target} fp32"} and chart["fps"].notna().all()
+        assert chart["t"].min() > 0.2  # no padding rows pinning the time axis at 0 s
+    page = demo.stats_html(session)
+    assert "data-bench='250.000'" in page and "@1t" in page and "threads per runner: 1" in page
+    assert "smoothed probability of the top-1 label" in page and "warm-up" in page
+    session.close()
+    pool.close()
+
+
+def test_a_broken_file_is_named_by_its_own_name(tmp_path):
+    from edgevid.errors import DataError
+    from edgevid.streaming import iter_video_frames
+
+    demo = load_demo()
+    upload = tmp_path / "gradio" / "3f9c" / "holiday clip.mp4"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(DataError) as info:
+        next(iter_video_frames(upload))
+    message = demo.file_error(info.value, upload, upload.name)
+    assert message.startswith("holiday clip.mp4: ") and str(tmp_path) not in message and "\n" not in message
+
+
+# --- a running server --------------------------------------------------------------------------
+
 def test_demo_binds_to_localhost_only_by_default(server):
-    _, port = server
-    assert listening_addresses(port) == {"127.0.0.1"}
+    assert listening_addresses(server.port) == {"127.0.0.1"}
 
 
 def test_host_and_share_are_explicit_opt_ins():
@@ -197,7 +421,7 @@ def browser_pages(url: str, *y4ms: Path):
 
 def rows(page) -> dict[str, dict]:
     """The stats table, per artifact: top-1, FPS figures, sampled/frames, source fps."""
-    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('#edgevid-stats tr[data-artifact]')].map(r => [
+    return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('#edgevid-stats table.main tr[data-artifact]')].map(r => [
         r.dataset.artifact, {top1: r.querySelector('.top1').textContent, model: parseFloat(r.querySelector('.fps-model').dataset.value),
         e2e: parseFloat(r.querySelector('.fps-e2e').dataset.value), windows: parseInt(r.querySelector('.windows').textContent),
         sampled: r.querySelector('.sampled').textContent}]))""")
@@ -223,7 +447,7 @@ def y4m_of(seed: int, folder: Path) -> tuple[Path, str]:
 
 @needs_browser
 def test_browser_webcam_stream_shows_labels_and_fps_for_every_target(server, artifacts, tmp_path):
-    url, _ = server
+    url = server.url
     y4m, _ = y4m_of(1_000_002, tmp_path)
     with browser_pages(url, y4m) as (page,):
         got = wait_for(page, lambda r: len(r) == 2 and all(v["windows"] >= 3 and v["model"] > 0 and v["e2e"] > 0 for v in r.values()),
@@ -249,7 +473,7 @@ def load_demo_labels() -> list[str]:
 @pytest.mark.skipif(not REFERENCE.is_file(), reason=NO_REFERENCE)
 def test_browser_label_is_the_clip_class_in_two_concurrent_sessions(server, tmp_path):
     """Two browsers, each with its own fake camera and clip class, stream at the same time."""
-    url, _ = server
+    url = server.url
     cameras = [y4m_of(seed, tmp_path) for seed in LOOPING_SEEDS]
     assert cameras[0][1] != cameras[1][1]
     with browser_pages(url, cameras[0][0], cameras[1][0]) as (page_a, page_b):
@@ -274,7 +498,7 @@ def test_browser_plays_a_synthmotion_sample(server, artifacts):
     """The camera-less source: a generated SynthMotion clip played at its frame rate."""
     from playwright.sync_api import sync_playwright
 
-    url, _ = server
+    url = server.url
     seed = LOOPING_SEEDS[0]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
@@ -297,3 +521,121 @@ def test_browser_plays_a_synthmotion_sample(server, artifacts):
         assert row["model"] > 0 and row["e2e"] > 0 and row["sampled"] == "11/32"  # every 3rd of 32 frames at 15 fps
         if REFERENCE.is_file():
             assert row["top1"] == truth
+
+
+def table_fits(page) -> dict:
+    """Bounds of the stats tables against the viewport and their container: nothing clipped or
+    hidden behind a scroll bar (element bounds, not pixels)."""
+    return page.evaluate("""() => {
+        const box = document.querySelector('#edgevid-stats').getBoundingClientRect();
+        const out = {viewport: window.innerWidth, container: [box.left, box.right], tables: []};
+        for (const table of document.querySelectorAll('#edgevid-stats table')) {
+            const r = table.getBoundingClientRect(), wrap = table.parentElement;
+            out.tables.push({cls: table.className, left: r.left, right: r.right, width: r.width, height: r.height,
+                             scroll: wrap.scrollWidth, client: wrap.clientWidth, rows: table.rows.length});
+        }
+        return out;}""")
+
+
+def assert_table_fits(page, width: int):
+    page.locator("#edgevid-stats table.breakdown").scroll_into_view_if_needed()
+    deadline = time.monotonic() + 15  # a loaded machine may take a while to lay out a resized page
+    while True:
+        fits = table_fits(page)
+        left, right = fits["container"]
+        if all(0 <= t["left"] and t["right"] <= min(fits["viewport"], right) + 1 and t["scroll"] <= t["client"] + 1
+               for t in fits["tables"]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(fits["tables"]) == 2, fits
+    for table in fits["tables"]:
+        assert table["rows"] >= 2 and table["height"] > 0, (width, table)
+        assert 0 <= table["left"] and table["right"] <= min(fits["viewport"], right) + 1, (width, fits)
+        assert left - 1 <= table["left"] and table["scroll"] <= table["client"] + 1, (width, fits)
+
+
+def live_sessions(page) -> int:
+    return int(page.evaluate("() => (document.querySelector('[data-live]') || {dataset: {live: '-1'}}).dataset.live"))
+
+
+def play_file(page, upload: Path | None = None, seed: int | None = None):
+    page.get_by_role("tab", name="Video file / SynthMotion sample").click()
+    if upload is not None:
+        page.locator("#video input[type=file]").set_input_files(str(upload))
+        page.wait_for_selector("#video video")
+        page.locator("#use-sample input").check()  # ticked again: the upload must still win
+    if seed is not None:
+        page.locator("#seed input").fill(str(seed))
+    page.locator("#play").click()
+
+
+@needs_browser
+def test_browser_upload_wins_sessions_are_isolated_released_and_the_table_fits(server, artifacts, tmp_path):
+    """One browser, two contexts: A (1280 px) uploads a file with the sample box ticked, B (820 px)
+    plays a sample; each shows its own source; the whole stats table is visible at 1280, 820 and
+    390 px; closing B releases its session on the server; a broken upload is a toast naming the
+    file, with no traceback in the server log."""
+    from playwright.sync_api import sync_playwright
+
+    from edgevid.data.synthmotion import CLASSES, FPS, generate_clip
+    from edgevid.data.video import write_video
+
+    upload_seed, sample_seed = LOOPING_SEEDS[1], LOOPING_SEEDS[0]
+    upload = write_video(tmp_path / "my upload.mp4", generate_clip(upload_seed)[0], FPS)
+    broken = tmp_path / "broken clip.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 and then nothing a decoder could read" * 40)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    log_before = server.log.read_text()
+    done = lambda r: len(r) == 2 and all(v["sampled"] == "11/32" and v["windows"] >= 1 for v in r.values())  # noqa: E731
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            a = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            b = browser.new_context(viewport={"width": 820, "height": 900}).new_page()
+            for page in (a, b):
+                page.set_default_timeout(180_000)
+                page.goto(server.url)
+                hint = page.locator("#edgevid-stats .hint").inner_text()
+                assert "Pick one" not in hint and "Ready" in hint  # two artifacts are ticked
+            a.get_by_role("tab", name="Video file / SynthMotion sample").click()
+            a.locator("#use-sample input").uncheck()
+            a.locator("#play").click()  # no upload, no sample: Play says so
+            a.get_by_test_id("toast-body").filter(has_text="Nothing to play").first.wait_for(timeout=60_000)
+            play_file(a, upload=upload)
+            play_file(b, seed=sample_seed)
+            got_a = wait_for(a, done, 180, "the end of the uploaded 32-frame file")
+            got_b = wait_for(b, done, 180, "the end of the 32-frame sample")
+            source_a = a.locator("#edgevid-stats .source").inner_text()
+            assert a.locator("#edgevid-stats .truth").count() == 0 and "my upload.mp4" in source_a, source_a
+            assert b.locator("#edgevid-stats .truth").inner_text() == CLASSES[sample_seed % 8]
+            if REFERENCE.is_file():  # each page labels its own clip
+                assert {v["top1"] for v in got_a.values()} == {CLASSES[upload_seed % 8]}, got_a
+                assert {v["top1"] for v in got_b.values()} == {CLASSES[sample_seed % 8]}, got_b
+            for page, width in ((a, 1280), (b, 820)):
+                assert_table_fits(page, width)
+                page.screenshot(path=SCREENSHOTS / f"demo-table-{width}.png", full_page=True)
+            b.set_viewport_size({"width": 390, "height": 844})
+            assert_table_fits(b, 390)
+            b.screenshot(path=SCREENSHOTS / "demo-table-390.png", full_page=True)
+            deadline = time.monotonic() + 60
+            while live_sessions(a) != 2 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert live_sessions(a) == 2
+            b.context.close()  # the tab goes away mid-session: its Session must be released
+            deadline = time.monotonic() + 60
+            while live_sessions(a) != 1 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert live_sessions(a) == 1, "the closed context's session was not released within 60 s"
+            clear = a.locator("#video button[aria-label='Clear']")
+            if clear.count():
+                clear.first.click()
+            a.locator("#video input[type=file]").set_input_files(str(broken))
+            a.locator("#play").click()
+            toast = a.get_by_test_id("toast-body").filter(has_text="broken clip.mp4").first
+            toast.wait_for(timeout=60_000)
+            text = toast.inner_text()
+            assert "broken clip.mp4" in text and "/tmp" not in text and str(tmp_path) not in text, text
+        finally:
+            browser.close()
+    new_log = server.log.read_text()[len(log_before):]
+    assert "Traceback" not in new_log, new_log[-3000:]

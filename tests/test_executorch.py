@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("executorch", reason="ExecuTorch is not installed: pip install 'edgevid[executorch]'")
+pytest.importorskip("executorch", reason="ExecuTorch is not installed: pip install 'edgevid[build-executorch]'")
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from edgevid.backends import BuildRequest, get_backend, open_runner  # noqa: E402
 from edgevid.backends.executorch import COREML_FILE, DELEGATION_FILE, MODEL_FILE, ExecuTorchRunner  # noqa: E402
 from edgevid.errors import ArtifactError, DataError, EdgevidError  # noqa: E402
-from edgevid.rewrite import Conv3dSpec, StrategyChooser, rewrite_for_xnnpack  # noqa: E402
-from edgevid.rewrite.xnnpack import delegation_report, export, lower, quantize  # noqa: E402
+from edgevid.backends.executorch.rewrite import Conv3dSpec, StrategyChooser, rewrite_for_xnnpack  # noqa: E402
+from edgevid.backends.executorch.rewrite.xnnpack import delegation_report, export, lower, quantize  # noqa: E402
 from edgevid.spec import KINETICS_NORM, ClipSpec, ModelSpec  # noqa: E402
 from edgevid.targets import get_target  # noqa: E402
 from helpers import random_model  # noqa: E402
@@ -180,7 +180,7 @@ def test_strategy_chooser_measures_once_and_caches(tmp_path, monkeypatch):
     first = chooser(spec, "layer")
     assert first in ("taps", "channels") and not chooser.decisions[0]["cached"]
     assert set(chooser.decisions[0]["ms"]) == {"taps", "channels"} and all(v > 0 for v in chooser.decisions[0]["ms"].values())
-    import edgevid.rewrite.choose as choose
+    import edgevid.backends.executorch.rewrite.choose as choose
 
     monkeypatch.setattr(choose, "measure_all", lambda *a, **k: pytest.fail("a cached decision was measured again"))
     again = StrategyChooser("fp32", threads=1, path=tmp_path / "cache.json")

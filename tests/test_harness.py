@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'edgevid[onnx]'")
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'edgevid[build]'")
 
 import harness_models as hm  # noqa: E402
 from edgevid.data.synthmotion import ensure_split  # noqa: E402

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'edgevid[onnx]'")
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'edgevid[build]'")
 import onnx  # noqa: E402
 import torch  # noqa: E402
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'edgevid[onnx]'")
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'edgevid[build]'")
 import onnx  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
@@ -96,7 +96,7 @@ def test_reference_model_int8_keeps_accuracy(name, tmp_path):
 def _tiny_model(tmp_path):
     from onnx import TensorProto, helper
 
-    from edgevid.backends.onnxruntime import pre_process
+    from edgevid.backends._onnx import pre_process
 
     shape = [1, 3, 4, 8, 8]
     graph = helper.make_graph(
@@ -119,7 +119,7 @@ def test_calibration_in_memory_bounded_chunks_matches_one_pass(method, tmp_path,
     """ORT's histogram calibrators hold every intermediate tensor of every clip they are given (300
     full-size X3D-S clips would need 142 GB): the clips go in chunks that fit, and the ranges agree
     with one pass over all of them; every clip is counted once in the build's calibration n/N."""
-    import edgevid.backends.onnxruntime as ort_backend
+    import edgevid.backends._onnx as ort_backend
     from edgevid.stages import BuildStages
 
     prepared, shape = _tiny_model(tmp_path)
@@ -144,7 +144,7 @@ def test_calibration_in_memory_bounded_chunks_matches_one_pass(method, tmp_path,
 def test_calibration_chunk_fits_free_memory_and_refuses_a_clip_that_cannot(tmp_path, monkeypatch):
     import os
 
-    import edgevid.backends.onnxruntime as ort_backend
+    import edgevid.backends._onnx as ort_backend
     from edgevid.errors import EdgevidError
 
     prepared, _ = _tiny_model(tmp_path)
@@ -169,7 +169,7 @@ def test_attention_products_stay_float_when_asked(tmp_path):
     """float_activation_matmuls excludes MatMuls of two activations (Q·Kᵀ, A·V): their outputs stay float."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgevid.backends.onnxruntime import activation_matmuls, quantizable_nodes, quantize_qdq
+    from edgevid.backends._onnx import activation_matmuls, quantizable_nodes, quantize_qdq
 
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), name) for name in ("wq", "wk")]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 pytest.importorskip("openvino", reason="openvino not installed: pip install 'edgevid[openvino]'")
-pytest.importorskip("nncf", reason="nncf not installed: pip install 'edgevid[openvino]'")
+pytest.importorskip("nncf", reason="nncf not installed: pip install 'edgevid[build-openvino]'")
 import openvino as ov  # noqa: E402
 
 from edgevid.artifact import Artifact, Manifest, WeightsInfo, finalize_manifest, staging_dir  # noqa: E402

@@ -4,7 +4,7 @@ fake 'onnx-cpu' device."""
 import pytest
 
 ray = pytest.importorskip("ray", reason="Ray not installed: pip install 'edgevid[ray]'")
-pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'edgevid[onnx]'")
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'edgevid[build]'")
 
 import harness_models as hm  # noqa: E402
 from edgevid.data.synthmotion import ensure_split  # noqa: E402
@@ -66,11 +66,22 @@ def test_eval_on_the_farm_equals_the_single_machine_run(cluster, tmp_path):
     cluster, nodes = cluster
     art = hm.copy(hm.artifact(hm.TINY, "int8"), tmp_path)
     val = ensure_split("val", VIDEOS)
-    # the nodes do not know the test-only model, so no PyTorch reference here: artifact vs labels
-    local = evaluate(art.path, val, threads=1, with_reference=False)
-    spread = evaluate(art.path, val, threads=1, with_reference=False, ray=cluster.address, ray_shards=3)
-    assert _result(spread) == _result(local) and spread["videos"] == VIDEOS
-    assert {s["node"] for s in spread["run"]["shards"]} == {n.node_id for n in nodes}
+    # the FP32 reference runs here, on the driver (it knows the test-only model); the nodes run only
+    # the artifact and never import torch
+    for with_reference in (True, False):
+        local = evaluate(art.path, val, threads=1, with_reference=with_reference)
+        spread = evaluate(art.path, val, threads=1, with_reference=with_reference, ray=cluster.address, ray_shards=3)
+        assert _result(spread) == _result(local) and spread["videos"] == VIDEOS
+        assert ("agreement" in spread) == with_reference
+        shards = spread["run"]["shards"]
+        assert {s["node"] for s in shards} == {n.node_id for n in nodes}
+        assert not any(s["torch_imported"] for s in shards)
+        assert spread["runtime"].startswith("onnxruntime")
+
+
+def test_shard_labels_count_videos_not_ranges():
+    groups = farm.split(list(range(7)), 3)
+    assert farm.shard_labels(groups) == ["1/3 (3 videos)", "2/3 (2 videos)", "3/3 (2 videos)"]
 
 
 def test_a_target_without_devices_is_a_clear_error(cluster):

@@ -1,4 +1,4 @@
-"""The 3-D-to-2-D rewrite (edgevid.rewrite): every rewrite computes what the original computes.
+"""The 3-D-to-2-D rewrite (edgevid.backends.executorch.rewrite): every rewrite computes what the original computes.
 
 FP32 outputs must agree within 1e-5 (max-abs error relative to the output's scale). The property
 tests draw random Conv3d configurations (depthwise, grouped, strided, padded, dilated, batch > 1)
@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from edgevid.rewrite import STRATEGIES, Conv3dSpec, banded_weight, conv3d_frames, from_frames, rewrite_for_xnnpack, to_frames
-from edgevid.rewrite.graph import Ops, relative_error
+from edgevid.backends.executorch.rewrite import STRATEGIES, Conv3dSpec, banded_weight, conv3d_frames, from_frames, rewrite_for_xnnpack, to_frames
+from edgevid.backends.executorch.rewrite.graph import Ops, relative_error
 from helpers import random_model
 
 TOL = 1e-5

@@ -302,6 +302,19 @@ def test_gates_in_a_pack_are_covered_by_its_digest(tmp_path, val, art):
 
 # --- signing -----------------------------------------------------------------------------------
 
+def _each_byte_flipped(folder: Path, names):
+    """For each name: restore ``folder``, flip one byte in the middle of that file, yield the name."""
+    pristine = folder.parent / f"{folder.name}.pristine"
+    shutil.copytree(folder, pristine)
+    for name in names:
+        shutil.rmtree(folder)
+        shutil.copytree(pristine, folder)
+        data = bytearray((folder / name).read_bytes())
+        data[len(data) // 2] ^= 1
+        (folder / name).write_bytes(bytes(data))
+        yield name
+
+
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
     from edgevid.signing import generate_keypair
@@ -324,14 +337,7 @@ def test_signed_artifact_verifies_and_any_tampering_is_refused(tmp_path, keys):
     proc = run_cli("--require-signature", str(public), "eval", str(path), "--data", str(ensure_split("val", 6)),
                    "--no-reference", prelude=TINY)
     assert proc.returncode == 0, proc.stderr
-    pristine = tmp_path / "pristine"
-    shutil.copytree(path, pristine)
-    for name in ("model.onnx", "manifest.json", "signature.json"):
-        shutil.rmtree(path)
-        shutil.copytree(pristine, path)
-        data = bytearray((path / name).read_bytes())
-        data[len(data) // 2] ^= 1
-        (path / name).write_bytes(bytes(data))
+    for name in _each_byte_flipped(path, ("model.onnx", "manifest.json", "signature.json")):
         proc = run_cli("verify", str(path), "--key", str(public))
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (name, proc.stderr)
 
@@ -349,14 +355,7 @@ def test_signed_pack_tampering_is_refused(tmp_path, val, keys, art):
     gates.write_text(LOOSE)
     out = golden.make_pack(hm.TINY, val, 2, tmp_path / "pack", weights="random", threads=1, gates_file=gates, sign=private)
     assert run_cli("verify", str(out), "--key", str(public)).returncode == 0
-    pristine = tmp_path / "pristine"
-    shutil.copytree(out, pristine)
-    for name in ("chunk-0000.npz", "gates.yaml", "pack.json", "signature.json"):
-        shutil.rmtree(out)
-        shutil.copytree(pristine, out)
-        data = bytearray((out / name).read_bytes())
-        data[len(data) // 2] ^= 1
-        (out / name).write_bytes(bytes(data))
+    for name in _each_byte_flipped(out, ("chunk-0000.npz", "gates.yaml", "pack.json", "signature.json")):
         proc = run_cli("verify", str(out), "--key", str(public))
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (name, proc.stderr)
         proc = run_cli("--require-signature", str(public), "golden", "run", str(art.path), str(out), prelude=TINY)

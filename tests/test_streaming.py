@@ -243,3 +243,60 @@ def test_lazy_frames_convert_only_the_kept_ones(tmp_path):
         lazy.push(lambda convert=convert: conversions.append(1) or convert(), seconds, decode_ms)
     assert len(conversions) == lazy.stats.sampled == 11 < lazy.stats.frames == 32
     assert len(lazy_rec.inputs) == 4 and all(np.array_equal(a, b) for a, b in zip(lazy_rec.inputs, eager_rec.inputs))
+
+
+def test_first_window_is_the_warm_up_and_end_to_end_is_steady_state():
+    """The first window's time holds decoding every frame that fills it (22 here): it is reported
+    apart, and end-to-end FPS counts windows 2.. over their own time (3 frames each)."""
+    frames, _ = generate_clip(1_000_001)
+    stream = StreamClassifier(Recorder(), SPEC, LABELS)
+    results = [r for i, f in enumerate(frames) if (r := stream.push(f, i / FPS, decode_ms=10.0))]
+    stats = stream.stats
+    assert len(results) == stats.windows == 4 and stats.steady_windows == 3
+    assert results[0].frames_fed == stats.warmup_frames == 22 and stats.warmup_ms >= 220
+    assert [r.frames_fed for r in results[1:]] == [3, 3, 3]
+    assert all(r.decode_ms == 30.0 for r in results[1:])
+    # steady state: ~30 ms of decoding a window; counting the warm-up in would give 4 / ~310 ms = ~13 FPS
+    assert 25 < stats.e2e_fps() < 1000 / 30 and 25 < stats.e2e_fps(recent=True) < 1000 / 30
+    breakdown = stats.breakdown()
+    assert breakdown["decode_ms"] == pytest.approx(30.0) and 0 < breakdown["preprocess_ms"] < 30
+    assert breakdown["model_ms"] > 0 and breakdown["pipeline_ms"] == pytest.approx(
+        breakdown["decode_ms"] + breakdown["preprocess_ms"] + breakdown["model_ms"], rel=0.2)
+    one = StreamClassifier(Recorder(), SPEC, LABELS)
+    for i, f in enumerate(frames[:22]):
+        one.push(f, i / FPS)
+    assert one.stats.windows == 1 and one.stats.e2e_fps() is None and one.stats.model_fps() > 0  # warm-up only
+
+
+def test_queue_wait_is_measured_apart_from_end_to_end():
+    """A window waiting for a runner another stream holds: the wait is reported, not counted."""
+    import threading
+
+    from edgevid.streaming import BackgroundClassifier
+
+    frames, _ = generate_clip(1_000_002)
+    lock = threading.Lock()
+    results = []
+    background = BackgroundClassifier(StreamClassifier(Recorder(), SPEC, LABELS, lock=lock), "wait", on_result=results.append)
+    for i, frame in enumerate(frames[:25]):  # two windows: 8th and 9th sampled frames
+        if i == 24:
+            lock.acquire()
+            threading.Timer(0.3, lock.release).start()
+        background.push(frame, i / FPS)
+    background.drain()
+    background.close()
+    assert len(results) == 2
+    assert results[1].wait_ms >= 250 and results[1].pipeline_ms < 250 and results[0].wait_ms < 250
+
+
+def test_streamed_frames_equal_read_video(tmp_path):
+    """The reused RGB converter gives the pixels read_video (and so offline evaluation) gets."""
+    from edgevid.data.video import read_video, write_video
+
+    frames, _ = generate_clip(1_000_009)
+    path = write_video(tmp_path / "clip.mp4", frames, FPS)
+    decoded, _ = read_video(path)
+    streamed = [pixels for pixels, _, _ in iter_video_frames(path)]
+    lazy = [convert() for convert, _, _ in iter_video_frames(path, lazy=True)]
+    assert len(streamed) == len(decoded) == 32
+    assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(decoded, streamed, lazy))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,11 +26,14 @@ from edgevid.artifact import Artifact, finalize_manifest
 from edgevid.backends import open_runner
 from edgevid.backends import tensorrt as trt_backend
 from edgevid.backends.tensorrt import (
-    FLOAT_OPS, QuantPolicy, activation_matmuls, autocast_fp16, check_dla_request, check_fingerprint,
+    QuantPolicy, activation_matmuls, autocast_fp16, check_dla_request, check_fingerprint,
     dla_supported, engine_unavailable_reason, fingerprint_mismatches, jetpack_from_tegra_release,
     parser_error_lines, profile_shapes, quantize_int8_qdq,
 )
 from edgevid.errors import ArtifactError, BackendUnavailable, EdgevidError
+
+# the ops TensorRT runs in the high-precision type; a Q/DQ recipe must feed them no INT8 (TensorRT docs)
+FLOAT_OPS = {"Softmax", "LayerNormalization", "Erf", "Gelu"}
 from edgevid.export import export_onnx
 from edgevid.targets import Target, get_target
 
@@ -423,6 +427,13 @@ def test_build_without_tensorrt_stops_after_the_qdq_onnx(pending):
     assert manifest["quantization"]["tool"].startswith("nvidia-modelopt")
     assert manifest["quantization"]["calibration"].startswith("max, 4 clips")
     assert manifest["quantization"]["opset"] >= 17 and manifest["quantization"]["int8_layers"]["Conv"] > 10
+    # X3D's depthwise 3x3x3 convs: no INT8 kernels in TensorRT, kept FP16 with the reason; the rest checks out
+    kept = manifest["quantization"]["kept_high_precision"]
+    assert kept and all("depthwise" in k["op"] and "#2125" in k["reason"] for k in kept)
+    qdq = onnx.load(str(path / "model.onnx"))
+    by_name = {n.name: n for n in qdq.graph.node}
+    assert all(not _from_dq(qdq, by_name[k["node"]].input[1]) for k in kept)
+    assert manifest["quantization"]["tensorrt_readiness"] == {"10.3": "ok"}
 
 
 
@@ -479,8 +490,49 @@ def test_eval_labels_a_pending_artifact(pending):
 
     _, path = pending
     result = evaluate(path, ensure_split("val", 4), limit=2)
-    assert result["label"] == "tensorrt int8 (Q/DQ ONNX under ONNX Runtime CPU; engine pending on device)"
+    # the runtime that actually ran: ONNX Runtime over the Q/DQ ONNX, not TensorRT
+    assert re.fullmatch(r"onnxruntime \S+ \(CPU\) \(Q/DQ ONNX; engine pending on device\)", result["runtime"])
+    assert result["label"] == f"tensorrt int8 on {result['runtime']}"
     assert result["videos"] == 2 and "agreement" in result
+
+
+@no_engine_here
+def test_golden_report_of_a_pending_artifact_names_onnxruntime(pending, tmp_path):
+    from edgevid.data.synthmotion import ensure_split
+    from edgevid.harness import golden
+
+    _, path = pending
+    pack = golden.make_pack("x3d_synth", ensure_split("val", 2), 2, tmp_path / "pack", weights="random", threads=1)
+    (tmp_path / "loose.yaml").write_text("max_top1_drop: 100\nmin_agreement: 0\nmin_sqnr_db: 0\n")
+    proc = _cli("golden", "run", path, pack, "--gates", tmp_path / "loose.yaml", "--json", tmp_path / "g.json",
+                block_torch=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "g.json").read_text())
+    assert result["runtime"].startswith("onnxruntime") and "engine pending on device" in result["runtime"]
+    assert f"runtime: {result['runtime']}" in proc.stdout
+
+
+@no_engine_here
+def test_engine_artifacts_need_tensorrt_and_pycuda_not_onnxruntime(pending, tmp_path, monkeypatch):
+    """A Jetson with TensorRT + pycuda and no ONNX Runtime must be able to open an engine: the
+    backend's requirements are TensorRT's; ONNX Runtime only evaluates a pending artifact."""
+    from edgevid.backends import get_backend
+
+    backend = get_backend("tensorrt")
+    assert set(backend.requirements) == {"tensorrt", "pycuda"}
+    _, path = pending
+    engine = tmp_path / "engine"
+    shutil.copytree(path, engine)
+    (engine / "model.plan").write_bytes(b"an engine built on the device")
+    m = Artifact(engine).manifest
+    finalize_manifest(engine, m.model_copy(update={"status": {"engine": "built"}, "files": {}}))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # this "Jetson" has no ONNX Runtime
+    with pytest.raises(BackendUnavailable, match="holds a TensorRT engine; running it needs tensorrt, pycuda") as exc:
+        backend.check_open(Artifact(engine))
+    assert "onnxruntime" not in str(exc.value)
+    with pytest.raises(BackendUnavailable, match=r"no engine yet.*pip install 'edgevid\[onnxruntime\]'"):
+        backend.check_open(Artifact(path))
+    assert "edgevid[tensorrt]" in backend.status() and "installed" not in backend.status().split(";")[0]
 
 
 @no_engine_here
@@ -530,7 +582,7 @@ def test_engine_artifact_needs_tensorrt_and_a_tampered_plan_is_refused(pending, 
 
 
 def _here_target() -> str:
-    from edgevid.backends.tensorrt_engine import machine_fingerprint
+    from edgevid.backends.tensorrt.engine import machine_fingerprint
 
     return "jetson" if machine_fingerprint().get("jetpack") else "rtx"
 
@@ -545,7 +597,7 @@ def engine_artifact(tmp_path_factory):
 
 @needs_engine
 def test_engine_builds_runs_and_matches_the_qdq_onnx(engine_artifact):
-    from edgevid.backends import tensorrt_engine
+    from edgevid.backends.tensorrt import engine as tensorrt_engine
 
     m = engine_artifact.manifest
     assert m.status["engine"] == "built" and {"model.plan", "timing.cache", "model.onnx"} <= set(m.files)
@@ -594,7 +646,7 @@ def test_engine_for_the_other_kind_of_device_is_not_built_here(engine_artifact, 
 def test_parser_rejection_names_node_and_op(tmp_path):
     from onnx import helper
 
-    from edgevid.backends.tensorrt_engine import build_engine
+    from edgevid.backends.tensorrt.engine import build_engine
 
     node = helper.make_node("Bogus", ["input"], ["logits"], name="bogus_node", domain="edgevid.test")
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 4])],

@@ -152,7 +152,7 @@ def test_config_errors_and_input_check():
 
 def test_drop_path_is_identity_at_eval():
     model = _randomise(create_model("uniformerv2_b16_ssv2", **TINY["uniformerv2_b16_ssv2"]))
-    assert model.blocks[-1].drop_path.p > 0 and model.global_blocks[-1].drop_path.p > 0
+    assert model.blocks[-1].drop_path.drop_prob > 0 and model.global_blocks[-1].drop_path.drop_prob > 0
     x = _clip(model)
     with torch.no_grad():
         assert torch.equal(model(x), model(x))

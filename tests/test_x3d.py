@@ -435,7 +435,7 @@ def test_official_test_shape_through_the_executorch_rewrite_and_openvino():
     import numpy as np
 
     from edgevid.backends.openvino import convert
-    from edgevid.rewrite import rewrite_for_xnnpack
+    from edgevid.backends.executorch.rewrite import rewrite_for_xnnpack
     from edgevid.targets import ShapePolicy
 
     torch.set_num_threads(1)

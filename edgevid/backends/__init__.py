@@ -39,8 +39,7 @@ def backend_status(name: str) -> str:
         backend = get_backend(name)
     except BackendUnavailable as exc:
         return str(exc).split(" in this")[0].replace(f"backend {name} is ", "")
-    missing = backend.missing()
-    return "installed" if not missing else f"missing {', '.join(missing)}: pip install 'edgevid[{backend.extra}]'"
+    return backend.status()
 
 
 def open_runner(path, threads: int | None = None, mode: str = "latency", verify: bool = True) -> Runner:
@@ -51,7 +50,7 @@ def open_runner(path, threads: int | None = None, mode: str = "latency", verify:
     if verify:
         artifact.verify()
     backend = get_backend(artifact.manifest.backend)
-    backend.check()
+    backend.check_open(artifact)
     return backend.open(artifact, threads=threads, mode=mode)
 
 

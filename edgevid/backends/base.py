@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,9 @@ class BuildRequest:
     out_dir: Path
     calib: Sequence[np.ndarray] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: labelled centre clips ``(clip, class index)`` for a backend's own accuracy-aware quantization
+    #: (``handles_max_drop``); the build loads them, so no backend reads datasets itself
+    validation: Sequence[tuple[np.ndarray, int]] | None = None
     #: where the backend times its stages (export, calibration n/N, lowering ...) for the display and manifest
     stages: BuildStages = field(default_factory=BuildStages)
 
@@ -95,6 +97,8 @@ class Runner(ABC):
 
     input_shape: tuple[int, ...]
     description: str = ""
+    #: the runtime that actually runs it, with its version (reports name it): "onnxruntime 1.32.0 (CPU)"
+    runtime: str = ""
 
     @abstractmethod
     def __call__(self, clip: np.ndarray) -> np.ndarray: ...
@@ -110,23 +114,27 @@ class Runner(ABC):
 
 
 def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a parent package missing, or a module blocked in sys.modules
-        return False
+    from ..extras import importable
+
+    return importable(module)
 
 
 class Backend(ABC):
     """Builds artifacts for targets of one runtime and opens them as Runners."""
 
     name: str
-    #: python module -> pip requirement; checked before build/open
+    #: python module -> pip requirement; what running an artifact needs (checked before open)
     requirements: dict[str, str] = {}
-    #: extra that installs the requirements
+    #: extra that installs the requirements (a device's install)
     extra: str = ""
     #: modules needed only to build (e.g. torch-side exporters), not to run
     build_requirements: dict[str, str] = {}
+    #: extra that installs everything a build needs (a host's install)
+    build_extra: str = "build"
     precisions: tuple[str, ...] = ("fp32",)
+    #: True when the backend meets ``--max-drop`` with its own accuracy-aware quantization (it then gets
+    #: ``BuildRequest.validation``); otherwise the harness searches the float layers (``harness.mixed``)
+    handles_max_drop: bool = False
 
     def missing(self, for_build: bool = False) -> list[str]:
         reqs = dict(self.requirements)
@@ -141,9 +149,24 @@ class Backend(ABC):
         """Raise a one-line ``BackendUnavailable`` naming the pip command that fixes it."""
         missing = self.missing(for_build)
         if missing:
+            extra = self.build_extra if for_build and self.build_extra else self.extra
             raise BackendUnavailable(
-                f"backend {self.name} needs {', '.join(missing)}: pip install 'edgevid[{self.extra}]'"
+                f"backend {self.name} needs {', '.join(missing)}: pip install 'edgevid[{extra}]'"
             )
+
+    def check_open(self, artifact: "Artifact") -> None:
+        """Like ``check``, for what opening this particular artifact needs."""
+        self.check()
+
+    def status(self) -> str:
+        """One line for `edgevid targets`: runs here / builds here, and the pip command for what is missing."""
+        run = self.missing()
+        build = [m for m in self.missing(for_build=True) if m not in run]
+        if not run and not build:
+            return "installed"
+        if run:
+            return f"missing {', '.join(run)}: pip install 'edgevid[{self.extra}]'"
+        return f"runs here; to build: pip install 'edgevid[{self.build_extra}]' (missing {', '.join(build)})"
 
     @abstractmethod
     def build(self, request: BuildRequest) -> BuildResult:
@@ -152,6 +175,23 @@ class Backend(ABC):
     @abstractmethod
     def open(self, artifact: "Artifact", threads: int | None = None, mode: str = "latency") -> Runner:
         """Open a verified artifact for inference; ``mode`` is 'latency' or 'throughput'."""
+
+    def check_request(self, target: "Target", options: dict[str, Any]) -> None:
+        """Refuse build options this target cannot honour, before any export or calibration."""
+
+    # --- finishing a host-built artifact on the device (TensorRT: Q/DQ ONNX -> engine) -----------
+    #: True when ``edgevid build --from-onnx ARTIFACT`` can finish this backend's artifacts here
+    finishes_on_device: bool = False
+
+    def check_finish(self, source: "Artifact", model: str | None, target: str | None, precision: str | None,
+                     options: dict[str, Any]) -> "Target":
+        """The target ``source`` is finished for (one-line errors for anything that does not fit)."""
+        raise EdgevidError(f"--from-onnx {source.path}: {self.name} artifacts are complete when built; nothing to finish")
+
+    def finish(self, source: "Artifact", target: "Target", options: dict[str, Any], out_dir: Path,
+               final: Path) -> BuildResult:
+        """Write the finished model files into ``out_dir`` (a staging folder for ``final``)."""
+        raise NotImplementedError
 
     # --- mixed precision (`edgevid sensitivity`, `edgevid build --max-drop`) --------------------
     # To support them, a backend implements ``quantizable_layers`` and honours

@@ -1,9 +1,10 @@
 """Labelled video datasets: a CSV manifest or a folder per class.
 
-CSV: a header row with ``path`` and ``label`` columns; a label is a class name or an integer
-class index; relative paths resolve against the CSV's folder. A ``classes.txt`` beside it (one
-name a line) fixes the class order; without one, names are sorted (or, when every label is an
-integer, the classes are ``"0" .. str(max)``).
+CSV (UTF-8): a header row with ``path`` and ``label`` columns; a label is a class name or an
+integer class index (ASCII digits); relative paths resolve against the CSV's folder. A
+``classes.txt`` beside it (one name a line) fixes the class order; without one, names are sorted,
+and integer labels are the model's class indices (the classes are the distinct integers; the
+harness checks each against the model's range).
 
 Folder: ``root/<class>/*.{mp4,avi,mkv,webm,mov}``, classes sorted (or ordered by
 ``root/classes.txt``). A folder holding ``manifest.csv`` is read as that CSV.
@@ -61,9 +62,24 @@ def _check_files(items: list[tuple[Path, int]], source: Path, root: Path) -> Non
         )
 
 
+def is_index(label: str) -> bool:
+    """An integer class index: ASCII digits only (``'²'.isdigit()`` is True but no int)."""
+    return label.isascii() and label.isdigit() and len(label) <= 4000  # int() refuses longer strings
+
+
 def _load_csv(path: Path) -> VideoDataset:
-    with open(path, newline="", encoding="utf-8-sig") as file:
-        rows = list(csv.reader(file))
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        raise DataError(f"{path}: is a video, not a dataset; pass a folder per class (root/<class>/*.mp4) or a CSV"
+                        " manifest with path,label rows.")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as file:
+            rows = list(csv.reader(file))
+    except UnicodeDecodeError:
+        head = path.read_bytes()[:2]
+        what = "UTF-16 text" if head in (b"\xff\xfe", b"\xfe\xff") else "not UTF-8 text"
+        raise DataError(f"{path}: {what}; save the manifest as UTF-8 CSV (path,label rows).") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a CSV file ({exc}); write a 'path,label' header and one row per video.") from None
     if not rows:
         raise DataError(f"{path}: empty file; write a 'path,label' header and one row per video.")
     header = [name.strip().lower() for name in rows[0]]
@@ -80,9 +96,9 @@ def _load_csv(path: Path) -> VideoDataset:
     labels = [row[label_col].strip() for row in rows]
     classes = _read_classes(root)
     if classes is None:
-        if all(label.isdigit() for label in labels):
-            classes = [str(i) for i in range(max(int(label) for label in labels) + 1)]
-        elif any(label.isdigit() for label in labels):
+        if all(is_index(label) for label in labels):
+            classes = [str(i) for i in sorted({int(label) for label in labels})]  # only the ones used: never range(max)
+        elif any(is_index(label) for label in labels):
             raise DataError(f"{path}: mixes class names and indices; use one, or add {root / CLASSES_FILE}.")
         else:
             classes = sorted(set(labels))
@@ -91,7 +107,7 @@ def _load_csv(path: Path) -> VideoDataset:
     for line, (row, label) in enumerate(zip(rows, labels), start=2):
         if label in index:
             number = index[label]
-        elif label.isdigit() and int(label) < len(classes):
+        elif is_index(label) and int(label) < len(classes):
             number = int(label)
         else:
             listed = (root / CLASSES_FILE).is_file()

@@ -240,12 +240,13 @@ class SynthClip:
     mask: np.ndarray | None = None  # float32 [T, H, W] object coverage in [0, 1]
 
 
-def _poses(rng: np.random.Generator, label: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    t = np.arange(FRAMES) - MIDDLE
-    radius = np.full(FRAMES, np.exp(rng.uniform(*np.log(RADIUS_PX))))
+def _poses(rng: np.random.Generator, label: int, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Poses at times ``t`` (in 15 fps frames from the middle frame)."""
+    count = len(t)
+    radius = np.full(count, np.exp(rng.uniform(*np.log(RADIUS_PX))))
     box = CENTER_BOX - radius[0]
-    center = np.tile(np.array([WIDTH / 2, HEIGHT / 2]) + rng.uniform(-box, box, 2), (FRAMES, 1))
-    angle = np.full(FRAMES, rng.uniform(0, 2 * np.pi))
+    center = np.tile(np.array([WIDTH / 2, HEIGHT / 2]) + rng.uniform(-box, box, 2), (count, 1))
+    angle = np.full(count, rng.uniform(0, 2 * np.pi))
     name = CLASSES[label]
     if name in _DIRECTIONS:
         center += np.outer(t, _DIRECTIONS[name]) * rng.uniform(*SPEED_PX)
@@ -256,11 +257,17 @@ def _poses(rng: np.random.Generator, label: int) -> tuple[np.ndarray, np.ndarray
     return center, radius, angle
 
 
-def render_clip(seed: int, with_mask: bool = False) -> SynthClip:
-    """The clip of ``seed`` with its ground truth (object poses, and coverage masks if asked)."""
+def render_clip(seed: int, with_mask: bool = False, times: np.ndarray | None = None) -> SynthClip:
+    """The clip of ``seed`` with its ground truth (object poses, and coverage masks if asked).
+
+    ``times`` (seconds from the first frame; default ``arange(32) / 15``) renders the same motion at
+    other instants: another frame rate, or a variable one (the background, object and motion stay;
+    the per-frame gain and noise are drawn for the frames rendered)."""
     rng = np.random.default_rng(seed)
     label = seed % len(CLASSES)
-    center, radius, angle = _poses(rng, label)
+    t = np.arange(FRAMES) - MIDDLE if times is None else np.asarray(times, np.float64) * FPS - MIDDLE
+    count = len(t)
+    center, radius, angle = _poses(rng, label, t)
     background = _background(rng)
     for _ in range(rng.integers(0, 4)):  # static distractors
         distractor_radius = rng.uniform(5, 13)
@@ -269,12 +276,12 @@ def render_clip(seed: int, with_mask: bool = False) -> SynthClip:
         _paste(background, sprite, x, y, distractor_radius, turn)
     sprite = _sprite(rng, radius.max(), background.mean(axis=(0, 1)))
 
-    video = np.broadcast_to(background, (FRAMES, *background.shape)).copy()
-    mask = np.zeros((FRAMES, HEIGHT, WIDTH), np.float32) if with_mask else None
-    for t in range(FRAMES):
-        _paste(video[t], sprite, *center[t], radius[t], angle[t], None if mask is None else mask[t])
+    video = np.broadcast_to(background, (count, *background.shape)).copy()
+    mask = np.zeros((count, HEIGHT, WIDTH), np.float32) if with_mask else None
+    for i in range(count):
+        _paste(video[i], sprite, *center[i], radius[i], angle[i], None if mask is None else mask[i])
 
-    gain = rng.uniform(0.75, 1.25) * (1 + 0.02 * rng.standard_normal(FRAMES, dtype=np.float32))
+    gain = rng.uniform(0.75, 1.25) * (1 + 0.02 * rng.standard_normal(count, dtype=np.float32))
     video *= gain[:, None, None, None]
     video += rng.uniform(-20, 20)
     noise = rng.integers(-128, 128, video.shape, dtype=np.int8)  # uniform: cheaper than Gaussian

@@ -12,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import socket
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
 import numpy as np
@@ -59,24 +62,38 @@ def run_views(runner: Runner, views: np.ndarray, what: str = "") -> np.ndarray:
 
 
 def class_mapping(dataset_classes: list[str], labels: list[str], data: str, used: set[int] | None = None) -> np.ndarray:
-    """Map dataset class indices to the model's label indices (by name, else by position).
+    """Map dataset class indices to the model's label indices: by name (ignoring case, underscores,
+    hyphens and spaces: a folder ``playing_guitar`` is the class ``playing guitar``), else, when every
+    class is an integer, as the model's class index (checked against its range).
 
     ``used``: the dataset class indices that videos carry (classes no video has are not checked).
     """
-    if all(c in labels for c in dataset_classes):
-        return np.array([labels.index(c) for c in dataset_classes])
-    if all(c.isdigit() for c in dataset_classes):
-        outside = [c for i, c in enumerate(dataset_classes) if int(c) >= len(labels) and (used is None or i in used)]
+    from ..data.manifest import is_index
+    from ..labels import normalise_name
+
+    wanted = [i for i in range(len(dataset_classes)) if used is None or i in used]
+    by_key = {}
+    for index, name in enumerate(labels):
+        by_key.setdefault(normalise_name(name), index)
+    if all(normalise_name(dataset_classes[i]) in by_key for i in wanted):
+        return np.array([by_key.get(normalise_name(c), -1) for c in dataset_classes])
+    if all(is_index(c) for c in dataset_classes):
+        outside = [dataset_classes[i] for i in wanted if int(dataset_classes[i]) >= len(labels)]
         if not outside:
             return np.array([int(c) if int(c) < len(labels) else -1 for c in dataset_classes])
+        shown = outside[0] if len(outside[0]) <= 24 else outside[0][:20] + "..."
         raise DataError(
-            f"--data {data}: label {outside[0]} is outside the model's {len(labels)} classes (0-{len(labels) - 1});"
+            f"--data {data}: label {shown} is outside the model's {len(labels)} classes (0-{len(labels) - 1});"
             " fix the labels or pass a dataset of this model's classes"
         )
-    unknown = [c for c in dataset_classes if c not in labels]
+    unknown = [dataset_classes[i] for i in wanted if normalise_name(dataset_classes[i]) not in by_key]
+    import difflib
+
+    close = difflib.get_close_matches(normalise_name(unknown[0]), list(by_key), n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(repr(labels[by_key[k]]) for k in close)}?" if close else ""
     raise DataError(
         f"--data {data}: class {unknown[0]!r} is not one of the model's {len(labels)} labels"
-        f" ({', '.join(labels[:4])}, ...); use a manifest whose labels are the model's class names"
+        f" ({', '.join(labels[:4])}, ...).{hint} Rename the folder/label to the model's class name"
     )
 
 
@@ -195,18 +212,25 @@ def eval_items(
     track: Track | None = None,
     on_record: Callable[[dict], None] | None = None,
     weights_path: str | None = None,
+    keep_logits: bool = False,
+    info: dict | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Run ``items``; return their records and the errors of videos that could not be read.
 
     Stops at the first NaN/Inf output (``NonFiniteOutput``, carrying ``records`` so far).
+    ``keep_logits``: each record also carries the artifact's per-view logits (``"logits"``, an
+    array: for a Ray node, whose records the driver completes with the reference). ``info`` receives
+    ``runtime``, what actually ran.
     """
-    from ..data.views import test_views
+    from ..data.views import load_views
 
     spec = artifact.manifest.spec
     records, errors = [], []
     if not items:
         return records, errors
     runner = open_runner(artifact, threads=threads, mode="throughput")
+    if info is not None:
+        info["runtime"] = runner.runtime or runner.description
     is_reference = artifact.manifest.backend == "torch_eager"
     reference = None
     if with_reference and not is_reference:
@@ -214,23 +238,57 @@ def eval_items(
     try:
         for item in track(items, f"eval {artifact.path.name}", len(items)) if track else items:
             try:
-                views = test_views(item.path, spec)
+                cut = load_views(item.path, spec, "test")
             except (DataError, ValueError) as exc:
                 errors.append(f"{item.key}: {exc}")
                 continue
+            views = cut.inputs
+            for note in cut.notes:
+                log.debug("%s: %s", item.key, note)
             try:
                 out = run_views(runner, views, item.key)
             except NonFiniteOutput as exc:
                 exc.records, exc.errors = records, errors
                 raise
             ref = out if is_reference else (run_views(reference, views, item.key) if reference else None)
-            record = video_record(item.index, item.key, item.label, out, ref)
-            records.append(record)
+            record = video_record(item.index, item.key, item.label, out, ref, spec.protocol.combine,
+                                  cut.notes, cut.padded)
+            records.append({**record, "logits": out} if keep_logits else record)
             if on_record:
                 on_record(record)
     finally:
         runner.close()
     return records, errors
+
+
+def reference_logits(artifact: Artifact, items: list[VideoItem], threads: int | None = None) -> tuple[dict, list[str]]:
+    """The PyTorch FP32 reference's per-view logits of ``items`` ({index: [V, classes]}) and the
+    errors of videos that could not be read (the driver's half of `eval --ray`)."""
+    from ..data.views import test_views
+
+    require_reference(artifact, with_reference=True)
+    reference = reference_runner(artifact.manifest, threads)
+    out, errors = {}, []
+    for item in items:
+        try:
+            views = test_views(item.path, artifact.manifest.spec)
+        except (DataError, ValueError) as exc:
+            errors.append(f"{item.key}: {exc}")
+            continue
+        out[item.index] = run_views(reference, views, item.key)
+    return out, errors
+
+
+def require_reference(artifact: Artifact, with_reference: bool, decode: bool = True) -> None:
+    """One-line errors, before anything runs, for what eval needs and this install lacks."""
+    from ..extras import require
+
+    if decode:
+        require("av", "edgevid eval (decoding the videos)")
+    if with_reference and artifact.manifest.backend != "torch_eager":
+        require("torch", "edgevid eval's FP32 reference",
+                hint="or pass --no-reference for accuracy against the labels only, or run a golden pack with"
+                     " `edgevid golden run`, whose reference logits were computed where it was made")
 
 
 def result_from(records: list[dict], meta: dict, errors: list[str], run: dict) -> dict:
@@ -278,15 +336,19 @@ def evaluate(
     resume: bool = True,
     ray: str | None = None,
     ray_shards: int | None = None,
+    json_path: str | Path | None = None,
 ) -> dict:
     """Evaluate with the model's test views; write the result into the artifact's report.json.
 
     ``shard`` ("i/n") evaluates one shard (stored under ``eval_shards``; combine with ``merge``).
     ``ray`` (a Ray address) spreads shards over the cluster's nodes that advertise the artifact's
-    target. A run that cannot finish writes a partial report and raises a one-line error.
+    target. A run that cannot finish writes a partial report (and ``json_path``) and raises a
+    one-line error.
     """
     artifact = Artifact(artifact_path)
     artifact.verify()
+    # with --ray the nodes decode; the driver decodes only for the reference
+    require_reference(artifact, with_reference, decode=not ray or with_reference)
     shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     items, data_info = dataset_items(data, artifact.labels, limit)
     meta = _meta(artifact, data_info, with_reference, shard)
@@ -294,16 +356,15 @@ def evaluate(
     started = time.perf_counter()
 
     if ray:
-        from .farm import eval_on_ray
-
         records, errors, run = eval_on_ray(ray, artifact, todo, with_reference, threads, ray_shards)
         run["seconds"] = round(time.perf_counter() - started, 2)
+        _name_runtime(meta, artifact.manifest, run.get("runtime"))
         if run.get("stopped"):
             partial = result_from(records, meta, errors, run)
-            _write(artifact, partial)
+            _write(artifact, partial, json_path)
             raise NonFiniteOutput(f"{run['stopped']} ({partial['videos']} of {len(todo)} videos ran; partial report in"
                                   f" {artifact.path / 'report.json'})")
-        return _finish(artifact, meta, records, errors, run)
+        return _finish(artifact, meta, records, errors, run, len(todo), json_path)
 
     progress = Progress(artifact.path, {k: meta[k] for k in ("artifact_digest", "data_digest", "shard", "reference")})
     done = progress.load() if resume else {}
@@ -316,43 +377,53 @@ def evaluate(
         log.info("resuming %s: %d of %d videos already evaluated", artifact.path.name, len(records), len(todo))
     run = {"resumed_videos": len(records), "progress_file": str(progress.path)}
     finished = False
+    info: dict = {}
     try:
-        new, errors = eval_items(artifact, remaining, threads, with_reference, track, progress.append)
+        new, errors = eval_items(artifact, remaining, threads, with_reference, track, progress.append, info=info)
         finished = not errors
     except NonFiniteOutput as exc:
         run["seconds"] = round(time.perf_counter() - started, 2)
         partial = result_from(records + exc.records, meta, [*exc.errors, str(exc)], run)
-        _write(artifact, partial)
+        _write(artifact, partial, json_path)
         raise NonFiniteOutput(f"{exc} ({partial['videos']} of {len(todo)} videos ran; partial report in"
                               f" {artifact.path / 'report.json'})") from None
     finally:
         progress.close(finished)
     run["seconds"] = round(time.perf_counter() - started, 2)
-    return _finish(artifact, meta, records + new, errors, run)
+    _name_runtime(meta, artifact.manifest, info.get("runtime"))
+    return _finish(artifact, meta, records + new, errors, run, len(todo), json_path)
 
 
-def _finish(artifact: Artifact, meta: dict, records: list[dict], errors: list[str], run: dict) -> dict:
+def _name_runtime(meta: dict, manifest: Manifest, runtime: str | None) -> None:
+    """The report names the runtime that actually ran (a pending TensorRT artifact: ONNX Runtime)."""
+    if runtime:
+        meta["runtime"] = runtime
+        meta["label"] = f"{manifest.backend} {manifest.precision} on {runtime}"
+
+
+def _finish(artifact: Artifact, meta: dict, records: list[dict], errors: list[str], run: dict,
+            expected: int | None = None, json_path: str | Path | None = None) -> dict:
     result = result_from(records, meta, errors, run)
-    _write(artifact, result)
+    _write(artifact, result, json_path)
     if errors:
+        expected = len(records) + len(errors) if expected is None else expected
         raise RunIncomplete(
-            f"{len(errors)} video(s) could not be evaluated, first: {errors[0]}; the report covers the"
-            f" {result['videos']} that ran ({artifact.path / 'report.json'}); rerun to retry them"
+            f"{expected - result['videos']} of {expected} video(s) could not be evaluated, first error: {errors[0]};"
+            f" the report covers the {result['videos']} that ran ({artifact.path / 'report.json'}); rerun to retry them"
         )
     return result
 
 
-def _write(artifact: Artifact, result: dict) -> None:
-    from .report import report_lock, write_artifact_markdown
+def _write(artifact: Artifact, result: dict, json_path: str | Path | None = None) -> None:
+    from ..outputs import mark, write_output_file
+    from ..pipeline import record_report
 
-    with report_lock(artifact.path):
-        if result.get("shard"):
-            shards = artifact.read_report().get("eval_shards", {})
-            shards[result["shard"]] = result
-            artifact.update_report("eval_shards", shards)
-        else:
-            artifact.update_report("eval", result)
-        write_artifact_markdown(artifact)
+    if json_path:
+        write_output_file(json_path, json.dumps(mark(result, "eval"), indent=2), "eval", "--json")
+    if result.get("shard"):
+        record_report(artifact, "eval_shards", result, key=result["shard"])
+    else:
+        record_report(artifact, "eval", result)
 
 
 # --- merging shards -----------------------------------------------------------------------------
@@ -392,7 +463,7 @@ def merge(results: list[dict]) -> dict:
     return result_from(records, meta, errors, run)
 
 
-_COMPUTED = {"status", "videos", "top1", "top5", "ref_top1", "agreement", "cosine", "sqnr_db", "max_abs_diff",
+_COMPUTED = {"status", "videos", "top1", "top5", "padded_videos", "warned_videos", "ref_top1", "agreement", "cosine", "sqnr_db", "max_abs_diff",
              "top1_drop", "errors", "per_video", "run"}
 
 
@@ -426,3 +497,91 @@ def _label(manifest: Manifest) -> str:
     if manifest.status.get("engine") == "pending on device":
         return f"{manifest.backend} {manifest.precision} (Q/DQ ONNX under ONNX Runtime CPU; engine pending on device)"
     return f"{manifest.backend} {manifest.precision}"
+
+
+def warning_lines(result: dict) -> list[str]:
+    """The console's one-line summaries of the data warnings in an eval/golden result."""
+    lines = []
+    padded = result.get("padded_videos", 0)
+    if padded:
+        lines.append(f"{padded} video{'s' if padded != 1 else ''} shorter than one clip {'were' if padded != 1 else 'was'}"
+                     " padded (last frame repeated, as the official loaders)")
+    other = [r for r in result.get("per_video", []) if any(not n.startswith("shorter than one clip") for n in r.get("notes", []))]
+    if other:
+        first = next(n for n in other[0]["notes"] if not n.startswith("shorter than one clip"))
+        lines.append(f"{len(other)} video{'s' if len(other) != 1 else ''} with data warnings, first {other[0]['video']}: {first}"
+                     " (all in the report's per_video notes)")
+    return lines
+
+
+# --- on a Ray farm (`eval --ray`) ---------------------------------------------------------------
+
+
+def _eval_task(artifact_files: dict, videos: dict, items: list[tuple], threads: int | None) -> dict:
+    """One shard on a node: decode + run the artifact, return its logits per video (no torch needed:
+    the FP32 reference runs on the driver, where torch is)."""
+    import ray
+
+    from ..extras import require
+    from .farm import where, write_tree
+
+    started = time.perf_counter()
+    stopped = None
+    require("av", f"eval on node {socket.gethostname()} (decoding the videos)")
+    info: dict = {}
+    with tempfile.TemporaryDirectory(prefix="edgevid-eval-") as tmp:
+        art = Artifact(write_tree(Path(tmp) / "artifact", artifact_files))
+        data = write_tree(Path(tmp) / "data", videos)
+        todo = [VideoItem(index, key, data.joinpath(*[p if p not in ("..", ".") else "_" for p in PurePosixPath(key.lstrip("/")).parts]), label)
+                for index, key, label in items]
+        try:
+            records, errors = eval_items(art, todo, threads, with_reference=False, keep_logits=True, info=info)
+        except NonFiniteOutput as exc:
+            records, errors, stopped = exc.records, [*exc.errors, str(exc)], str(exc)
+    where = {**where(ray), "videos": len(items), "seconds": round(time.perf_counter() - started, 2),
+             "torch_imported": "torch" in sys.modules}
+    return {"records": records, "errors": errors, "stopped": stopped, "where": where, "runtime": info.get("runtime")}
+
+
+def eval_on_ray(address: str, artifact: Artifact, items: list, with_reference: bool, threads: int | None = None,
+                shards: int | None = None) -> tuple[list[dict], list[str], dict]:
+    """Evaluate ``items`` (``eval.VideoItem``) across the target's devices.
+
+    The nodes need edgevid's device install, the backend's runtime and PyAV (they decode); no torch.
+    With ``with_reference`` the PyTorch FP32 reference runs here, on the driver, while the nodes work,
+    and each video's record is completed with it (a torch-free driver: pass ``--no-reference``, or
+    run a golden pack, whose reference logits were computed where the pack was made).
+    """
+    from .farm import artifact_blobs, connect, devices, gather, shard_labels, split
+
+    ray = connect(address)
+    target = artifact.manifest.target
+    count = devices(ray, target, address)
+    art_ref = ray.put(artifact_blobs(artifact))
+    task = ray.remote(_eval_task)
+    futures, groups = [], split(list(items), shards or count)
+    for group in groups:
+        videos = {item.key: Path(item.path).read_bytes() for item in group}
+        futures.append(task.options(resources={target: 1}, scheduling_strategy="SPREAD").remote(
+            art_ref, videos, [(item.index, item.key, item.label) for item in group], threads))
+    labels = shard_labels(groups)
+    refs, ref_errors = reference_logits(artifact, items, threads) if with_reference else ({}, [])
+    done, failed = gather(ray, futures, labels)
+    records = []
+    for d in done:
+        for r in d["records"]:
+            logits = r.pop("logits")
+            if with_reference:
+                if r["index"] not in refs:
+                    continue  # its reference could not be computed: reported in ref_errors
+                r = video_record(r["index"], r["video"], r["label"], logits, refs[r["index"]],
+                                 artifact.manifest.spec.protocol.combine, r.get("notes"), bool(r.get("padded")))
+            records.append(r)
+    errors = [e for d in done for e in d["errors"]] + failed + ref_errors
+    runtime = "; ".join(sorted({d["runtime"] for d in done if d.get("runtime")})) or None
+    run = {"ray": address, "shards": [d["where"] for d in done], "runtime": runtime,
+           "reference": "on the driver" if with_reference else None}
+    stopped = next((d["stopped"] for d in done if d["stopped"]), None)
+    if stopped:
+        run["stopped"] = stopped
+    return records, errors, run

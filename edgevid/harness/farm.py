@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import tempfile
-import time
 from pathlib import Path, PurePosixPath
 
 from ..artifact import MANIFEST, Artifact
@@ -75,7 +73,7 @@ def artifact_blobs(artifact: Artifact) -> dict[str, bytes]:
     return {name: (artifact.path / name).read_bytes() for name in names if (artifact.path / name).is_file()}
 
 
-def _write_tree(root: Path, blobs: dict[str, bytes]) -> Path:
+def write_tree(root: Path, blobs: dict[str, bytes]) -> Path:
     for name, data in blobs.items():
         rel = PurePosixPath(name.lstrip("/"))
         parts = [p if p not in ("..", ".") else "_" for p in rel.parts]
@@ -85,16 +83,21 @@ def _write_tree(root: Path, blobs: dict[str, bytes]) -> Path:
     return root
 
 
-def _where(ray) -> dict:
+def where(ray) -> dict:
     return {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
 
 
-def _split(items: list, shards: int) -> list[list]:
+def shard_labels(groups: list[list]) -> list[str]:
+    """'2/3 (67 videos)': shards are strided (every n-th video), so no index range describes them."""
+    return [f"{i + 1}/{len(groups)} ({len(g)} video{'s' if len(g) != 1 else ''})" for i, g in enumerate(groups)]
+
+
+def split(items: list, shards: int) -> list[list]:
     groups = [items[i::shards] for i in range(shards)]
     return [g for g in groups if g]
 
 
-def _gather(ray, futures: list, shards: list) -> tuple[list[dict], list[str]]:
+def gather(ray, futures: list, shards: list) -> tuple[list[dict], list[str]]:
     """Results of the tasks; a task that failed on its node becomes an error line."""
     done, errors = [], []
     for future, shard in zip(futures, shards):
@@ -105,108 +108,3 @@ def _gather(ray, futures: list, shards: list) -> tuple[list[dict], list[str]]:
             line = str(cause).strip().splitlines()
             errors.append(f"shard {shard} failed on its node: {line[-1] if line else type(cause).__name__}")
     return done, errors
-
-
-# --- golden packs --------------------------------------------------------------------------------
-
-
-def _golden_task(artifact_files: dict, pack_files: dict, chunk_ids: list[int], threads: int | None) -> dict:
-    import ray
-
-    from .golden import load_pack, run_chunks
-
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="edgevid-golden-") as tmp:
-        art = Artifact(_write_tree(Path(tmp) / "artifact", artifact_files))
-        pack = load_pack(_write_tree(Path(tmp) / "pack", pack_files))
-        outcome = run_chunks(art, pack, chunk_ids, threads)
-    outcome["where"] = {**_where(ray), "chunks": chunk_ids, "seconds": round(time.perf_counter() - started, 2)}
-    return outcome
-
-
-def golden_on_ray(address: str, artifact: Artifact, pack, chunk_ids: list[int], threads: int | None = None,
-                  shards: int | None = None) -> dict:
-    """Run a pack's chunks across the target's devices; the same outcome as ``run_chunks``."""
-    ray = connect(address)
-    target = artifact.manifest.target
-    shards = shards or devices(ray, target, address)
-    devices(ray, target, address)  # also when --shards is given: a target with no node would wait forever
-    art_ref = ray.put(artifact_blobs(artifact))
-    pack_json = (pack.path / "pack.json").read_bytes()
-    task = ray.remote(_golden_task)
-    futures, groups, errors, status = [], [], [], {}
-    for group in _split(list(chunk_ids), shards):
-        files = {"pack.json": pack_json}
-        for cid in group:
-            path = pack.path / pack.chunks[cid]["file"]
-            if path.is_file():  # a missing chunk is reported by the node (it verifies every chunk)
-                files[path.name] = path.read_bytes()
-        futures.append(task.options(resources={target: 1}, scheduling_strategy="SPREAD")
-                       .remote(art_ref, files, group, threads))
-        groups.append(group)
-    done, failed = _gather(ray, futures, groups)
-    records = [r for d in done for r in d["records"]]
-    errors = [e for d in done for e in d["errors"]] + failed
-    for d in done:
-        status.update(d["chunks"])
-    stopped = next((d["stopped"] for d in done if d["stopped"]), None)
-    return {"records": records, "errors": errors, "chunks": status, "stopped": stopped,
-            "run": {"ray": address, "shards": [d["where"] for d in done]}}
-
-
-# --- eval ------------------------------------------------------------------------------------------
-
-
-def _eval_task(artifact_files: dict, videos: dict, items: list[tuple], with_reference: bool,
-               threads: int | None, weights: dict | None) -> dict:
-    import ray
-
-    from .errors import NonFiniteOutput
-    from .eval import VideoItem, eval_items
-
-    started = time.perf_counter()
-    stopped = None
-    with tempfile.TemporaryDirectory(prefix="edgevid-eval-") as tmp:
-        art = Artifact(_write_tree(Path(tmp) / "artifact", artifact_files))
-        data = _write_tree(Path(tmp) / "data", videos)
-        weights_path = str(_write_tree(Path(tmp) / "weights", weights) / next(iter(weights))) if weights else None
-        todo = [VideoItem(index, key, data.joinpath(*[p if p not in ("..", ".") else "_" for p in PurePosixPath(key.lstrip("/")).parts]), label)
-                for index, key, label in items]
-        try:
-            records, errors = eval_items(art, todo, threads, with_reference, weights_path=weights_path)
-        except NonFiniteOutput as exc:
-            records, errors, stopped = exc.records, [*exc.errors, str(exc)], str(exc)
-    where = {**_where(ray), "videos": len(items), "seconds": round(time.perf_counter() - started, 2)}
-    return {"records": records, "errors": errors, "stopped": stopped, "where": where}
-
-
-def _reference_weights(artifact: Artifact) -> dict | None:
-    from ..pipeline import weights_file
-
-    path = weights_file(artifact.manifest.weights, artifact.manifest.model)  # sha256 checked before it is shipped
-    return None if path is None else {path.name: path.read_bytes()}
-
-
-def eval_on_ray(address: str, artifact: Artifact, items: list, with_reference: bool, threads: int | None = None,
-                shards: int | None = None) -> tuple[list[dict], list[str], dict]:
-    """Evaluate ``items`` (``eval.VideoItem``) across the target's devices."""
-    ray = connect(address)
-    target = artifact.manifest.target
-    count = devices(ray, target, address)
-    art_ref = ray.put(artifact_blobs(artifact))
-    weights = ray.put(_reference_weights(artifact) if with_reference else None)
-    task = ray.remote(_eval_task)
-    futures, groups = [], []
-    for group in _split(list(items), shards or count):
-        videos = {item.key: Path(item.path).read_bytes() for item in group}
-        futures.append(task.options(resources={target: 1}, scheduling_strategy="SPREAD").remote(
-            art_ref, videos, [(item.index, item.key, item.label) for item in group], with_reference, threads, weights))
-        groups.append([item.index for item in group])
-    done, failed = _gather(ray, futures, [f"{g[0]}..{g[-1]}" for g in groups])
-    records = [r for d in done for r in d["records"]]
-    errors = [e for d in done for e in d["errors"]] + failed
-    run = {"ray": address, "shards": [d["where"] for d in done]}
-    stopped = next((d["stopped"] for d in done if d["stopped"]), None)
-    if stopped:
-        run["stopped"] = stopped
-    return records, errors, run

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -82,6 +83,7 @@ def write_pack(
     gates_text = _read_gates_for_pack(gates_file) if gates_file else None
     signing_key = load_private_key(sign) if sign else None
     entries, chunks, shapes = [], [], set()
+    padded_count = 0
     buffer: list[tuple[int, np.ndarray, np.ndarray]] = []
     with commit_folder(out, "pack", overwrite=overwrite) as tmp:
 
@@ -100,17 +102,28 @@ def write_pack(
         order = range(len(videos))
         for i in track(order, "golden pack", len(videos)) if track else order:
             key, label = videos[i]
-            clip_views = np.ascontiguousarray(inputs_of(i), dtype=np.float32)
+            cut = inputs_of(i)  # an array, or data.views.Views (inputs + the data layer's warnings)
+            notes, padded = list(getattr(cut, "notes", [])), bool(getattr(cut, "padded", False))
+            clip_views = np.ascontiguousarray(getattr(cut, "inputs", cut), dtype=np.float32)
             ref = np.asarray(reference(clip_views), dtype=np.float32)
             if not np.isfinite(ref).all():
                 raise EdgevidError(f"the FP32 reference gives NaN/Inf on {key}; check the weights")
             shapes.add((len(clip_views), *clip_views.shape[1:]))
-            entries.append({"index": i, "video": key, "label": int(label), "chunk": len(chunks)})
+            entry = {"index": i, "video": key, "label": int(label), "chunk": len(chunks)}
+            if notes:
+                entry["notes"] = notes
+            if padded:
+                entry["padded"] = True
+                padded_count += 1
+            entries.append(entry)
             buffer.append((i, clip_views, ref))
             if len(buffer) >= chunk_videos:
                 flush()
         if buffer:
             flush()
+        if padded_count:
+            log.warning("%d video%s shorter than one clip %s padded (last frame repeated, as the official loaders)",
+                        padded_count, "s" if padded_count != 1 else "", "were" if padded_count != 1 else "was")
         if len(shapes) != 1:
             raise EdgevidError(f"the videos gave views of different shapes {sorted(shapes)}; a pack needs one shape")
         views_per_video, *input_shape = shapes.pop()
@@ -166,7 +179,7 @@ def make_pack(
     import torch
 
     from ..backends.torch_eager import TorchEagerRunner
-    from ..data.views import single_clip, test_views
+    from ..data.views import load_views
     from ..models import canonical_name, get_spec
     from ..labels import labels_for
     from ..pipeline import prepare_model
@@ -184,12 +197,11 @@ def make_pack(
     prepared = prepare_model(name, weights)
     spec, labels = prepared.spec, prepared.labels
     runner = TorchEagerRunner(prepared.net, spec.input_shape(1), threads)
-    cut = test_views if views == "test" else single_clip
     return write_pack(
         out, name, spec, labels,
         prepared.weights.model_dump(mode="json"),
         [(item.key, item.label) for item in items],
-        lambda i: cut(items[i].path, spec),
+        lambda i: load_views(items[i].path, spec, views),
         lambda x: run_views(runner, x, "the reference"),
         views=views, chunk_videos=chunk_videos, data=data_info,
         reference_info={"runner": "pytorch eager fp32", "torch": torch.__version__},
@@ -350,7 +362,7 @@ def check_fit(pack: Pack, artifact: Artifact) -> None:
         packed = type(m.spec).model_validate(packed).model_dump(mode="json")
     except ValueError:
         pass
-    for field in ("clip", "norm", "num_classes", "layout"):
+    for field in ("clip", "norm", "num_classes", "layout", "training_fps", "protocol"):
         if packed.get(field) != spec.get(field):
             raise PackError(f"pack {pack.path} was made for another {m.model} spec ({field}: {packed.get(field)}"
                             f" vs the artifact's {spec.get(field)}); {remake}")
@@ -377,15 +389,17 @@ def run_chunks(artifact: Artifact, pack: Pack, chunk_ids: list[int], threads: in
                track: Track | None = None) -> dict:
     """Run the given chunks; a bad chunk is reported and skipped, NaN/Inf stops the run.
 
-    Returns ``{"records", "errors", "chunks": {id: status}, "stopped"}``: plain data, so a Ray
-    worker can send it back.
+    Returns ``{"records", "errors", "chunks": {id: status}, "stopped", "runtime"}``: plain data, so a
+    Ray worker can send it back (``runtime``: what actually ran, e.g. "onnxruntime 1.32.0 (CPU)").
     """
     from ..backends import open_runner
     from .eval import run_views
 
     records, errors, status = [], [], {}
     stopped = None
+    combine = ((pack.info.get("spec") or {}).get("protocol") or {}).get("combine", "sum_softmax")
     runner = open_runner(artifact, threads=threads, mode="throughput")
+    runtime = runner.runtime or runner.description
     try:
         ids = list(chunk_ids)
         for cid in track(ids, f"golden {artifact.path.name}", len(ids)) if track else ids:
@@ -400,7 +414,8 @@ def run_chunks(artifact: Artifact, pack: Pack, chunk_ids: list[int], threads: in
                     rows = arrays["video"] == video["index"]
                     out = run_views(runner, arrays["inputs"][rows], video["video"])
                     records.append(video_record(video["index"], video["video"], video["label"], out,
-                                                arrays["ref_logits"][rows]))
+                                                arrays["ref_logits"][rows], combine, video.get("notes"),
+                                                bool(video.get("padded"))))
             except NonFiniteOutput as exc:
                 errors.append(str(exc))
                 status[cid] = "stopped: NaN/Inf"
@@ -409,7 +424,8 @@ def run_chunks(artifact: Artifact, pack: Pack, chunk_ids: list[int], threads: in
             status[cid] = "ok"
     finally:
         runner.close()
-    return {"records": records, "errors": errors, "chunks": {str(k): v for k, v in status.items()}, "stopped": stopped}
+    return {"records": records, "errors": errors, "chunks": {str(k): v for k, v in status.items()}, "stopped": stopped,
+            "runtime": runtime}
 
 
 def run_pack(
@@ -422,8 +438,12 @@ def run_pack(
     ray_shards: int | None = None,
     track: Track | None = None,
     check: bool = True,
+    outcome_of: Callable[[Artifact, Pack, list[int]], dict] | None = None,
 ) -> dict:
     """`edgevid golden run`: compare the artifact with the pack's reference and labels, apply gates.
+
+    ``outcome_of(artifact, pack, chunk_ids)`` replaces running the chunks here (a ``run_chunks``-like
+    outcome from elsewhere: outputs a phone computed, see ``harness.phone``).
 
     The result goes into the artifact's report.json (section ``golden``) and ``json_path``, even
     when the run fails; then (with ``check``, else via ``raise_for``) it raises ``GateFailed``
@@ -451,9 +471,9 @@ def run_pack(
                 views_per_video=pack.info["views_per_video"], reference=pack.info["reference"].get("runner"),
                 videos_in_pack=len(pack.videos))
     ids = list(range(len(pack.chunks)))
-    if ray:
-        from .farm import golden_on_ray
-
+    if outcome_of is not None:
+        outcome = outcome_of(artifact, pack, ids)
+    elif ray:
         outcome = golden_on_ray(ray, artifact, pack, ids, threads, ray_shards)
     else:
         outcome = run_chunks(artifact, pack, ids, threads, track)
@@ -465,6 +485,7 @@ def run_pack(
     result = {
         **meta,
         "status": status,
+        "runtime": outcome.get("runtime"),
         **metrics,
         "gates": {"source": gate_source, "checks": rows, "passed": not bad and not outcome["errors"]},
         "errors": outcome["errors"],
@@ -493,13 +514,61 @@ def raise_for(result: dict) -> None:
 
 
 def _save(artifact: Artifact, result: dict, json_path: str | Path | None) -> None:
-    from .report import report_lock, write_artifact_markdown
+    from ..pipeline import record_report
 
     if json_path:
         write_output_file(json_path, json.dumps(mark(result, "golden"), indent=2), "golden", "--json")
     try:
-        with report_lock(artifact.path):
-            artifact.update_report("golden", result)
-            write_artifact_markdown(artifact)
+        record_report(artifact, "golden", result)
     except OSError as exc:  # a read-only artifact folder on the device
         log.warning("could not write %s (%s)", artifact.path / "report.json", exc.strerror)
+
+
+# --- on a Ray farm (`golden run --ray`) ---------------------------------------------------------
+
+
+def _golden_task(artifact_files: dict, pack_files: dict, chunk_ids: list[int], threads: int | None) -> dict:
+    import ray
+
+    from .farm import write_tree, where
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgevid-golden-") as tmp:
+        art = Artifact(write_tree(Path(tmp) / "artifact", artifact_files))
+        pack = load_pack(write_tree(Path(tmp) / "pack", pack_files))
+        outcome = run_chunks(art, pack, chunk_ids, threads)
+    outcome["where"] = {**where(ray), "chunks": chunk_ids, "seconds": round(time.perf_counter() - started, 2)}
+    return outcome
+
+
+def golden_on_ray(address: str, artifact: Artifact, pack, chunk_ids: list[int], threads: int | None = None,
+                  shards: int | None = None) -> dict:
+    """Run a pack's chunks across the target's devices; the same outcome as ``run_chunks``."""
+    from .farm import artifact_blobs, connect, devices, gather, split
+
+    ray = connect(address)
+    target = artifact.manifest.target
+    shards = shards or devices(ray, target, address)
+    devices(ray, target, address)  # also when --shards is given: a target with no node would wait forever
+    art_ref = ray.put(artifact_blobs(artifact))
+    pack_json = (pack.path / "pack.json").read_bytes()
+    task = ray.remote(_golden_task)
+    futures, groups, errors, status = [], [], [], {}
+    for group in split(list(chunk_ids), shards):
+        files = {"pack.json": pack_json}
+        for cid in group:
+            path = pack.path / pack.chunks[cid]["file"]
+            if path.is_file():  # a missing chunk is reported by the node (it verifies every chunk)
+                files[path.name] = path.read_bytes()
+        futures.append(task.options(resources={target: 1}, scheduling_strategy="SPREAD")
+                       .remote(art_ref, files, group, threads))
+        groups.append(group)
+    done, failed = gather(ray, futures, groups)
+    records = [r for d in done for r in d["records"]]
+    errors = [e for d in done for e in d["errors"]] + failed
+    for d in done:
+        status.update(d["chunks"])
+    stopped = next((d["stopped"] for d in done if d["stopped"]), None)
+    runtime = "; ".join(sorted({d["runtime"] for d in done if d.get("runtime")})) or None
+    return {"records": records, "errors": errors, "chunks": status, "stopped": stopped, "runtime": runtime,
+            "run": {"ray": address, "shards": [d["where"] for d in done]}}

@@ -30,14 +30,36 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return float("inf") if noise == 0 else 10.0 * np.log10(max(signal, 1e-30) / noise)
 
 
-def video_record(index: int, video: str, label: int, logits: np.ndarray, ref_logits: np.ndarray | None) -> dict:
+# --- per-video records and their aggregation (eval, golden runs, shards and merges) -------------
+#
+# A record holds what aggregation needs for one video, so shard results merge into exactly the
+# figures one run gives: sums are taken with ``math.fsum`` (exact, order-independent) and every
+# figure is computed from records only.
+
+
+COMBINE = ("sum_softmax", "sum_logits")
+
+
+def combine_views(logits: np.ndarray, combine: str = "sum_softmax") -> np.ndarray:
+    """One video's class scores from its views' logits ``[V, classes]``, as the family's official
+    test code combines them (``TestProtocol.combine``): the mean of the softmax probabilities
+    (ranks as SlowFast's / UniFormerV2's sum) or the mean of the logits (TimeSformer's sum)."""
+    if combine not in COMBINE:
+        raise ValueError(f"combine {combine!r}: choose one of {', '.join(COMBINE)}")
+    logits = np.asarray(logits, dtype=np.float32)
+    return softmax(logits).mean(0) if combine == "sum_softmax" else logits.mean(0)
+
+
+def video_record(index: int, video: str, label: int, logits: np.ndarray, ref_logits: np.ndarray | None,
+                 combine: str = "sum_softmax", notes: list[str] | None = None, padded: bool = False) -> dict:
     """Metrics of one video from its per-view logits ``[V, classes]`` (and the reference's).
 
-    Predictions use the view-averaged softmax (as top-1/top-5 do); cosine and SQNR compare the
-    view-averaged logits; ``max_abs_diff`` is the largest difference over every view.
+    Predictions combine the views as ``combine`` says (``combine_views``); cosine and SQNR compare
+    the view-averaged logits; ``max_abs_diff`` is the largest difference over every view. ``notes``:
+    the data layer's warnings about the video (``padded``: shorter than one clip).
     """
     logits = np.asarray(logits, dtype=np.float32)
-    scores = softmax(logits).mean(0)
+    scores = combine_views(logits, combine)
     top5 = np.argsort(-scores, kind="stable")[:5]
     record = {
         "index": int(index),
@@ -47,9 +69,13 @@ def video_record(index: int, video: str, label: int, logits: np.ndarray, ref_log
         "top5": [int(c) for c in top5],
         "views": int(len(logits)),
     }
+    if notes:
+        record["notes"] = list(notes)
+    if padded:
+        record["padded"] = True
     if ref_logits is not None:
         ref_logits = np.asarray(ref_logits, dtype=np.float32)
-        ref_pred = int(np.argsort(-softmax(ref_logits).mean(0), kind="stable")[0])
+        ref_pred = int(np.argsort(-combine_views(ref_logits, combine), kind="stable")[0])
         mean, ref_mean = logits.mean(0).astype(np.float64), ref_logits.mean(0).astype(np.float64)
         noise = float(((mean - ref_mean) ** 2).sum())
         signal = float((ref_mean**2).sum())
@@ -76,6 +102,8 @@ def aggregate(records: list[dict]) -> dict:
         "videos": n,
         "top1": pct(r["pred"] == r["label"] for r in records),
         "top5": pct(r["label"] in r["top5"] for r in records),
+        "padded_videos": sum(1 for r in records if r.get("padded")),
+        "warned_videos": sum(1 for r in records if r.get("notes")),
     }
     if all("ref_pred" in r for r in records):
         noise = math.fsum(r["noise"] for r in records)

@@ -28,13 +28,13 @@ import numpy as np
 from ..artifact import Artifact, Manifest, finalize_manifest
 from ..pipeline import assemble_manifest
 from ..outputs import check_output_file, mark, markdown_marker, write_output_file
+from ..calibration import DEFAULT_VAL_SIZE
 from ..errors import DataError, EdgevidError
 from .metrics import aggregate, video_record
 
 log = logging.getLogger("edgevid")
 Track = Callable[[Iterable, str, int], Iterable]
 METHODS = ("quantize-one", "keep-float")
-DEFAULT_VAL_SIZE = 200
 MAX_VAL_BYTES = 2 * 2**30  # beyond this the validation set holds one centre clip per video, not all test views
 
 
@@ -48,6 +48,7 @@ class ValSet:
     ref: list[np.ndarray]  # per video [V, classes]
     source: str
     views_kind: str = "test"
+    combine: str = "sum_softmax"  # how views combine (the spec's TestProtocol.combine)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -56,7 +57,7 @@ class ValSet:
         if not n or n >= len(self):
             return self
         return ValSet(self.keys[:n], self.labels[:n], self.views[:n], self.ref[:n], f"{self.source} (first {n})",
-                      self.views_kind)
+                      self.views_kind, self.combine)
 
 
 def load_valset(spec, reference, data: str | None, size: int | None, track: Track | None = None) -> ValSet:
@@ -87,7 +88,7 @@ def load_valset(spec, reference, data: str | None, size: int | None, track: Trac
         labels.append(item.label)
         views.append(clip_views)
         refs.append(run_views(reference, clip_views, f"{item.key} (FP32 reference)"))
-    return ValSet(keys, labels, views, refs, str(data), kind)
+    return ValSet(keys, labels, views, refs, str(data), kind, spec.protocol.combine)
 
 
 def score(runner, val: ValSet) -> dict:
@@ -102,7 +103,7 @@ def score(runner, val: ValSet) -> dict:
         except NonFiniteOutput:
             return {"videos": len(val), "top1": 0.0, "top1_drop": float("inf"), "agreement": 0.0,
                     "sqnr_db": float("-inf"), "nonfinite": True}
-        records.append(video_record(i, key, label, out, ref))
+        records.append(video_record(i, key, label, out, ref, val.combine))
     metrics = aggregate(records)
     return {k: metrics[k] for k in ("videos", "top1", "ref_top1", "top1_drop", "agreement", "sqnr_db", "cosine")}
 
@@ -333,7 +334,7 @@ def build_with_budget(
         raise EdgevidError(f"--max-drop applies to int8 builds; add --precision int8 (target {target_obj.name}'s"
                            f" default is {target_obj.default_precision})")
     backend = get_backend(target_obj.backend)
-    if getattr(backend, "handles_max_drop", backend.name == "openvino") and min_agreement is None:
+    if backend.handles_max_drop and min_agreement is None:
         # the vendor's own accuracy-aware quantization (NNCF accuracy control for OpenVINO)
         return build_artifact(model, target, "int8", weights, calib, calib_size, out, num_classes,
                               options={**options, "max_drop": max_drop, **({"val_data": val_data} if val_data else {}),

@@ -16,7 +16,6 @@ from ..artifact import REPORT, Artifact
 from ..errors import EdgevidError
 from . import gates as gates_mod
 from .errors import GateFailed
-from .report import cell
 
 SECTIONS = ("eval", "golden")
 COMPARED = ("top1", "top5", "ref_top1", "agreement", "cosine", "sqnr_db", "max_abs_diff")
@@ -137,11 +136,9 @@ def regress(
     bad = gates_mod.failed(rows)
     result.update(status="regressed" if bad else "ok", gates={"source": source, "checks": rows, "passed": not bad},
                   baseline_file=str(baseline))
-    from .report import report_lock, write_artifact_markdown
+    from ..pipeline import record_report
 
-    with report_lock(artifact.path):
-        artifact.update_report("regress", result)
-        write_artifact_markdown(artifact)
+    record_report(artifact, "regress", result)
     result["artifact"] = artifact.path.name
     if check:
         raise_for(result)
@@ -154,20 +151,3 @@ def raise_for(result: dict) -> None:
     if bad:
         raise GateFailed(f"{result['artifact']} regressed against {result['baseline_file']}: {gates_mod.describe(bad)}"
                          f" ({len(result['newly_wrong'])} video(s) newly wrong)")
-
-
-def regress_markdown(result: dict) -> str:
-    m = result["metrics"]
-    lines = ["## regress", "", f"status: **{result['status']}** against `{result.get('baseline_file')}`"
-             f" ({result['section']}, {m['videos']} common videos)", "",
-             "| metric | baseline | current | delta |", "|---|---|---|---|"]
-    lines += [f"| {r['metric']} | {cell(r['baseline'])} | {cell(r['current'])} | {cell(r['delta'])} |" for r in result["table"]]
-    lines += ["", f"predictions changed: {len(result['changed'])} (newly wrong {len(result['newly_wrong'])},"
-              f" newly right {len(result['newly_right'])})"]
-    for row in result["changed"][:20]:
-        lines.append(f"- {row['video']}: {row['baseline']} -> {row['current']} (label {row['label']})")
-    checks = result.get("gates", {}).get("checks", [])
-    if checks:
-        lines += ["", "| gate | threshold | value | passed |", "|---|---|---|---|"]
-        lines += [f"| {c['gate']} | {cell(c['threshold'])} | {cell(c['value'])} | {c['passed']} |" for c in checks]
-    return "\n".join(lines) + "\n"

@@ -79,8 +79,85 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
+def _bench_e2e_fps(folder: Path, row: dict) -> float | None:
+    """End-to-end video frames/s of ``row``'s artifact from its report.json (``edgevid bench``:
+    decode + sample + preprocess + infer per clip), in the unit of the row's model-only "FPS"."""
+    if row.get("e2e FPS"):
+        return row["e2e FPS"]
+    try:
+        artifact = Artifact(folder / row["artifact"] if (folder / row["artifact"]).is_dir() else folder)
+        run = artifact.read_report().get("bench", {}).get("runs", {}).get("artifact", {})
+        clips = run.get("e2e", {}).get("clips_per_s")
+        clip = artifact.manifest.spec.clip
+        return float(clips) * clip.frames * clip.stride if clips else None
+    except Exception as exc:  # a figure the plot cannot show is not an error of the report
+        log.debug("no end-to-end figure for %s: %s", row.get("artifact"), exc)
+        return None
+
+
+#: Where a point's label may go, nearest first: (dx, dy) in points from the point.
+_LABEL_SPOTS = [(r * dx, r * dy) for r in (7, 14, 24, 38, 56) for dx, dy in
+                ((1, 0.6), (1, -0.9), (-1, 0.6), (-1, -0.9), (0, 1.2), (0, -1.6), (1, 1.6), (-1, 1.6), (1, -2), (-1, -2))]
+
+
+def place_labels(ax, points: list[tuple[float, float, str]], fontsize: float = 8) -> list:
+    """Annotate each ``(x, y, text)`` at the nearest spot (``_LABEL_SPOTS``) where its box overlaps
+    no other label, no marker and stays inside the axes; a label moved away gets a leader line.
+    Returns the annotations (in ``points`` order)."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes_box = ax.get_window_extent(renderer)
+    pad = 2.5 * fig.dpi / 72
+    taken = []
+    for collection in ax.collections:  # every marker drawn so far
+        for offset in collection.get_offsets():
+            cx, cy = ax.transData.transform(offset)
+            size = 6 * fig.dpi / 72
+            taken.append((cx - size, cy - size, cx + size, cy + size))
+
+    def free(box) -> bool:
+        x0, y0, x1, y1 = box.x0 - pad, box.y0 - pad, box.x1 + pad, box.y1 + pad
+        inside = box.x0 >= axes_box.x0 and box.x1 <= axes_box.x1 and box.y0 >= axes_box.y0 and box.y1 <= axes_box.y1
+        return inside and not any(x0 < t[2] and t[0] < x1 and y0 < t[3] and t[1] < y1 for t in taken)
+
+    legend = ax.get_legend()
+    if legend is not None:
+        box = legend.get_window_extent(renderer)
+        taken.append((box.x0, box.y0, box.x1, box.y1))
+    annotations = []
+    for x, y, text in points:
+        chosen = None
+        for dx, dy in _LABEL_SPOTS:
+            annotation = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
+                                     ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                                     va="bottom" if dy > 0 else "top")
+            box = annotation.get_window_extent(renderer)
+            if free(box):
+                chosen = annotation
+                break
+            annotation.remove()
+        if chosen is None:  # crowded: the first spot, on top (better a label than none)
+            dx, dy = _LABEL_SPOTS[0]
+            chosen = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize, ha="left",
+                                 va="bottom")
+            box = chosen.get_window_extent(renderer)
+        elif abs(dx) > 10 or abs(dy) > 10:
+            chosen.remove()
+            chosen = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
+                                 ha="left" if dx > 0 else "right" if dx < 0 else "center", va="bottom" if dy > 0 else "top",
+                                 arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6, "shrinkA": 0, "shrinkB": 3})
+            box = chosen.get_window_extent(renderer)
+        taken.append((box.x0, box.y0, box.x1, box.y1))
+        annotations.append(chosen)
+    return annotations
+
+
 def plot_accuracy_vs_fps(rows: list[dict], path: Path) -> Path | None:
-    """Top-1 (or agreement, without labels) against video FPS, one labelled point per artifact.
+    """Top-1 (or agreement, without labels) against video FPS, one labelled point per artifact:
+    filled at ``edgevid bench``'s model-only figure, hollow at its end-to-end figure (decode +
+    preprocess + inference, what a user running a video gets), joined by a line. Labels are placed
+    where they overlap no other label or marker.
 
     Returns None (with a note) when matplotlib is missing or no artifact has both figures.
     """
@@ -94,28 +171,48 @@ def plot_accuracy_vs_fps(rows: list[dict], path: Path) -> Path | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
     except ImportError:
         log.warning("plot skipped: matplotlib is not installed (pip install 'edgevid[report]')")
         return None
+    folder = Path(path).parent
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     backends = sorted({r["backend"] for r in points})
     colours = {b: plt.get_cmap("tab10")(i % 10) for i, b in enumerate(backends)}
     markers = {"fp32": "o", "fp16": "s", "int8": "D"}
+    xs = []
     for r in points:
-        ax.scatter(r["FPS"], r[metric], marker=markers.get(r["precision"], "^"), s=60, color=colours[r["backend"]],
-                   label=f"{r['backend']} {r['precision']}", edgecolors="black", linewidths=0.5)
-        folder = r["artifact"].rsplit("/", 1)[0] if "/" in r["artifact"] else ""
-        ax.annotate(r["target"] + (f" ({folder})" if folder else ""), (r["FPS"], r[metric]),
-                    textcoords="offset points", xytext=(6, 4), fontsize=8)
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=8)
+        colour, marker, y = colours[r["backend"]], markers.get(r["precision"], "^"), r[metric]
+        e2e = _bench_e2e_fps(folder, r)
+        if e2e:
+            ax.plot([e2e, r["FPS"]], [y, y], color=colour, lw=0.8, alpha=0.6, zorder=1)
+            ax.scatter(e2e, y, marker=marker, s=60, facecolors="white", edgecolors=colour, linewidths=1.2, zorder=2)
+            xs.append(e2e)
+        ax.scatter(r["FPS"], y, marker=marker, s=60, color=colour, label=f"{r['backend']} {r['precision']}",
+                   edgecolors="black", linewidths=0.5, zorder=3)
+        xs.append(r["FPS"])
     ax.set_xscale("log")
-    ax.set_xlabel("video frames per second (bench, log scale)")
+    low, high = min(xs), max(xs)
+    ax.set_xlim(low / 1.6, high * 1.6)  # room for labels either side
+    ys = [r[metric] for r in points]
+    span = max(max(ys) - min(ys), 1.0)
+    ax.set_ylim(min(ys) - 0.25 * span, max(ys) + 0.25 * span)
+    labels = []
+    for r in points:
+        where = r["artifact"].rsplit("/", 1)[0] if "/" in r["artifact"] else ""
+        labels.append((r["FPS"], r[metric], r["target"] + (f" ({where})" if where else "")))
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    kinds = [Line2D([], [], marker="o", ls="", color="0.3", label="model-only (bench)"),
+             Line2D([], [], marker="o", ls="", markerfacecolor="white", markeredgecolor="0.3", label="end-to-end (bench)")]
+    ax.legend([*unique.values(), *kinds], [*unique.keys(), "model-only (bench)", "end-to-end (bench)"], fontsize=8,
+              loc="best")
+    ax.set_xlabel("video frames per second (edgevid bench, log scale): filled = model-only, hollow = end-to-end")
     ax.set_ylabel(f"{metric} ({'eval' if metric == 'top-1' else 'agreement with FP32'})")
     ax.set_title("accuracy vs speed")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
+    place_labels(ax, labels)
     fig.savefig(path, metadata={"Software": "edgevid_output: report"})  # lets the next `edgevid report` replace it
     plt.close(fig)
     return path
@@ -144,6 +241,8 @@ def section_markdown(title: str, result: dict) -> str:
     lines = [f"## {title}", ""]
     what = result.get("data") or result.get("pack") or ""
     lines.append(f"status: **{result.get('status', 'ok')}** on `{what}`" + (f" (shard {result['shard']})" if result.get("shard") else ""))
+    if result.get("runtime"):
+        lines += ["", f"ran on: {result['runtime']}"]
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {label} | {cell(result.get(key))} |" for key, label in _SUMMARY if key in result]
     checks = result.get("gates", {}).get("checks", [])
@@ -169,8 +268,6 @@ def write_artifact_markdown(artifact: Artifact) -> None:
         if isinstance(report.get(key), dict):
             parts.append(section_markdown(title, report[key]))
     if isinstance(report.get("regress"), dict):
-        from .regress import regress_markdown
-
         parts.append(regress_markdown(report["regress"]))
     for shard, result in sorted(report.get("eval_shards", {}).items()):
         parts.append(section_markdown(f"eval shard {shard}", result))
@@ -185,14 +282,24 @@ def write_artifact_markdown(artifact: Artifact) -> None:
 @contextmanager
 def report_lock(folder: Path):
     """Serialise read-modify-write of report.json between processes (shards run side by side)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock
+    from filelock import FileLock
+
+    with FileLock(str(Path(folder) / ".report.lock")):
         yield
-        return
-    with open(Path(folder) / ".report.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def regress_markdown(result: dict) -> str:
+    m = result["metrics"]
+    lines = ["## regress", "", f"status: **{result['status']}** against `{result.get('baseline_file')}`"
+             f" ({result['section']}, {m['videos']} common videos)", "",
+             "| metric | baseline | current | delta |", "|---|---|---|---|"]
+    lines += [f"| {r['metric']} | {cell(r['baseline'])} | {cell(r['current'])} | {cell(r['delta'])} |" for r in result["table"]]
+    lines += ["", f"predictions changed: {len(result['changed'])} (newly wrong {len(result['newly_wrong'])},"
+              f" newly right {len(result['newly_right'])})"]
+    for row in result["changed"][:20]:
+        lines.append(f"- {row['video']}: {row['baseline']} -> {row['current']} (label {row['label']})")
+    checks = result.get("gates", {}).get("checks", [])
+    if checks:
+        lines += ["", "| gate | threshold | value | passed |", "|---|---|---|---|"]
+        lines += [f"| {c['gate']} | {cell(c['threshold'])} | {cell(c['value'])} | {c['passed']} |" for c in checks]
+    return "\n".join(lines) + "\n"

@@ -287,6 +287,14 @@ def _summarise(kind: str, items: list[str], limit: int = 6) -> str:
     return f"{len(items)} {kind}: {', '.join(items[:limit])}{more}"
 
 
+def rename_module(key: str, table: dict[str, str]) -> str | None:
+    """``key`` with its leading module path renamed by ``table`` (``old`` or ``old.*``), or None."""
+    for old, new in table.items():
+        if key == old or key.startswith(old + "."):
+            return new + key[len(old):]
+    return None
+
+
 def rename_keys(sd: StateDict, rules: list[tuple[str, str]]) -> StateDict:
     """Apply ordered ``(old_substring_or_prefix, new)`` rules; a rule starting with '^' is a prefix."""
     out = {}

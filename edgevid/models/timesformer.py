@@ -34,60 +34,11 @@ from torch import nn
 
 from ..spec import KINETICS_NORM, ClipSpec, ModelSpec, Published
 from .checkpoint import StateDict, register_layout, rename_keys
+from .layers import Attention, DropPath, Mlp
 from .registry import register_model
 
 ATTENTION_TYPES = ("divided_space_time", "space_only", "joint_space_time")
 FAMILY = "timesformer"
-
-
-class DropPath(nn.Module):
-    """Stochastic depth on the residual branch while training; identity at eval."""
-
-    def __init__(self, drop_prob: float):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.drop_prob == 0.0:
-            return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"drop_prob={self.drop_prob}"
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention as plain MatMul + Softmax over (batch, tokens, dim)."""
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, num_tokens: int) -> torch.Tensor:
-        dim = self.num_heads * self.head_dim
-        qkv = self.qkv(x).reshape(-1, num_tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = torch.matmul(q, k.transpose(-2, -1)) * self.scale
-        attn = attn.softmax(dim=-1)
-        out = torch.matmul(attn, v).transpose(1, 2).reshape(-1, num_tokens, dim)
-        return self.proj(out)
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden_dim: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class Block(nn.Module):

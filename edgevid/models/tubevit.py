@@ -74,7 +74,8 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..spec import KINETICS_NORM, ClipSpec, ModelSpec, Normalization, Published
-from .checkpoint import StateDict, register_layout
+from .checkpoint import StateDict, register_layout, rename_module
+from .layers import Attention, DropPath, Mlp
 from .registry import register_model
 
 FAMILY = "tubevit"
@@ -234,61 +235,13 @@ class SparseTubeEmbed(nn.Module):
         return torch.cat(tokens, dim=2).transpose(1, 2)
 
 
-class DropPath(nn.Module):
-    """Stochastic depth on the residual branch while training; identity at eval."""
-
-    def __init__(self, drop_prob: float):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.drop_prob == 0.0:
-            return x
-        keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention over ``seq_len`` tokens as plain MatMul + Softmax."""
-
-    def __init__(self, dim: int, num_heads: int, seq_len: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.seq_len = seq_len
-        self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, h, d = self.seq_len, self.num_heads, self.head_dim
-        qkv = self.qkv(x).reshape(-1, n, 3, h, d).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = torch.matmul(q, k.transpose(-2, -1)) * self.scale
-        attn = attn.softmax(dim=-1)
-        out = torch.matmul(attn, v).transpose(1, 2).reshape(-1, n, h * d)
-        return self.proj(out)
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden_dim: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class Block(nn.Module):
     """Pre-norm ViT encoder block."""
 
     def __init__(self, dim: int, num_heads: int, seq_len: int, mlp_ratio: float, drop_path: float, norm_eps: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, seq_len)
+        self.attn = Attention(dim, num_heads, seq_len=seq_len)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -397,13 +350,6 @@ def _is_unofficial(sd) -> bool:
     return any(k.startswith(("sparse_tubes_tokenizer.", "model.sparse_tubes_tokenizer.")) for k in sd)
 
 
-def _rename(key: str, table: dict[str, str]) -> str | None:
-    for old, new in table.items():
-        if key == old or key.startswith(old + "."):
-            return new + key[len(old):]
-    return None
-
-
 def convert_unofficial(sd: StateDict) -> StateDict:
     """daniel-code/TubeViT state dict -> edgevid names.
 
@@ -434,10 +380,10 @@ def convert_unofficial(sd: StateDict) -> StateDict:
             continue
         if key.startswith("encoder.layers.encoder_layer_"):
             index, rest = key[len("encoder.layers.encoder_layer_"):].split(".", 1)
-            new = _rename(rest, _UNOFFICIAL_BLOCK)
+            new = rename_module(rest, _UNOFFICIAL_BLOCK)
             out[f"blocks.{index}.{new}" if new else key] = value
             continue
-        out[_rename(key, _UNOFFICIAL_TOP) or key] = value
+        out[rename_module(key, _UNOFFICIAL_TOP) or key] = value
     return out
 
 

@@ -46,7 +46,8 @@ import torch
 from torch import nn
 
 from ..spec import KINETICS_NORM, ClipSpec, ModelSpec, Published
-from .checkpoint import StateDict, register_layout
+from .checkpoint import StateDict, register_layout, rename_module
+from .layers import DropPath, Mlp
 from .registry import register_model
 
 __all__ = [
@@ -70,35 +71,6 @@ class QuickGELU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(1.702 * x)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth over the leading dim while training; identity at eval."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device) < keep
-        return x * mask.to(x.dtype) / keep
-
-
-class Mlp(nn.Module):
-    """Linear -> QuickGELU -> (Dropout) -> Linear."""
-
-    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = QuickGELU()
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.drop(self.act(self.fc1(x))))
 
 
 class SelfAttention(nn.Module):
@@ -193,7 +165,7 @@ class LocalUniBlock(nn.Module):
         self.attn = SelfAttention(dim, heads)
         self.lmhra2 = LocalMHRA(dim, dw_reduction) if lmhra and double_lmhra else None
         self.norm2 = LayerNorm(dim)
-        self.mlp = Mlp(dim, 4 * dim)
+        self.mlp = Mlp(dim, 4 * dim, QuickGELU)
         self.drop_path = DropPath(drop_path)
 
     def _local(self, x: torch.Tensor, lmhra: LocalMHRA) -> torch.Tensor:
@@ -226,7 +198,7 @@ class GlobalUniBlock(nn.Module):
         self.norm_kv = LayerNorm(dim)
         self.attn = CrossAttention(dim, heads)
         self.norm_mlp = LayerNorm(dim)
-        self.mlp = Mlp(dim, round(mlp_factor * dim), dropout)
+        self.mlp = Mlp(dim, round(mlp_factor * dim), QuickGELU, dropout)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, query: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -557,13 +529,6 @@ def _strip_backbone(sd: StateDict) -> StateDict:
     return {(k[len("backbone."):] if k.startswith("backbone.") else k): v for k, v in sd.items()}
 
 
-def _rename_module(rest: str, renames: dict[str, str]) -> str:
-    for old, new in renames.items():
-        if rest == old or rest.startswith(old + "."):
-            return new + rest[len(old):]
-    return rest
-
-
 def _convert_backbone(sd: StateDict) -> StateDict:
     """Official backbone names (without ``backbone.``) -> ours; heads are left to the caller."""
     out: StateDict = {}
@@ -584,7 +549,7 @@ def _convert_backbone(sd: StateDict) -> StateDict:
             elif rest == "attn.in_proj_bias":
                 out[prefix + "attn.qkv.bias"] = value
             else:
-                out[prefix + _rename_module(rest, _BLOCK_RENAMES)] = value
+                out[prefix + (rename_module(rest, _BLOCK_RENAMES) or rest)] = value
         elif key.startswith("transformer.dpe."):
             out[f"global_blocks.{parts[2]}.dpe.{'.'.join(parts[3:])}"] = value
         elif key.startswith("transformer.dec."):
@@ -596,7 +561,7 @@ def _convert_backbone(sd: StateDict) -> StateDict:
                 out[f"{prefix}attn.q.{kind}"] = value[:dim]
                 out[f"{prefix}attn.kv.{kind}"] = value[dim:]
             else:
-                out[prefix + _rename_module(rest, _DEC_RENAMES)] = value
+                out[prefix + (rename_module(rest, _DEC_RENAMES) or rest)] = value
         else:
             out[key] = value  # reported as unexpected by load_checkpoint
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Backend, BuildRequest, BuildResult, Runner
+from ..base import Backend, BuildRequest, BuildResult, Runner
 
 WEIGHTS_FILE = "weights.pt"
 
@@ -19,6 +19,7 @@ class TorchEagerRunner(Runner):
         self.model = model.eval()
         self.input_shape = tuple(input_shape)
         self.description = "PyTorch eager FP32"
+        self.runtime = f"torch {torch.__version__} eager"
 
     def __call__(self, clip: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
@@ -28,7 +29,7 @@ class TorchEagerRunner(Runner):
 class TorchEagerBackend(Backend):
     name = "torch_eager"
     requirements = {"torch": "torch==2.13.0"}
-    extra = "all"
+    extra = "build"
     precisions = ("fp32",)
 
     def build(self, request: BuildRequest) -> BuildResult:
@@ -40,7 +41,7 @@ class TorchEagerBackend(Backend):
     def open(self, artifact, threads=None, mode="latency") -> Runner:
         import torch
 
-        from ..models import create_model
+        from ...models import create_model
 
         spec = artifact.manifest.spec
         model = create_model(artifact.manifest.model, num_classes=spec.num_classes)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..paths import edgevid_home
+from ....paths import edgevid_home
 from .conv3d import STRATEGIES, Conv3dSpec
 
 log = logging.getLogger("edgevid")

@@ -21,7 +21,7 @@ INHERITED_META = ("nn_module_stack", "stack_trace", "source_fn_stack", "custom")
 
 def export_graph(model: torch.nn.Module, example: torch.Tensor) -> fx.GraphModule:
     """The model's ATen graph as an editable ``GraphModule`` (parameters stay attributes)."""
-    from ..export import export_program
+    from ....export import export_program
 
     return export_program(model.eval(), example).module()
 

@@ -69,7 +69,7 @@ def rewrite_for_xnnpack(
     """Export ``model`` at ``example``'s shape and rewrite it into ops XNNPACK delegates.
 
     ``strategy``: 'taps', 'channels', or a callable ``(spec, module_name) -> strategy`` (see
-    ``edgevid.rewrite.choose.StrategyChooser`` for the measured choice). With ``check`` the
+    ``edgevid.backends.executorch.rewrite.choose.StrategyChooser`` for the measured choice). With ``check`` the
     rewritten graph is run against the model on random inputs and must agree to ``tolerance``.
     """
     choose = strategy if callable(strategy) else _fixed(strategy)
@@ -182,7 +182,7 @@ def quantize(program, example: torch.Tensor, calib: Sequence[torch.Tensor], keep
     """PT2E static INT8 for XNNPACK: per-channel symmetric weights, per-tensor activations."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from ..stages import BuildStages
+    from ....stages import BuildStages
 
     stages = stages or BuildStages()
     if not len(calib):

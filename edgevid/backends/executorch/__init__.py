@@ -1,7 +1,7 @@
 """ExecuTorch ``.pte`` for phones: the XNNPACK delegate (Android and iOS CPUs), FP32 or PT2E INT8,
 and on the ``ios`` target optionally a Core ML delegated ``.pte`` as well (export only).
 
-Build: ``edgevid.rewrite`` turns the video model into 2-D ops (XNNPACK has no Conv3d, 3-D
+Build: ``edgevid.backends.executorch.rewrite`` turns the video model into 2-D ops (XNNPACK has no Conv3d, 3-D
 pooling or LayerNorm) -> ``torch.export`` -> INT8: PT2E with ``XNNPACKQuantizer`` (per-channel
 symmetric weights, per-tensor activations from the calibration clips; LayerNorm, softmax and
 GELU stay float, as do the modules named in the ``keep_float`` option) ->
@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, DataError, EdgevidError, first_line
-from .base import Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from ...errors import DataError, EdgevidError, first_line
+from ..base import Backend, BuildRequest, BuildResult, QuantLayer, Runner
+
+from .runner import ExecuTorchRunner
 
 log = logging.getLogger("edgevid")
 
@@ -33,54 +35,19 @@ COREML_FILE = "model_coreml.pte"
 DELEGATION_FILE = "delegation.json"
 
 
-class ExecuTorchRunner(Runner):
-    """Runs ``model.pte`` with ExecuTorch's Python runtime (XNNPACK delegate + portable kernels)."""
-
-    def __init__(self, path: Path, input_shape, threads: int | None = None, description: str = "ExecuTorch"):
-        import torch
-        from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
-        from executorch.runtime import Runtime
-
-        if not Path(path).is_file():
-            raise ArtifactError(f"{path} is missing; rebuild the artifact with `edgevid build`")
-        if threads and _threadpool_get_thread_count() != threads:
-            # Process-wide; safe only before a method loads (delegates keep the pool they saw).
-            _unsafe_reset_threadpool(int(threads))
-        self._torch = torch
-        try:
-            self._program = Runtime.get().load_program(str(path))
-            self._method = self._program.load_method("forward")
-        except Exception as exc:  # noqa: BLE001 - the runtime raises RuntimeError with a code
-            raise ArtifactError(f"ExecuTorch cannot load {path} ({first_line(exc, 200)});"
-                                " rebuild it with `edgevid build`") from None
-        self.input_shape = tuple(input_shape)
-        self.threads = _threadpool_get_thread_count()
-        self.description = description
-
-    def __call__(self, clip: np.ndarray) -> np.ndarray:
-        clip = np.ascontiguousarray(clip, dtype=np.float32)
-        if clip.shape != self.input_shape:
-            raise DataError(f"this .pte takes clips of shape {self.input_shape}, got {clip.shape}")
-        out = self._method.execute([self._torch.from_numpy(clip)])
-        return out[0].numpy().copy()
-
-    def close(self) -> None:
-        self._method = None
-        self._program = None
-
-
 class ExecuTorchBackend(Backend):
     name = "executorch"
     requirements = {"executorch": "executorch==1.4.1", "torch": "torch==2.13.0"}
     build_requirements = {"torchao": "torchao"}
     extra = "executorch"
+    build_extra = "build-executorch"
     precisions = ("fp32", "int8")
 
     def build(self, request: BuildRequest) -> BuildResult:
         import torch
 
-        from ..rewrite import RewriteError, StrategyChooser, rewrite_for_xnnpack
-        from ..rewrite import xnnpack as xnn
+        from .rewrite import RewriteError, StrategyChooser, rewrite_for_xnnpack
+        from .rewrite import xnnpack as xnn
 
         target, spec = request.target, request.spec
         options = {**target.options, **request.options}
@@ -167,9 +134,9 @@ class ExecuTorchBackend(Backend):
         """The modules whose Conv2d/Linear ops the INT8 build quantizes (``keep_float`` takes these)."""
         import torch
 
-        from ..rewrite import rewrite_for_xnnpack
-        from ..rewrite.delegable import is_tagged_float
-        from ..rewrite.graph import module_path
+        from .rewrite import rewrite_for_xnnpack
+        from .rewrite.delegable import is_tagged_float
+        from .rewrite.graph import module_path
 
         aten = torch.ops.aten
         example = torch.zeros(request.spec.input_shape(request.target.input_shape.batch))
@@ -206,7 +173,7 @@ def _keep_float(value, model) -> list[str]:
     known = {name for name, _ in model.named_modules()}
     unknown = [n for n in names if n not in known]
     if unknown:
-        from ..errors import suggest
+        from ...errors import suggest
 
         hint = suggest(unknown[0], known) or f" Names look like {', '.join(sorted(known - {''})[:3])}."
         raise EdgevidError(f"--keep-float {unknown[0]}: the model has no module of that name.{hint}")
@@ -240,8 +207,8 @@ def _smoke_run(path: Path, example, graph_module, report) -> dict:
     """Run the written .pte once; fail the build (naming what is not delegated) if it cannot run."""
     import torch
 
-    from ..rewrite.graph import outputs, relative_error
-    from ..rewrite.xnnpack import load_method
+    from .rewrite.graph import outputs, relative_error
+    from .rewrite.xnnpack import load_method
 
     x = torch.randn(example.shape, generator=torch.Generator().manual_seed(7))
     try:

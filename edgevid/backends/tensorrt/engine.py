@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ArtifactError, EdgevidError
-from .base import Runner
-from .tensorrt import jetpack_from_tegra_release, parser_error_lines
+from ...errors import ArtifactError, EdgevidError
+from ..base import Runner
+from . import jetpack_from_tegra_release, parser_error_lines
 
 log = logging.getLogger("edgevid")
 
@@ -198,6 +198,7 @@ class TensorRTRunner(Runner):
             self.context.set_tensor_address(self.output_name, int(self._dev_out))
             self._batch = None
             self.description = description
+            self.runtime = f"tensorrt {trt.__version__} ({cuda.Device(0).name()})"
         finally:
             self._ctx.pop()
 

@@ -5,7 +5,7 @@ ONNX Runtime's CPU provider (or FP16 from ModelOpt AutoCast). Precision lives in
 so TensorRT builds it as a strongly typed network: no ``BuilderFlag.INT8/FP16``, no calibrators
 (both are gone in TensorRT 11).
 
-Device side (``import tensorrt`` + a CUDA GPU): the engine build and runner in ``tensorrt_engine``.
+Device side (``import tensorrt`` + a CUDA GPU): the engine build and runner in ``tensorrt.engine``.
 Where those are missing the build stops after the Q/DQ ONNX with status "pending on device" and
 the command that finishes it on the device (``edgevid build ... --from-onnx ARTIFACT``); such an
 artifact opens as an ONNX Runtime CPU runner over the Q/DQ ONNX (the accuracy estimate).
@@ -22,16 +22,15 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ArtifactError, BackendUnavailable, EdgevidError, first_line
-from ..stages import BuildStages
-from .base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
-from .onnxruntime import activation_matmuls
+from ...errors import ArtifactError, BackendUnavailable, EdgevidError, first_line
+from ...stages import BuildStages
+from ..base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from .._onnx import activation_matmuls
 
 log = logging.getLogger("edgevid")
 
@@ -41,8 +40,6 @@ TIMING_CACHE_FILE = "timing.cache"
 PENDING = "pending on device"
 BUILT = "built"
 
-#: ops that compute in float in a transformer: nothing quantized feeds them
-FLOAT_OPS = {"Softmax", "LayerNormalization", "Erf", "Gelu"}
 WEIGHTED_OPS = ("Conv", "MatMul", "Gemm")
 #: the last TensorRT 10.x with DLA (11.0-11.4.0 have none; 11.4.1 brings it back on AGX Orin with JetPack 7.2.2)
 LAST_DLA_TRT10 = (10, 7)
@@ -244,7 +241,6 @@ def _modelopt_worker(job_path: str) -> None:
         if not Path(job["out"]).is_file():
             raise RuntimeError("ModelOpt wrote no output model")
     except BaseException as exc:
-        text = str(exc).strip()
         Path(job["result"]).write_text(json.dumps({"error": f"{type(exc).__name__}: {first_line(exc, 250)}"}))
         raise SystemExit(1) from None
     Path(job["result"]).write_text(json.dumps({"ok": True}))
@@ -275,6 +271,7 @@ def quantize_int8_qdq(
     tool: str = "modelopt",
     placement: str = "weighted",
     keep_float: Sequence[str] = (),
+    keep_high_precision: Sequence[dict[str, str]] = (),
     stages: BuildStages | None = None,
 ) -> dict[str, Any]:
     """INT8 Q/DQ ONNX for TensorRT's explicit quantization, calibrated on the CPU execution provider.
@@ -282,7 +279,9 @@ def quantize_int8_qdq(
     ModelOpt places Q/DQ the way TensorRT fuses them (symmetric, per-channel weights) and converts
     the float remainder to ``high_precision``. If ModelOpt fails, ONNX Runtime's ``quantize_static``
     with symmetric Q/DQ is the fallback (float remainder stays FP32); the manifest says which ran.
-    ``keep_float`` names extra nodes to leave unquantized (e.g. from a sensitivity sweep).
+    ``keep_float`` names extra nodes to leave unquantized (e.g. from a sensitivity sweep);
+    ``keep_high_precision`` (``tensorrt.check.high_precision_nodes``) the nodes TensorRT cannot run
+    in INT8, each with its reason (both stay out of INT8; the manifest lists them apart).
     """
     import onnx
 
@@ -298,8 +297,11 @@ def quantize_int8_qdq(
         "scheme": "explicit INT8 Q/DQ for TensorRT: symmetric, per-channel weights, per-tensor activations",
         "policy": policy.describe(),
         "calibration": f"{calibrate_method}, {len(clips)} clips, ONNX Runtime CPU execution provider",
-        "kept_float": policy.nodes_to_exclude,
+        "kept_float": list(policy.nodes_to_exclude),
     }
+    if keep_high_precision:
+        quant["kept_high_precision"] = [dict(k) for k in keep_high_precision]
+        policy.nodes_to_exclude += [k["node"] for k in keep_high_precision if k["node"] not in policy.nodes_to_exclude]
     error = None
     if tool == "modelopt":
         try:
@@ -312,7 +314,7 @@ def quantize_int8_qdq(
     if tool == "ort" or error:
         import onnxruntime
 
-        from .onnxruntime import quantize_qdq
+        from .._onnx import quantize_qdq
 
         method = {"entropy": "entropy", "max": "minmax"}[calibrate_method]
         quantize_qdq(fp32_path, out_path, clips, input_name, op_types=list(WEIGHTED_OPS),
@@ -486,14 +488,14 @@ def _require_engine_support(what: str) -> None:
 
 def _final_path(request: BuildRequest) -> Path:
     """Where build_artifact will rename the staging folder to (for the finish-on-device command)."""
-    from ..artifact import artifact_name
+    from ...artifact import artifact_name
 
     return request.out_dir.parent / artifact_name(request.spec.name, request.target.name, request.precision)
 
 
 def _reusable_timing_cache(artifact_dir: Path, here: dict[str, Any]) -> bytes | None:
     """A previous build's timing cache, when that build ran on a machine like this one."""
-    from ..artifact import Artifact
+    from ...artifact import Artifact
 
     try:
         previous = Artifact(artifact_dir)
@@ -507,7 +509,7 @@ def _reusable_timing_cache(artifact_dir: Path, here: dict[str, Any]) -> bytes | 
 
 def _build_engine_into(folder: Path, manifest_like, target, options: dict[str, Any], cache_from: list[Path]) -> dict:
     """Build model.plan + timing.cache in ``folder`` from ``folder/model.onnx``; returns fingerprint etc."""
-    from . import tensorrt_engine as engine
+    from . import engine
 
     here = engine.machine_fingerprint()
     wrong = target_mismatch(target, here)
@@ -532,21 +534,76 @@ def _build_engine_into(folder: Path, manifest_like, target, options: dict[str, A
     return {"fingerprint": here, "details": details, "dla_core": dla_core}
 
 
+#: what the Q/DQ-under-ONNX-Runtime evaluation of a pending artifact needs (the only use of ORT here)
+PENDING_REQUIREMENTS = {"onnxruntime": "onnxruntime"}
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
-    # Opening a pending artifact needs only ONNX Runtime; an engine needs TensorRT + pycuda (checked in open).
-    requirements = {"onnxruntime": "onnxruntime"}
-    build_requirements = {"onnx": "onnx", "onnxscript": "onnxscript", "modelopt": "nvidia-modelopt",
+    # An engine needs TensorRT (the device's own package) and pycuda; nothing else.
+    requirements = {"tensorrt": "tensorrt", "pycuda": "pycuda"}
+    build_requirements = {"torch": "torch==2.13.0", "onnx": "onnx", "onnxscript": "onnxscript",
+                          "onnxruntime": "onnxruntime", "modelopt": "nvidia-modelopt",
                           "onnx_graphsurgeon": "onnx-graphsurgeon"}
     extra = "tensorrt"
+    build_extra = "build-tensorrt"
     precisions = ("fp16", "int8")
+    finishes_on_device = True
+
+    def check_request(self, target, options) -> None:
+        if options.get("dla_core") is not None:
+            check_dla_request(target, options["dla_core"])
+
+    def check_finish(self, source, model, target, precision, options):
+        return check_finish(source, model, target, precision, options)
+
+    def finish(self, source, target, options, out_dir, final) -> BuildResult:
+        return finish_on_device(source, target, options, out_dir, final)
+
+    def missing(self, for_build: bool = False) -> list[str]:
+        if for_build:  # the host build needs ModelOpt & co, not TensorRT (the engine is built on the device)
+            from ..base import _importable
+
+            return [pip for module, pip in self.build_requirements.items() if not _importable(module)]
+        return super().missing()
+
+    def check_open(self, artifact) -> None:
+        """An engine needs TensorRT + pycuda; a pending artifact (Q/DQ ONNX only) needs ONNX Runtime."""
+        from ..base import _importable
+
+        if is_pending(artifact):
+            gone = [pip for module, pip in PENDING_REQUIREMENTS.items() if not _importable(module)]
+            if gone:
+                raise BackendUnavailable(
+                    f"{artifact.path} has no engine yet (engine {PENDING}): its Q/DQ ONNX is evaluated under ONNX"
+                    " Runtime, which is not installed: pip install 'edgevid[onnxruntime]' (or build the engine on"
+                    f" the device: `{finish_command(artifact.manifest.model, artifact.manifest.target, artifact.manifest.precision, artifact.path)}`)")
+            return
+        missing = self.missing()
+        if missing:
+            raise BackendUnavailable(f"{artifact.path} holds a TensorRT engine; running it needs {', '.join(missing)}:"
+                                     f" {DEVICE_EXTRA}")
+
+    def status(self) -> str:
+        from ..base import _importable
+
+        run = self.missing()
+        pending = "pending artifacts (Q/DQ ONNX) run under onnxruntime" + (
+            "" if _importable("onnxruntime") else ": pip install 'edgevid[onnxruntime]'")
+        build = self.missing(for_build=True)
+        build_line = "builds Q/DQ ONNX here" if not build else \
+            f"to build: pip install 'edgevid[{self.build_extra}]' (missing {', '.join(build)})"
+        if not run:
+            return f"installed (TensorRT + pycuda; engines are built on this device); {build_line}"
+        return (f"engines: missing {', '.join(run)} (TensorRT comes with the device; pip install"
+                f" 'edgevid[tensorrt]' for pycuda); {pending}; {build_line}")
 
     def build(self, request: BuildRequest) -> BuildResult:
         import onnx
         import onnxruntime
         import torch
 
-        from ..export import INPUT_NAME, export_onnx
+        from ...export import INPUT_NAME, export_onnx
 
         target, spec = request.target, request.spec
         options = {**target.options, **request.options}
@@ -565,6 +622,8 @@ class TensorRTBackend(Backend):
                 export_onnx(request.model, example, fp32, dynamic_batch=dynamic)
             log.info("exported ONNX in %.1f s", time.perf_counter() - started)
             started = time.perf_counter()
+            from .check import assert_buildable, check_qdq, high_precision_nodes, trt_line
+
             if request.precision == "int8":
                 quant = quantize_int8_qdq(
                     fp32, out, request.calib or [], spec.family, INPUT_NAME,
@@ -573,11 +632,23 @@ class TensorRTBackend(Backend):
                     tool=options.get("qdq_tool", "modelopt"),
                     placement=options.get("qdq_placement", "weighted"),
                     keep_float=[*options.get("nodes_to_exclude", ()), *options.get("keep_float", ())],
+                    keep_high_precision=high_precision_nodes(onnx.load(str(fp32), load_external_data=False)),
                     stages=request.stages,
                 )
             else:
                 with request.stages.stage("quantize"):
                     quant = autocast_fp16(fp32, out, spec.family)
+            # the device's TensorRT line, and 11.x too for desktop targets ("10" = 10.x or 11.x)
+            lines = [trt_line(target.options.get("tensorrt"))]
+            if not target.options.get("jetpack") and "11" not in lines:
+                lines.append("11")
+            graph = onnx.load(str(out), load_external_data=False)
+            readiness = [assert_buildable(graph, lines[0], f"the {request.precision.upper()} ONNX for {target.name}")]
+            readiness += [check_qdq(graph, line) for line in lines[1:]]
+            quant["tensorrt_readiness"] = {r.tensorrt: "ok" if r.ok else "; ".join(r.errors[:3]) for r in readiness}
+            notes = sorted({n for r in readiness for n in r.notes})
+            if notes:
+                quant["tensorrt_readiness_notes"] = notes[:20]
             log.info("%s ONNX written in %.1f s (%s)", request.precision.upper(), time.perf_counter() - started,
                      quant.get("tool"))
         versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
@@ -588,7 +659,7 @@ class TensorRTBackend(Backend):
 
         reason = engine_unavailable_reason()
         if reason is None:  # TensorRT works here, but an engine only belongs on the target's own kind of device
-            from .tensorrt_engine import machine_fingerprint
+            from .engine import machine_fingerprint
 
             reason = target_mismatch(target, machine_fingerprint())
         final = _final_path(request)
@@ -621,27 +692,32 @@ class TensorRTBackend(Backend):
         import onnx
         import torch
 
-        from ..export import export_onnx
-        from .onnxruntime import quantizable_nodes
+        from ...export import export_onnx
+        from .._onnx import quantizable_nodes
+        from .check import high_precision_nodes
 
         policy = request.target.input_shape
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
             export_onnx(request.model, torch.zeros(request.spec.input_shape(policy.batch)), fp32)
-            excluded = set(quant_policy(request.spec.family, onnx.load(str(fp32), load_external_data=False)).nodes_to_exclude)
+            graph = onnx.load(str(fp32), load_external_data=False)
+            excluded = set(quant_policy(request.spec.family, graph).nodes_to_exclude)
+            excluded |= {k["node"] for k in high_precision_nodes(graph)}  # never INT8 on TensorRT: no candidates
             return [layer for layer in quantizable_nodes(fp32, WEIGHTED_OPS, fp32) if layer.name not in excluded]
 
     def open(self, artifact, threads=None, mode="latency") -> Runner:
         m = artifact.manifest
-        if m.status.get("engine") == PENDING or not artifact.has(ENGINE_FILE):
-            from .onnxruntime import OnnxRuntimeRunner
+        if is_pending(artifact):
+            from .._onnx import OnnxRuntimeRunner
 
-            return OnnxRuntimeRunner(
+            runner = OnnxRuntimeRunner(
                 artifact.file(ONNX_FILE), threads,
                 f"TensorRT {m.precision.upper()} Q/DQ ONNX under ONNX Runtime CPU (engine {PENDING})",
             )
+            runner.runtime = f"{runner.runtime} (Q/DQ ONNX; engine {PENDING})"
+            return runner
         _require_engine_support(f"{artifact.path} holds a TensorRT engine; running it")
-        from . import tensorrt_engine as engine
+        from . import engine
 
         rebuild = finish_command(m.model, m.target, m.precision, artifact.path,
                                  int(m.status["dla_core"]) if m.status.get("dla_core") else None)
@@ -650,10 +726,15 @@ class TensorRTBackend(Backend):
                                      f"TensorRT {m.precision.upper()} on {m.fingerprint.get('gpu', 'GPU')}")
 
 
+def is_pending(artifact) -> bool:
+    """No engine in the artifact yet: only its Q/DQ (or FP16) ONNX, evaluated under ONNX Runtime."""
+    return artifact.manifest.status.get("engine") == PENDING or not artifact.has(ENGINE_FILE)
+
+
 def _canonical(model: str) -> str:
     """Resolve a model alias where the model registry (torch) is importable; on a bare device, as given."""
     try:
-        from ..models import canonical_name
+        from ...models import canonical_name
 
         return canonical_name(model)
     except Exception:
@@ -665,66 +746,46 @@ class _Shape:
     input_shape: tuple[int, ...]
 
 
-def build_from_onnx(
-    source: str | Path,
-    model: str | None,
-    target: str | None,
-    precision: str | None,
-    out: str | Path,
-    dla_core: int | None = None,
-):
-    """Finish a host-built artifact on the device: its ONNX -> engine, in a new artifact. Torch-free."""
-    from ..artifact import Artifact, artifact_name, finalize_manifest, staging_dir
-    from ..targets import get_target
+def check_finish(src, model: str | None, target: str | None, precision: str | None, options: dict[str, Any]):
+    """The target an ``--from-onnx`` device build finishes ``src`` for, after refusing what does not fit."""
+    from ...targets import get_target
 
-    src = Artifact(source)
-    src.verify()
     m = src.manifest
     if m.backend != "tensorrt" or not src.has(ONNX_FILE):
-        raise EdgevidError(f"--from-onnx {source}: not a TensorRT artifact with {ONNX_FILE} (backend {m.backend});"
+        raise EdgevidError(f"--from-onnx {src.path}: not a TensorRT artifact with {ONNX_FILE} (backend {m.backend});"
                            " build one with `edgevid build --target jetson ...` first")
     if model and model != m.model and _canonical(model) != m.model:
-        raise EdgevidError(f"--model {model} does not match --from-onnx {source}, which holds {m.model}")
+        raise EdgevidError(f"--model {model} does not match --from-onnx {src.path}, which holds {m.model}")
     target_obj = get_target(target or m.target)
     if target_obj.name != m.target:
         raise EdgevidError(f"--target {target_obj.name} differs from the artifact's target {m.target} (its ONNX was"
                            f" exported for that target's shapes); build for {target_obj.name} on the host first")
     if precision and precision != m.precision:
-        raise EdgevidError(f"--precision {precision} does not match --from-onnx {source}, which is {m.precision}")
-    if dla_core is None and m.status.get("dla_core"):
-        dla_core = int(m.status["dla_core"])
-    check_dla_request(target_obj, dla_core)
-    _require_engine_support(f"--from-onnx {source}: building the engine")
+        raise EdgevidError(f"--precision {precision} does not match --from-onnx {src.path}, which is {m.precision}")
+    if options.get("dla_core") is None and m.status.get("dla_core"):
+        options["dla_core"] = int(m.status["dla_core"])
+    check_dla_request(target_obj, options.get("dla_core"))
+    _require_engine_support(f"--from-onnx {src.path}: building the engine")
+    return target_obj
 
-    final = Path(out) / artifact_name(m.model, target_obj.name, m.precision)
-    started = time.perf_counter()
-    with staging_dir(final) as tmp:
-        for name in m.files:  # the ONNX and its external data, if any
-            if name == ONNX_FILE or name.startswith(ONNX_FILE + "."):
-                shutil.copy2(src.file(name), tmp / name)
-        handler = logging.FileHandler(tmp / "build.log")
-        handler.setLevel(logging.DEBUG)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        try:
-            log.info("building TensorRT engine for %s (%s, %s) from %s", m.model, target_obj.name, m.precision, source)
-            options = {**target_obj.options, "dla_core": dla_core}
-            built = _build_engine_into(tmp, m, target_obj, options, [Path(source), final])
-            quant = {**m.quantization, "engine": built["details"]}
-            status = {"engine": BUILT, **({"dla_core": str(dla_core)} if dla_core is not None else {})}
-            notes = [n for n in m.notes if not n.startswith(f"engine {PENDING}")]
-            manifest = m.model_copy(update={
-                "target": target_obj.name, "device": target_obj.device, "fingerprint": built["fingerprint"],
-                "status": status, "quantization": quant, "notes": notes, "files": {},
-                "versions": {**m.versions, "tensorrt": built["fingerprint"]["tensorrt"], "cuda": built["fingerprint"]["cuda"]},
-                "build_seconds": round(time.perf_counter() - started, 2),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            })
-            finalize_manifest(tmp, manifest)
-        finally:
-            log.removeHandler(handler)
-            handler.close()
-    return Artifact(final)
+
+def finish_on_device(src, target, options: dict[str, Any], folder: Path, final: Path) -> BuildResult:
+    """Copy ``src``'s ONNX into ``folder`` and build the engine beside it (torch-free)."""
+    m = src.manifest
+    for name in m.files:  # the ONNX and its external data, if any
+        if name == ONNX_FILE or name.startswith(ONNX_FILE + "."):
+            shutil.copy2(src.file(name), folder / name)
+    dla_core = options.get("dla_core")
+    log.info("building TensorRT engine for %s (%s, %s) from %s", m.model, target.name, m.precision, src.path)
+    built = _build_engine_into(folder, m, target, {**target.options, "dla_core": dla_core}, [src.path, final])
+    return BuildResult(
+        quantization={**m.quantization, "engine": built["details"]},
+        versions={**m.versions, "tensorrt": built["fingerprint"]["tensorrt"], "cuda": built["fingerprint"]["cuda"]},
+        fingerprint=built["fingerprint"],
+        status={"engine": BUILT, **({"dla_core": str(dla_core)} if dla_core is not None else {})},
+        notes=[n for n in m.notes if not n.startswith(f"engine {PENDING}")],
+        input_name=m.input_name,
+    )
 
 
 BACKEND = TensorRTBackend()

@@ -18,9 +18,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ArtifactError, DataError, EdgevidError
-from ..stages import BuildStages, Ticking
-from .base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from ...errors import ArtifactError, DataError, EdgevidError
+from ...stages import BuildStages, Ticking
+from ..base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
+
+from .runner import (  # noqa: F401  (the run side, re-exported for the build and for callers)
+    HINTS, VIRTUAL_DEVICES, DeviceUnavailable, OpenVINORunner, available_devices, default_inference_precision,
+    device_present, require_device, runtime_config,
+)
 
 log = logging.getLogger("edgevid")
 
@@ -34,39 +39,6 @@ OUTPUT_NAME = "logits"
 SMOOTH_QUANT_OFF = {"uniformerv2"}
 #: ops whose inputs NNCF quantizes: a layer runs INT8 when its activation input is a FakeQuantize
 WEIGHTED_OPS = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData", "GroupConvolutionBackpropData"}
-VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
-HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
-DEFAULT_VAL_SIZE = 200
-
-
-class DeviceUnavailable(EdgevidError):
-    """An OpenVINO device that was asked for explicitly but is not present on this machine."""
-
-
-# --- devices -----------------------------------------------------------------------------------
-
-def available_devices() -> list[str]:
-    import openvino as ov
-
-    return list(ov.Core().available_devices)
-
-
-def device_present(device: str, available: Sequence[str]) -> bool:
-    """``GPU`` matches ``GPU.0``; virtual devices (AUTO, HETERO ...) are always accepted."""
-    if device.split(":")[0].upper() in VIRTUAL_DEVICES:
-        return True
-    return any(device == d or device == d.split(".")[0] for d in available)
-
-
-def require_device(device: str, flag: str) -> None:
-    available = available_devices()
-    if not device_present(device, available):
-        raise DeviceUnavailable(
-            f"{flag} {device}: OpenVINO on this machine sees only {', '.join(available) or 'no device'};"
-            f" run on a machine with that device or choose one of those"
-        )
-
-
 # --- build -------------------------------------------------------------------------------------
 
 def convert(model, spec, policy) -> "Any":
@@ -78,7 +50,7 @@ def convert(model, spec, policy) -> "Any":
     import openvino as ov
     import torch
 
-    from ..export import INPUT_NAME, export_program
+    from ...export import INPUT_NAME, export_program
 
     dynamic = (policy.min_batch or policy.batch, policy.max_batch) if policy.dynamic else None
     program = decompose(export_program(model, torch.zeros(spec.input_shape(policy.batch)), dynamic))
@@ -315,7 +287,7 @@ def keep_float_names(ov_model, value) -> list[str]:
     known = {layer.name for layer in quantizable_ops(ov_model)}
     unknown = [n for n in names if n not in known]
     if unknown:
-        from ..errors import suggest
+        from ...errors import suggest
 
         raise EdgevidError(f"--keep-float {unknown[0]}: no such layer in the OpenVINO model (`edgevid sensitivity`"
                            f" lists them).{suggest(unknown[0], known)}")
@@ -326,124 +298,14 @@ def _accuracy_config() -> dict[str, str]:
     return {"INFERENCE_PRECISION_HINT": "f32"}
 
 
-def validation_items(request: BuildRequest) -> list[tuple[np.ndarray, int]]:
-    """Labelled centre clips for accuracy control: ``val_data`` or, for SynthMotion models, its val split."""
-    from ..data.manifest import load_dataset
-    from ..data.views import single_clip
-    from ..harness.eval import class_mapping
-    from ..labels import labels_for
-
-    spec = request.spec
-    size = int(request.options.get("val_size") or DEFAULT_VAL_SIZE)
-    source = request.options.get("val_data")
-    if source is None:
-        if spec.label_set != "synthmotion":
-            raise DataError(
-                f"--max-drop needs labelled validation videos of {spec.label_set}: pass --val-data FOLDER_OR_CSV"
-            )
-        from ..data.synthmotion import ensure_split
-
-        source = ensure_split("val", size)
-    dataset = load_dataset(source)
-    mapping = class_mapping(dataset.classes, labels_for(spec.label_set, spec.num_classes), str(source))
-    items = [(single_clip(path, spec), int(mapping[label])) for path, label in dataset.items[:size]]
-    if not items:
-        raise DataError(f"--val-data {source}: no videos to validate on")
-    return items
-
-
-# --- run ---------------------------------------------------------------------------------------
-
-def runtime_config(device: str, mode: str, threads: int | None, inference_precision: str | None) -> dict[str, str]:
-    """The compile properties a runner uses (also what ``benchmark_app -load_config`` gets)."""
-    if mode not in HINTS:
-        raise EdgevidError(f"mode {mode!r}: choose latency or throughput")
-    config = {"PERFORMANCE_HINT": HINTS[mode]}
-    if inference_precision:
-        config["INFERENCE_PRECISION_HINT"] = inference_precision
-    kind = device.split(".")[0].upper()
-    if kind == "CPU" and threads:
-        config["INFERENCE_NUM_THREADS"] = str(threads)
-    if kind in ("GPU", "NPU"):  # their compiles are slow: reuse OpenVINO's own model cache
-        from ..paths import edgevid_home
-
-        config["CACHE_DIR"] = str(edgevid_home() / "openvino-cache")
-    return config
-
-
-def default_inference_precision(device: str, precision: str) -> str | None:
-    """f32 on CPU and GPU (no silent bf16/f16 when measuring accuracy); f16 for FP16 artifacts on
-    GPU/NPU; the NPU's own default otherwise (it has no f32)."""
-    kind = device.split(".")[0].upper()
-    if kind == "NPU":
-        return None
-    if kind == "GPU" and precision == "fp16":
-        return "f16"
-    return "f32"
-
-
-class OpenVINORunner(Runner):
-    """One compiled model. Latency mode: one synchronous request. Throughput mode: the device's
-    optimal number of requests run concurrently, each on one model batch of the input."""
-
-    def __init__(self, xml: Path, device: str, config: dict[str, str], description: str = "OpenVINO"):
-        import openvino as ov
-
-        self.core = ov.Core()
-        self.device = device
-        self.config = dict(config)
-        self.compiled = self.core.compile_model(self.core.read_model(str(xml)), device, self.config)
-        shape = self.compiled.inputs[0].get_partial_shape()
-        self.static_batch = shape[0].get_length() if shape[0].is_static else None
-        dims = [d.get_length() if d.is_static else 1 for d in shape]
-        count = 1
-        if self.config["PERFORMANCE_HINT"] == "THROUGHPUT":
-            count = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        # plain requests, no AsyncInferQueue: a queue holding a Python callback can deadlock when freed
-        self._requests = [self.compiled.create_infer_request() for _ in range(count)]
-        self.requests = count
-        self.input_shape = (dims[0] * count, *dims[1:])
-        self.description = description
-
-    def _chunks(self, clip: np.ndarray) -> list[np.ndarray]:
-        if self.static_batch is None or len(clip) == self.static_batch:
-            return [clip]
-        b = self.static_batch
-        padded = len(clip) + (-len(clip)) % b
-        if padded != len(clip):
-            clip = np.concatenate([clip, np.zeros((padded - len(clip), *clip.shape[1:]), clip.dtype)])
-        return [clip[i:i + b] for i in range(0, padded, b)]
-
-    def __call__(self, clip: np.ndarray) -> np.ndarray:
-        clip = np.ascontiguousarray(clip, dtype=np.float32)
-        chunks = self._chunks(clip)
-        outs = []
-        if len(self._requests) == 1 or len(chunks) == 1:
-            request = self._requests[0]
-            for chunk in chunks:
-                request.infer({0: chunk})
-                outs.append(request.get_output_tensor(0).data.copy())
-        else:
-            for start in range(0, len(chunks), len(self._requests)):
-                busy = list(zip(self._requests, chunks[start:start + len(self._requests)]))
-                for request, chunk in busy:
-                    request.start_async({0: chunk})
-                for request, _ in busy:
-                    request.wait()
-                    outs.append(request.get_output_tensor(0).data.copy())
-        return np.concatenate(outs)[: len(clip)]
-
-    def close(self) -> None:
-        self._requests = []
-        self.compiled = None
-
-
 class OpenVINOBackend(Backend):
     name = "openvino"
     requirements = {"openvino": "openvino"}
-    build_requirements = {"nncf": "nncf"}
+    build_requirements = {"torch": "torch==2.13.0", "nncf": "nncf"}
     extra = "openvino"
+    build_extra = "build-openvino"
     precisions = ("fp32", "fp16", "int8")
+    handles_max_drop = True  # NNCF's accuracy control searches the float layers itself
 
     def build(self, request: BuildRequest) -> BuildResult:
         import nncf
@@ -472,7 +334,9 @@ class OpenVINOBackend(Backend):
         log.info("converted %s from torch.export to OpenVINO IR (%d ops)", spec.name, len(ov_model.get_ops()))
         notes: list[str] = []
         if request.precision == "int8":
-            validation = validation_items(request) if max_drop is not None else None
+            validation = request.validation if max_drop is not None else None
+            if max_drop is not None and not validation:
+                raise DataError("--max-drop needs labelled validation clips; pass --val-data FOLDER_OR_CSV")
             reference = ov_model.clone()
             final, quant = quantize_int8(ov_model, request.calib, spec.family, device, options, validation, max_drop,
                                          request.stages)
