@@ -117,6 +117,8 @@ class Manifest(BaseModel):
     status: dict[str, str] = {}
     notes: list[str] = []
     build_seconds: float | None = None
+    stage_seconds: dict[str, float] = Field(default_factory=dict, description="wall seconds per build stage"
+                                            " (calibration data, export, rewrite, calibration, lowering, compile ...)")
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     build: BuildRecord | None = None
     seal: str | None = Field(None, description="sha256 of this manifest's canonical JSON without the seal")

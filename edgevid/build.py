@@ -14,6 +14,7 @@ from .backends.options import validate_options
 from .errors import DataError, EdgevidError
 from .outputs import check_output_folder
 from .signing import load_private_key, write_signature
+from .stages import BuildStages, StageDisplay
 from .targets import get_target
 
 log = logging.getLogger("edgevid")
@@ -34,6 +35,7 @@ def build_artifact(
     overwrite: bool = True,
     finish: Callable[[Path, Manifest], Manifest] | None = None,
     labels_file: str | Path | None = None,
+    progress: StageDisplay | None = None,
 ) -> Artifact:
     """Build ``model`` for ``target``; the artifact appears at ``out/<model>-<target>-<precision>``.
 
@@ -42,7 +44,8 @@ def build_artifact(
     manifest from the staged artifact (the ``--max-drop`` search records its final score) before it
     is sealed, signed (``sign``: an Ed25519 private key file) and committed. ``labels_file``: the
     class names of a model trained on a custom label set (one a line, or JSON); the head gets that
-    many classes and the manifest carries the names.
+    many classes and the manifest carries the names. ``progress`` sees every stage start, advance
+    (calibration n/N) and end; the manifest records each stage's seconds.
     """
     if num_classes is not None and num_classes < 1:
         raise EdgevidError(f"--num-classes {num_classes}: give the number of classes of your data (>= 1)")
@@ -77,20 +80,27 @@ def build_artifact(
     record = BuildRecord(weights=prepared.weights.flag, calib=given_source(calib), calib_size=calib_size,
                          num_classes=num_classes, labels=given_source(str(labels_file)) if labels_file else None,
                          options=options, out=str(Path(out).resolve()))
-    calib_set = calibration_set(calib, prepared.spec, calib_size, track) if precision == "int8" else None
+    stages = BuildStages(progress)
+    shown = track if progress is None else None  # `track`: a bar for the clips where no stage display is given
+
+    def timed(items, description, total):  # the clips load as a stage of their own
+        return stages.track(shown(items, description, total) if shown else items, "calibration data", total)
+
+    started = time.perf_counter()
+    calib_set = calibration_set(calib, prepared.spec, calib_size, timed, backend.name) if precision == "int8" else None
     validation = validation_clips(prepared.spec, options.get("val_data"), options.get("val_size")) \
         if options.get("max_drop") is not None and backend.handles_max_drop else None
-    started = time.perf_counter()
     with staging_dir(final, overwrite) as tmp, build_log(tmp):
         log.info("building %s for %s (%s, backend %s)", prepared.name, target_obj.name, precision, backend.name)
         result = backend.build(BuildRequest(
             model=prepared.net, spec=prepared.spec, target=target_obj, precision=precision, out_dir=tmp,
-            calib=calib_set.clips if calib_set else None, options=options, validation=validation,
+            calib=calib_set.clips if calib_set else None, options=options, validation=validation, stages=stages,
         ))
         calibration = CalibrationInfo(source=calib_set.source, clips=len(calib_set.clips), digest=calib_set.digest) \
             if calib_set else None
         manifest = assemble_manifest(prepared, target_obj, backend.name, precision, result, calibration, record,
-                                     time.perf_counter() - started)
+                                     time.perf_counter() - started, stage_seconds=stages.rounded())
+        log.info("stage seconds: %s", manifest.stage_seconds)
         manifest = finalize_manifest(tmp, manifest)
         if finish is not None:
             manifest = write_manifest(tmp, finish(tmp, manifest))

@@ -27,10 +27,30 @@ class CalibrationSet:
     digest: str
 
 
+#: clips per INT8 calibration when neither --calib-size nor the recipe says, per backend: the size at
+#: which the reference models' INT8 accuracy stops changing (benchmarks/results/calib_size.md)
+DEFAULT_CLIPS = 300
+
+
 def recipe(label_set: str) -> dict:
     """The calibration recipe in ``calibration/<label_set>.yaml`` (defaults if there is none)."""
     path = data_file("calibration") / f"{label_set}.yaml"
-    return yaml.safe_load(path.read_text()) if path.is_file() else {"clips": 300}
+    return yaml.safe_load(path.read_text()) if path.is_file() else {"clips": DEFAULT_CLIPS}
+
+
+def default_size(label_set: str, backend: str | None = None, family: str | None = None) -> int:
+    """The recipe's clip count for ``backend`` and the model ``family`` (``clips_by_backend``: keys
+    ``backend`` or ``backend/transformer`` for the attention families), else its ``clips``."""
+    from .backends.base import TRANSFORMER_FAMILIES
+
+    book = recipe(label_set)
+    by_backend = book.get("clips_by_backend") or {}
+    fallback = book.get("clips", DEFAULT_CLIPS)
+    if not backend:
+        return int(fallback)
+    if family in TRANSFORMER_FAMILIES and f"{backend}/transformer" in by_backend:
+        return int(by_backend[f"{backend}/transformer"])
+    return int(by_backend.get(backend, fallback))
 
 
 def digest_clips(clips: Iterable[np.ndarray]) -> str:
@@ -57,13 +77,15 @@ def calibration_set(
     spec: ModelSpec,
     size: int | None = None,
     track: Callable[[Iterable, str, int], Iterable] | None = None,
+    backend: str | None = None,
 ) -> CalibrationSet:
-    """Load ``size`` clips from ``calib`` ('synthetic', a folder or a manifest) for ``spec``.
+    """Load ``size`` clips from ``calib`` ('synthetic', a folder or a manifest) for ``spec``
+    (default: the recipe's count for ``backend``).
 
     Without ``calib``, only models trained on SynthMotion default to its calibration split; a
     model trained on real video would be mis-calibrated by synthetic clips, so that is an error.
     """
-    size = size or int(recipe(spec.label_set).get("clips", 300))
+    size = size or default_size(spec.label_set, backend, spec.family)
     if size <= 0:
         raise EdgevidError(f"--calib-size must be positive, got {size}")
     if calib is None:

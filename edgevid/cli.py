@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 
 from .errors import EdgevidError
@@ -45,6 +46,43 @@ def track(iterable: Iterable, description: str, total: int) -> Iterable:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as progress:
         yield from progress.track(iterable, total=total, description=description)
+
+
+class BuildProgress:
+    """`edgevid build`'s stages on stderr, one line each (export, rewrite, calibration n/N, lowering,
+    compile) with its elapsed time; a finished stage keeps its line and its seconds. Where stderr
+    is not a terminal (CI logs, pipes), one plain line per finished stage instead."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.live = console.is_terminal
+        self.progress = Progress(SpinnerColumn(finished_text="[green]done"), TextColumn("{task.description:<18}"),
+                                 BarColumn(bar_width=30), TextColumn("{task.fields[count]:>9}"), TimeElapsedColumn(),
+                                 console=console, disable=not self.live)
+        self._tasks: dict[str, int] = {}
+
+    def __enter__(self) -> "BuildProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: str, stage) -> None:
+        count = f"{stage.done}/{stage.total}" if stage.total else ""
+        if event == "start":
+            self._tasks[stage.name] = self.progress.add_task(stage.name, total=stage.total, count=count)
+            return
+        task = self._tasks.get(stage.name)
+        if task is None:
+            return
+        if event == "advance":
+            self.progress.update(task, completed=stage.done, total=stage.total, count=count)
+        else:  # end
+            self.progress.update(task, completed=stage.total or 1, total=stage.total or 1, count=count)
+            self.progress.stop_task(task)
+            if not self.live:
+                self.console.print(f"[dim]build: {escape(stage.name)} {count + ' ' if count else ''}{stage.seconds:.1f} s[/]")
 
 
 def _fmt(value, digits: int = 1) -> str:
@@ -188,10 +226,13 @@ def build(
                                      ranking_file=sensitivity_file, threads=threads, track=track,
                                      min_agreement=min_agreement, sign=sign)
     else:
-        artifact = build_artifact(model, target, precision, weights, calib, calib_size, out_dir, num_classes,
-                                  options=options, track=track, sign=sign, labels_file=labels)
+        with BuildProgress(err) as progress:
+            artifact = build_artifact(model, target, precision, weights, calib, calib_size, out_dir, num_classes,
+                                      options=options, sign=sign, labels_file=labels, progress=progress)
     m = artifact.manifest
     err.print(f"[green]built[/] {artifact.path}  ({m.backend} {m.precision}, {m.build_seconds:.1f} s)")
+    if m.stage_seconds:
+        err.print("[dim]stages: " + ", ".join(f"{escape(k)} {v:.1f} s" for k, v in m.stage_seconds.items()) + "[/]")
     for note in m.notes:
         err.print(f"[yellow]note:[/] {escape(note)}")
     out.print(str(artifact.path))

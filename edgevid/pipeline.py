@@ -112,6 +112,7 @@ def assemble_manifest(
     seconds: float,
     versions: dict[str, str] | None = None,
     notes: list[str] | None = None,
+    stage_seconds: dict[str, float] | None = None,
 ) -> Manifest:
     """The manifest of one build (files are hashed and the seal added by ``finalize_manifest``)."""
     from . import __version__
@@ -126,6 +127,7 @@ def assemble_manifest(
         input_name=result.input_name,
         versions={"edgevid": __version__, "python": platform.python_version(), **result.versions, **(versions or {})},
         fingerprint=result.fingerprint, status=result.status, notes=notes, build_seconds=round(seconds, 2), build=build,
+        stage_seconds=dict(stage_seconds or {}),
     )
 
 

@@ -198,3 +198,40 @@ def test_tampered_artifact_is_refused(tmp_path):
     with open(artifact / "model.onnx", "ab") as handle:
         handle.write(b"tamper")
     assert_one_line_error(run_cli("bench", str(artifact), "--seconds", "0.1"), "does not match its sha256", "edgevid build")
+
+
+def test_build_shows_each_stage_with_its_count_and_seconds(tmp_path):
+    """Piped stderr (CI logs): one line per finished stage, calibration as n/N; the manifest has the seconds."""
+    proc = run_cli("build", "--model", "x3d_synth", "--target", "onnx-cpu", "--weights", "random", "--calib", "synthetic",
+                   "--calib-size", "4", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("build: ")]
+    assert [line.split(" ")[1] for line in lines] == ["calibration", "export", "calibration", "quantize"], lines
+    assert lines[0].startswith("build: calibration data 4/4 ") and lines[2].startswith("build: calibration 4/4 ")
+    assert all(line.endswith(" s") for line in lines)
+    manifest = json.loads((tmp_path / "x3d_synth-onnx-cpu-int8" / "manifest.json").read_text())
+    assert list(manifest["stage_seconds"]) == ["calibration data", "export", "calibration", "quantize"]
+    assert "stages: calibration data" in proc.stderr
+
+
+def test_build_progress_on_a_terminal_keeps_a_line_per_stage():
+    import io
+
+    from rich.console import Console
+
+    from edgevid.cli import BuildProgress
+    from edgevid.stages import BuildStages
+
+    sink = io.StringIO()
+    console = Console(file=sink, force_terminal=True, width=120)
+    with BuildProgress(console) as progress:
+        stages = BuildStages(progress)
+        with stages.stage("export"):
+            pass
+        for _ in stages.track(range(3), "calibration"):
+            pass
+        task = {t.description: t for t in progress.progress.tasks}
+    assert set(task) == {"export", "calibration"}
+    assert task["calibration"].completed == 3 and task["calibration"].fields["count"] == "3/3"
+    assert all(t.finished for t in task.values())
+    assert "calibration" in sink.getvalue() and "3/3" in sink.getvalue()

@@ -431,3 +431,20 @@ def test_sampling_and_transforms_do_not_import_pyav():
            "print('av' in sys.modules, 'torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_default_calibration_size_follows_the_recipe_per_backend_and_family(tmp_path, monkeypatch):
+    """--calib-size defaults to the recipe's count for the backend (attention families may have their own)."""
+    import edgevid.calibration as calibration
+
+    assert calibration.default_size("synthmotion", "tensorrt", "x3d") == 32  # the shipped recipe
+    assert calibration.default_size("kinetics400", "executorch", "uniformerv2") == 100
+    (tmp_path / "calibration").mkdir()
+    (tmp_path / "calibration" / "toy.yaml").write_text(
+        "clips: 300\nclips_by_backend:\n  onnxruntime: 32\n  executorch: 32\n  executorch/transformer: 100\n")
+    monkeypatch.setattr(calibration, "data_file", lambda kind: tmp_path / kind)
+    assert calibration.default_size("toy", "onnxruntime", "uniformerv2") == 32
+    assert calibration.default_size("toy", "executorch", "x3d") == 32
+    assert calibration.default_size("toy", "executorch", "uniformerv2") == 100
+    assert calibration.default_size("toy", "openvino", "x3d") == 300  # not listed: the recipe's clips
+    assert calibration.default_size("no-recipe", "onnxruntime") == calibration.DEFAULT_CLIPS

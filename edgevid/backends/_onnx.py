@@ -12,28 +12,36 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import EdgevidError
+from ..stages import BuildStages
 from .base import QuantLayer, Runner
 
 log = logging.getLogger("edgevid")
 
 
 class CalibrationReader:
-    """Feeds preprocessed calibration clips (each [1, C, T, H, W]) to ORT's calibrator."""
+    """Feeds preprocessed calibration clips (each [1, C, T, H, W]) to ORT's calibrator; ``on_clip``
+    is called for every clip handed out (the build's calibration n/N)."""
 
-    def __init__(self, clips: Sequence[np.ndarray], input_name: str):
+    def __init__(self, clips: Sequence[np.ndarray], input_name: str, on_clip=None):
         self._clips = clips
         self._input_name = input_name
         self._index = 0
+        self._on_clip = on_clip
 
     def get_next(self):
         if self._index >= len(self._clips):
             return None
         clip = self._clips[self._index]
         self._index += 1
+        if self._on_clip is not None:
+            self._on_clip()
         return {self._input_name: np.ascontiguousarray(clip, dtype=np.float32)}
 
     def rewind(self):
         self._index = 0
+
+    def __len__(self) -> int:
+        return len(self._clips)
 
 
 def session_options(threads: int | None):
@@ -78,6 +86,7 @@ def quantize_qdq(
     pre_processed: bool = False,
     per_channel: bool = True,
     float_activation_matmuls: bool = False,
+    stages: BuildStages | None = None,
 ) -> dict:
     """Static INT8 Q/DQ with symmetric activations and per-channel symmetric weights.
 
@@ -86,40 +95,40 @@ def quantize_qdq(
     ORT puts on the outputs of the quantized projections producing them.
 
     Symmetric everything is what TensorRT's explicit quantization needs; ORT runs it as well.
-    ``calibration_cache`` (a JSON file ORT writes on first use) lets later variants of the same
-    model skip calibration; ``pre_processed`` skips shape inference when ``fp32_path`` had it.
+    Calibration runs here (``calibrate``: in chunks that fit in memory) and writes ORT's
+    calibration cache, which ``quantize_static`` then reads; a given ``calibration_cache`` that
+    exists lets later variants of the same model skip calibration. ``pre_processed`` skips shape
+    inference when ``fp32_path`` had it.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    methods = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
-               "percentile": CalibrationMethod.Percentile}
-    if calibrate_method not in methods:
-        raise EdgevidError(f"calibrate_method {calibrate_method!r}: choose {', '.join(methods)}")
+    stages = stages or BuildStages()
+    method = _calibration_method(calibrate_method)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(fp32_path) if pre_processed else pre_process(fp32_path, Path(tmp) / "prepared.onnx")
-        if not (calibration_cache and Path(calibration_cache).is_file()):
-            check_calibration_memory(prepared, len(clips), calibrate_method)
+        cache = Path(calibration_cache) if calibration_cache else Path(tmp) / "calibration.json"
+        if not cache.is_file():
+            calibrate(prepared, clips, input_name, calibrate_method, op_types, cache, Path(tmp), stages)
         if float_activation_matmuls:
             attention = activation_matmuls(onnx.load(str(prepared), load_external_data=False))
             nodes_to_exclude = list(dict.fromkeys([*nodes_to_exclude, *attention]))
-        quantize_static(
-            str(prepared),
-            str(out_path),
-            CalibrationReader(clips, input_name),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(op_types) if op_types else None,
-            per_channel=per_channel,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(nodes_to_exclude),
-            calibrate_method=methods[calibrate_method],
-            calibration_providers=["CPUExecutionProvider"],
-            # not CalibMaxIntermediateOutputs: in ORT 1.32 MinMaxCalibrater.collect_data drops each full
-            # chunk without merging its ranges (and fails when the clip count is a multiple of it)
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibTensorRangeSymmetric": True},
-            calibration_cache_path=str(calibration_cache) if calibration_cache else None,
-        )
+        with stages.stage("quantize"):
+            quantize_static(
+                str(prepared),
+                str(out_path),
+                None,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(op_types) if op_types else None,
+                per_channel=per_channel,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(nodes_to_exclude),
+                calibrate_method=method,
+                calibration_providers=["CPUExecutionProvider"],
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibTensorRangeSymmetric": True},
+                calibration_cache_path=str(cache),
+            )
     return {
         "scheme": "static INT8 Q/DQ, symmetric activations, "
                   + ("per-channel" if per_channel else "per-tensor") + " symmetric weights",
@@ -128,6 +137,46 @@ def quantize_qdq(
         "activation_matmuls": "float" if float_activation_matmuls else "int8",
         "kept_float": list(nodes_to_exclude),
     }
+
+
+def _calibration_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    methods = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
+               "percentile": CalibrationMethod.Percentile}
+    if name not in methods:
+        raise EdgevidError(f"calibrate_method {name!r}: choose {', '.join(methods)}")
+    return methods[name]
+
+
+def calibrate(prepared: Path, clips: Sequence[np.ndarray], input_name: str, method: str, op_types: Sequence[str] | None,
+              cache: Path, work: Path, stages: BuildStages | None = None) -> None:
+    """ORT's calibrator over ``clips``, symmetric ranges written to ``cache`` (what ``quantize_static``'s
+    ``calibration_cache_path`` reads).
+
+    The histogram calibrators (entropy, percentile) hold every intermediate tensor of every clip they
+    are given before they histogram it, so the clips go in chunks that fit in memory (histograms merge
+    across chunks); min-max keeps only per-tensor ranges and takes them all at once. Not
+    ``CalibMaxIntermediateOutputs``: in ORT 1.32 ``MinMaxCalibrater.collect_data`` drops each full chunk
+    without merging its ranges.
+    """
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    if not clips:
+        raise EdgevidError("INT8 needs calibration clips: pass --calib (a folder, a manifest or 'synthetic')")
+    stages = stages or BuildStages()
+    chunk = len(clips) if method == "minmax" else calibration_chunk(prepared, len(clips), method)
+    with stages.stage("calibration", total=len(clips)) as stage:
+        calibrator = create_calibrator(prepared, list(op_types) if op_types else None,
+                                       augmented_model_path=str(work / "augmented.onnx"),
+                                       calibrate_method=_calibration_method(method),
+                                       providers=["CPUExecutionProvider"], extra_options={"symmetric": True})
+        for start in range(0, len(clips), chunk):
+            calibrator.collect_data(CalibrationReader(clips[start:start + chunk], input_name, stage.advance))
+        ranges = calibrator.compute_data()
+        save_tensors_data(ranges, cache)
+        del calibrator
+    log.info("calibrated %d clips (%s, chunks of %d)", len(clips), method, chunk)
 
 
 def _constant_sources(model) -> set[str]:
@@ -167,22 +216,22 @@ def activation_bytes(path: Path) -> int:
     return total
 
 
-def check_calibration_memory(prepared: Path, clips: int, method: str) -> None:
-    """ORT's calibrators keep every intermediate tensor of every clip in memory before they compute
-    ranges or histograms: refuse, in one line, a run that cannot fit instead of being killed."""
+def calibration_chunk(prepared: Path, clips: int, method: str) -> int:
+    """How many clips a histogram calibrator can hold at once: their intermediate tensors in at most
+    half the free memory (at least 1; a single clip that cannot fit is a one-line error)."""
     import os
 
-    per_clip = activation_bytes(prepared)
-    needed = per_clip * clips
+    per_clip = max(activation_bytes(prepared), 1)
     try:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
-        return
-    if needed > 0.8 * available:
-        fits = max(int(0.8 * available // max(per_clip, 1)), 1)
+        return clips
+    fits = int(0.5 * available // per_clip)
+    if fits < 1:
         raise EdgevidError(
-            f"{method} calibration of {clips} clips would hold {needed / 2**30:.1f} GB of activations"
-            f" ({available / 2**30:.1f} GB free): pass --calib-size {fits} or less")
+            f"{method} calibration holds {per_clip / 2**30:.1f} GB of activations per clip"
+            f" ({available / 2**30:.1f} GB free): free memory, or pass --option calibrate_method=minmax")
+    return max(1, min(clips, fits))
 
 
 def pre_process(fp32_path: Path, out_path: Path) -> Path:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..errors import BackendUnavailable, EdgevidError
+from ..stages import BuildStages
 
 #: the attention model families: each backend's INT8 recipe keeps their softmax / LayerNorm / GELU and
 #: (where the backend can) their attention products in float
@@ -37,6 +38,8 @@ class BuildRequest:
     #: labelled centre clips ``(clip, class index)`` for a backend's own accuracy-aware quantization
     #: (``handles_max_drop``); the build loads them, so no backend reads datasets itself
     validation: Sequence[tuple[np.ndarray, int]] | None = None
+    #: where the backend times its stages (export, calibration n/N, lowering ...) for the display and manifest
+    stages: BuildStages = field(default_factory=BuildStages)
 
 
 @dataclass

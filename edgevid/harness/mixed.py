@@ -144,7 +144,7 @@ class Workbench:
         self.threads = threads
         self.track = track
         self.options = validate_options(self.target.backend, dict(options or {}))
-        calib_set = calibration_set(calib, self.spec, calib_size, track)
+        calib_set = calibration_set(calib, self.spec, calib_size, track, self.backend.name)
         self.calib_source = calib_set.source
         reference = TorchEagerRunner(self.net, self.spec.input_shape(1), threads)
         self.val = load_valset(self.spec, reference, val_data, val_size, track)

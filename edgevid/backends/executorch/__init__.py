@@ -57,27 +57,34 @@ class ExecuTorchBackend(Backend):
                                f"max_batch from targets/{target.name}.yaml")
         example = torch.zeros(spec.input_shape(policy.batch))
         threads = int(options.get("threads") or target.threads or 1)
-        bench_threads = max(1, min(threads, os.cpu_count() or 1))
+        bench_threads = max(1, min(threads, usable_cores()))  # a pinned build (taskset) times on the cores it has
         keep_float = _keep_float(options.get("keep_float"), request.model)
         strategy = options.get("conv3d_strategy", "auto")
         chooser = StrategyChooser(request.precision, bench_threads) if strategy == "auto" else strategy
         notes: list[str] = []
 
         try:
-            rewritten = rewrite_for_xnnpack(request.model, example, strategy=chooser)
+            with request.stages.stage("rewrite"):
+                rewritten = rewrite_for_xnnpack(request.model, example, strategy=chooser)
         except RewriteError as exc:
             raise EdgevidError(str(exc)) from None
         except ValueError as exc:
             raise EdgevidError(f"target option conv3d_strategy: {exc}") from None
+        measured = [d for d in getattr(chooser, "decisions", []) if not d["cached"]]
+        if measured:  # part of the rewrite: the per-shape micro-benchmarks that the cache did not answer
+            request.stages.add("strategy benchmarks", sum(d.get("measure_s", 0.0) for d in measured))
+        log.info("conv3d strategy: %d shapes from the cache, %d measured",
+                 sum(d["cached"] for d in getattr(chooser, "decisions", [])), len(measured))
         for left in rewritten.frames.left_3d:
             notes.append(f"{left['op']} in module {left['module'] or '(root)'} stays 3-D ({left['reason']}):"
                          " it runs outside XNNPACK on the portable kernels")
         log.info("rewrite: %s", json.dumps(rewritten.summary(), default=str))
-        program = xnn.export(rewritten.graph_module, example)
+        with request.stages.stage("export"):
+            program = xnn.export(rewritten.graph_module, example)
 
         if request.precision == "int8":
             clips = _calibration_batches(request.calib, example.shape)
-            program = xnn.quantize(program, example, clips, keep_float)
+            program = xnn.quantize(program, example, clips, keep_float, request.stages)
             quant = {
                 "scheme": "PT2E static INT8 (XNNPACKQuantizer): per-channel symmetric int8 weights,"
                           " per-tensor affine int8 activations (histogram observer)",
@@ -88,13 +95,15 @@ class ExecuTorchBackend(Backend):
             }
         else:
             quant = {"scheme": "none (FP32)"}
-        lowered = xnn.lower(program)
-        report = xnn.delegation_report(lowered)
-        pte = xnn.pte_bytes(lowered)
+        with request.stages.stage("lowering"):
+            lowered = xnn.lower(program)
+            report = xnn.delegation_report(lowered)
+            pte = xnn.pte_bytes(lowered)
         path = request.out_dir / MODEL_FILE
         path.write_bytes(pte)
 
-        check = _smoke_run(path, example, rewritten.graph_module, report)
+        with request.stages.stage("check"):
+            check = _smoke_run(path, example, rewritten.graph_module, report)
         if request.precision == "fp32":
             notes.extend(check.pop("notes", []))
         undelegated = sorted({(e["op"], e["module"]) for e in report["not_delegated"]
@@ -146,6 +155,14 @@ class ExecuTorchBackend(Backend):
         threads = max(1, min(int(threads), os.cpu_count() or 1)) if threads else None
         return ExecuTorchRunner(artifact.file(MODEL_FILE), m.input_shape, threads,
                                 f"ExecuTorch XNNPACK {m.precision.upper()}")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask), not every core of the machine."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _keep_float(value, model) -> list[str]:

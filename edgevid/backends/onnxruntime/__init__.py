@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ...errors import EdgevidError
 from .._onnx import (  # noqa: F401  (re-exported: the ONNX Runtime backend's runner and Q/DQ tools)
-    CalibrationReader, OnnxRuntimeRunner, activation_matmuls, check_calibration_memory, pre_process, quantizable_nodes,
+    CalibrationReader, OnnxRuntimeRunner, activation_matmuls, calibrate, calibration_chunk, pre_process, quantizable_nodes,
     quantize_qdq, session_options,
 )
 from ..base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, Int8Plan, QuantLayer, Runner
@@ -65,6 +65,7 @@ class OrtInt8Plan(Int8Plan):
             nodes_to_exclude=_excluded(options), calibration_cache=self.cache, pre_processed=True,
             per_channel=bool(options.get("per_channel", True)),
             float_activation_matmuls=_float_activation_matmuls(options, self.request.spec.family),
+            stages=self.request.stages,
         )
         return self.backend.result(quant)
 
@@ -92,12 +93,14 @@ class OnnxRuntimeBackend(Backend):
         dynamic = (policy.min_batch or policy.batch, policy.max_batch) if policy.dynamic else None
         options = {**request.target.options, **request.options}
         if request.precision == "fp32":
-            export_onnx(request.model, example, out, dynamic_batch=dynamic)
+            with request.stages.stage("export"):
+                export_onnx(request.model, example, out, dynamic_batch=dynamic)
             quant = {"scheme": "none (FP32)"}
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 fp32 = Path(tmp) / "fp32.onnx"
-                export_onnx(request.model, example, fp32, dynamic_batch=dynamic)
+                with request.stages.stage("export"):
+                    export_onnx(request.model, example, fp32, dynamic_batch=dynamic)
                 quant = quantize_qdq(
                     fp32, out, request.calib, INPUT_NAME,
                     op_types=options.get("op_types_to_quantize"),
@@ -105,6 +108,7 @@ class OnnxRuntimeBackend(Backend):
                     nodes_to_exclude=_excluded(options),
                     per_channel=bool(options.get("per_channel", True)),
                     float_activation_matmuls=_float_activation_matmuls(options, request.spec.family),
+                    stages=request.stages,
                 )
         import onnx
 

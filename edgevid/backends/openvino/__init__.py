@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...errors import ArtifactError, DataError, EdgevidError
+from ...stages import BuildStages, Ticking
 from ..base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
 
 from .runner import (  # noqa: F401  (the run side, re-exported for the build and for callers)
@@ -211,7 +212,8 @@ def top1_validator(compiled, items) -> tuple[float, list[float]]:
 
 
 def quantize_int8(ov_model, calib: Sequence[np.ndarray], family: str, device: str, options: dict[str, Any],
-                  validation: Sequence[tuple[np.ndarray, int]] | None = None, max_drop: float | None = None):
+                  validation: Sequence[tuple[np.ndarray, int]] | None = None, max_drop: float | None = None,
+                  stages: BuildStages | None = None):
     """INT8 ``ov.Model`` and the manifest's description of it.
 
     ``max_drop`` (top-1 points) switches to ``nncf.quantize_with_accuracy_control`` on
@@ -226,12 +228,15 @@ def quantize_int8(ov_model, calib: Sequence[np.ndarray], family: str, device: st
     keep_float = keep_float_names(ov_model, options.get("keep_float"))
     if keep_float:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=keep_float)
-    calib_ds = nncf.Dataset(list(calib))
     kwargs["subset_size"] = min(kwargs["subset_size"], len(calib))
+    stages = stages or BuildStages()
     reverted: list[str] = []
     if max_drop is None:
-        quantized = nncf.quantize(ov_model, calib_ds, advanced_parameters=advanced, **kwargs)
+        with stages.stage("calibration", total=kwargs["subset_size"]) as stage:
+            calib_ds = nncf.Dataset(Ticking(list(calib), stage))
+            quantized = nncf.quantize(ov_model, calib_ds, advanced_parameters=advanced, **kwargs)
     else:
+        calib_ds = nncf.Dataset(list(calib))
         from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
         val_ds = nncf.Dataset(list(validation), lambda item: item[0])
@@ -324,7 +329,8 @@ class OpenVINOBackend(Backend):
         if request.precision == "int8" and not request.calib:
             raise DataError("INT8 needs calibration clips and none were given; pass --calib (videos) or use fp32/fp16")
 
-        ov_model = convert(request.model, spec, target.input_shape)
+        with request.stages.stage("export"):
+            ov_model = convert(request.model, spec, target.input_shape)
         log.info("converted %s from torch.export to OpenVINO IR (%d ops)", spec.name, len(ov_model.get_ops()))
         notes: list[str] = []
         if request.precision == "int8":
@@ -332,8 +338,10 @@ class OpenVINOBackend(Backend):
             if max_drop is not None and not validation:
                 raise DataError("--max-drop needs labelled validation clips; pass --val-data FOLDER_OR_CSV")
             reference = ov_model.clone()
-            final, quant = quantize_int8(ov_model, request.calib, spec.family, device, options, validation, max_drop)
-            quant["calibration_check"] = output_agreement(reference, final, request.calib[:4])
+            final, quant = quantize_int8(ov_model, request.calib, spec.family, device, options, validation, max_drop,
+                                         request.stages)
+            with request.stages.stage("check"):
+                quant["calibration_check"] = output_agreement(reference, final, request.calib[:4])
             log.info("NNCF INT8: %d layers int8, float: %s; kept float by accuracy control: %s; check vs FP32 IR %s",
                      quant["layers_int8"], quant["layers_float"], quant["kept_float_by_accuracy_control"],
                      quant["calibration_check"])
@@ -356,7 +364,8 @@ class OpenVINOBackend(Backend):
         if device_present(device, available_devices()):
             core = ov.Core()
             config = runtime_config(device, "latency", threads, inference_precision)
-            core.compile_model(core.read_model(str(request.out_dir / MODEL_XML)), device, config)
+            with request.stages.stage("compile"):
+                core.compile_model(core.read_model(str(request.out_dir / MODEL_XML)), device, config)
             if device.upper() not in VIRTUAL_DEVICES:
                 fingerprint["device_name"] = core.get_property(device, "FULL_DEVICE_NAME")
             status["device_compile"] = f"compiled and checked on {device} at build"

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...errors import ArtifactError, BackendUnavailable, EdgevidError, first_line
+from ...stages import BuildStages
 from ..base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
 from .._onnx import activation_matmuls
 
@@ -112,10 +113,12 @@ def qdq_summary(model) -> dict[str, Any]:
 
 
 class _ClipReader:
-    """ONNX Runtime CalibrationDataReader over a memory-mapped [N, C, T, H, W] array, one clip at a time."""
+    """ONNX Runtime CalibrationDataReader over a memory-mapped [N, C, T, H, W] array, one clip at a
+    time; with ``progress`` (a file) it writes the number of clips handed out there."""
 
-    def __init__(self, clips: np.ndarray, input_name: str):
+    def __init__(self, clips: np.ndarray, input_name: str, progress: str | None = None):
         self._clips, self._name, self._index = clips, input_name, 0
+        self._progress = progress
 
     def _feed(self, i: int):
         return {self._name: np.ascontiguousarray(self._clips[i:i + 1], dtype=np.float32)}
@@ -127,6 +130,8 @@ class _ClipReader:
         if self._index >= len(self._clips):
             return None
         self._index += 1
+        if self._progress:
+            Path(self._progress).write_text(str(self._index))
         return self._feed(self._index - 1)
 
     def rewind(self):
@@ -139,7 +144,7 @@ def _modelopt_version() -> str:
     return version("nvidia-modelopt")
 
 
-def _run_modelopt(job: dict[str, Any], clips: Sequence[np.ndarray] | None = None) -> None:
+def _run_modelopt(job: dict[str, Any], clips: Sequence[np.ndarray] | None = None, stage=None) -> None:
     """Run a ModelOpt job in a child process.
 
     ModelOpt patches ONNX Runtime's quantization module in place when it runs (calibrator methods,
@@ -163,13 +168,24 @@ def _run_modelopt(job: dict[str, Any], clips: Sequence[np.ndarray] | None = None
             stacked.flush()
             del stacked
             job["clips"] = str(Path(tmp) / "calib.npy")
+            job["progress"] = str(Path(tmp) / "progress")
         (Path(tmp) / "job.json").write_text(json.dumps(job))
-        proc = subprocess.run(
-            [sys.executable, "-c", "import sys; from edgevid.backends.tensorrt import _modelopt_worker;"
-             " _modelopt_worker(sys.argv[1])", str(Path(tmp) / "job.json")],
-            capture_output=True, text=True,
-        )
-        output = (proc.stdout + proc.stderr).strip()
+        with open(Path(tmp) / "output.txt", "w+") as sink:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "import sys; from edgevid.backends.tensorrt import _modelopt_worker;"
+                 " _modelopt_worker(sys.argv[1])", str(Path(tmp) / "job.json")],
+                stdout=sink, stderr=subprocess.STDOUT, text=True,
+            )
+            try:  # the child writes how many clips it has calibrated on: calibration n/N
+                while proc.poll() is None:
+                    time.sleep(0.5)
+                    _report_progress(job.get("progress"), stage)
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            sink.seek(0)
+            output = sink.read().strip()
         if output:
             log.debug("modelopt (%s) said:\n%s", job["mode"], output[-6000:])
         result = Path(job["result"])
@@ -177,6 +193,17 @@ def _run_modelopt(job: dict[str, Any], clips: Sequence[np.ndarray] | None = None
             error = json.loads(result.read_text())["error"] if result.is_file() else (
                 output.splitlines()[-1][:300] if output else f"exit code {proc.returncode}")
             raise RuntimeError(error)
+
+
+def _report_progress(path: str | None, stage) -> None:
+    if stage is None or not path:
+        return
+    try:
+        done = int(Path(path).read_text() or 0)
+    except (OSError, ValueError):
+        return
+    if done > stage.done and (stage.total is None or done <= stage.total):
+        stage.advance(done - stage.done)
 
 
 def _modelopt_worker(job_path: str) -> None:
@@ -191,7 +218,8 @@ def _modelopt_worker(job_path: str) -> None:
             quantize(
                 job["fp32"],
                 quantize_mode="int8",
-                calibration_data_reader=_ClipReader(np.load(job["clips"], mmap_mode="r"), job["input_name"]),
+                calibration_data_reader=_ClipReader(np.load(job["clips"], mmap_mode="r"), job["input_name"],
+                                                    job.get("progress")),
                 calibration_method=job["method"],
                 calibration_eps=["cpu"],
                 op_types_to_quantize=job["op_types_to_quantize"],
@@ -218,15 +246,18 @@ def _modelopt_worker(job_path: str) -> None:
     Path(job["result"]).write_text(json.dumps({"ok": True}))
 
 
-def _modelopt_quantize(fp32_path, out_path, clips, policy: QuantPolicy, input_name, calibrate_method, high_precision):
-    _run_modelopt({
-        "mode": "int8", "fp32": str(fp32_path), "out": str(out_path), "input_name": input_name,
-        "method": calibrate_method, "high_precision": high_precision,
-        "op_types_to_quantize": policy.op_types_to_quantize,
-        "nodes_to_exclude": [f"^{re.escape(name)}$" for name in policy.nodes_to_exclude],
-        "disable_mha_qdq": policy.kind == "transformer", "keep_fp32_ops": policy.keep_fp32_ops,
-        "external_data": Path(fp32_path).stat().st_size > 1.8e9,
-    }, clips)
+def _modelopt_quantize(fp32_path, out_path, clips, policy: QuantPolicy, input_name, calibrate_method, high_precision,
+                       stages: BuildStages | None = None):
+    stages = stages or BuildStages()
+    with stages.stage("calibration", total=len(clips)) as stage:
+        _run_modelopt({
+            "mode": "int8", "fp32": str(fp32_path), "out": str(out_path), "input_name": input_name,
+            "method": calibrate_method, "high_precision": high_precision,
+            "op_types_to_quantize": policy.op_types_to_quantize,
+            "nodes_to_exclude": [f"^{re.escape(name)}$" for name in policy.nodes_to_exclude],
+            "disable_mha_qdq": policy.kind == "transformer", "keep_fp32_ops": policy.keep_fp32_ops,
+            "external_data": Path(fp32_path).stat().st_size > 1.8e9,
+        }, clips, stage)
 
 
 def quantize_int8_qdq(
@@ -241,6 +272,7 @@ def quantize_int8_qdq(
     placement: str = "weighted",
     keep_float: Sequence[str] = (),
     keep_high_precision: Sequence[dict[str, str]] = (),
+    stages: BuildStages | None = None,
 ) -> dict[str, Any]:
     """INT8 Q/DQ ONNX for TensorRT's explicit quantization, calibrated on the CPU execution provider.
 
@@ -273,7 +305,7 @@ def quantize_int8_qdq(
     error = None
     if tool == "modelopt":
         try:
-            _modelopt_quantize(fp32_path, out_path, clips, policy, input_name, calibrate_method, high_precision)
+            _modelopt_quantize(fp32_path, out_path, clips, policy, input_name, calibrate_method, high_precision, stages)
             kept = f" ({', '.join(policy.keep_fp32_ops)} kept fp32)" if policy.keep_fp32_ops and high_precision != "fp32" else ""
             quant.update(tool=f"nvidia-modelopt {_modelopt_version()}", high_precision=high_precision + kept)
         except Exception as exc:  # the fallback below is reported in the log and the manifest, never silent
@@ -286,7 +318,7 @@ def quantize_int8_qdq(
 
         method = {"entropy": "entropy", "max": "minmax"}[calibrate_method]
         quantize_qdq(fp32_path, out_path, clips, input_name, op_types=list(WEIGHTED_OPS),
-                     calibrate_method=method, nodes_to_exclude=policy.nodes_to_exclude)
+                     calibrate_method=method, nodes_to_exclude=policy.nodes_to_exclude, stages=stages)
         quant.update(tool=f"onnxruntime {onnxruntime.__version__} quantize_static (symmetric Q/DQ)", high_precision="fp32")
         if error:
             quant["modelopt_error"] = error
@@ -586,7 +618,8 @@ class TensorRTBackend(Backend):
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
             started = time.perf_counter()
-            export_onnx(request.model, example, fp32, dynamic_batch=dynamic)
+            with request.stages.stage("export"):
+                export_onnx(request.model, example, fp32, dynamic_batch=dynamic)
             log.info("exported ONNX in %.1f s", time.perf_counter() - started)
             started = time.perf_counter()
             from .check import assert_buildable, check_qdq, high_precision_nodes, trt_line
@@ -600,9 +633,11 @@ class TensorRTBackend(Backend):
                     placement=options.get("qdq_placement", "weighted"),
                     keep_float=[*options.get("nodes_to_exclude", ()), *options.get("keep_float", ())],
                     keep_high_precision=high_precision_nodes(onnx.load(str(fp32), load_external_data=False)),
+                    stages=request.stages,
                 )
             else:
-                quant = autocast_fp16(fp32, out, spec.family)
+                with request.stages.stage("quantize"):
+                    quant = autocast_fp16(fp32, out, spec.family)
             # the device's TensorRT line, and 11.x too for desktop targets ("10" = 10.x or 11.x)
             lines = [trt_line(target.options.get("tensorrt"))]
             if not target.options.get("jetpack") and "11" not in lines:
@@ -641,7 +676,8 @@ class TensorRTBackend(Backend):
             result.notes.append(line)
             return result
 
-        built = _build_engine_into(request.out_dir, _Shape(spec.input_shape(policy.batch)), target, options, [final])
+        with request.stages.stage("compile"):
+            built = _build_engine_into(request.out_dir, _Shape(spec.input_shape(policy.batch)), target, options, [final])
         result.fingerprint = built["fingerprint"]
         result.versions.update(tensorrt=built["fingerprint"]["tensorrt"], cuda=built["fingerprint"]["cuda"])
         result.status = {"engine": BUILT, **({"dla_core": str(dla_core)} if dla_core is not None else {})}

@@ -17,6 +17,7 @@ import logging
 import os
 import platform
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -83,8 +84,10 @@ class StrategyChooser:
         entry = self._cache.get(key)
         cached = entry is not None
         if not cached:
+            started = time.perf_counter()
             times = measure_all(spec, self.precision, self.threads)
-            entry = {"strategy": min(times, key=times.get), "ms": {k: round(v, 4) for k, v in times.items()}}
+            entry = {"strategy": min(times, key=times.get), "ms": {k: round(v, 4) for k, v in times.items()},
+                     "measure_s": round(time.perf_counter() - started, 2)}
             self._cache[key] = entry
             self._save()
             log.debug("conv3d %s: %s", spec.key(), entry)
@@ -106,9 +109,12 @@ class _Probe(nn.Module):
         return self.post(self.conv(self.pre(x)))
 
 
-def measure_all(spec: Conv3dSpec, precision: str = "fp32", threads: int = 1, rounds: int = 3) -> dict[str, float]:
+def measure_all(spec: Conv3dSpec, precision: str = "fp32", threads: int = 1, rounds: int = 3,
+                margin: float = 1.25) -> dict[str, float]:
     """Best time in ms of the micro-model under each strategy, timed in alternating rounds so
-    that a burst of load on a shared machine hits both alike."""
+    that a burst of load on a shared machine hits both alike; after the first round, it stops
+    as soon as the slower strategy's best is more than ``margin`` x the faster one's (a clear
+    decision no later round would overturn)."""
     from .xnnpack import set_threads, time_method
 
     set_threads(threads)  # before any program loads
@@ -118,6 +124,8 @@ def measure_all(spec: Conv3dSpec, precision: str = "fp32", threads: int = 1, rou
     for _ in range(rounds):
         for strategy, method in methods.items():
             best[strategy] = min(best[strategy], time_method(method, [example], min_seconds=0.1))
+        if max(best.values()) > margin * min(best.values()):
+            break
     return best
 
 

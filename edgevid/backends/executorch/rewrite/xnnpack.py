@@ -177,20 +177,25 @@ def xnnpack_quantizer(keep_float: Sequence[str] = ()):
     return quantizer
 
 
-def quantize(program, example: torch.Tensor, calib: Iterable[torch.Tensor], keep_float: Sequence[str] = ()):
+def quantize(program, example: torch.Tensor, calib: Sequence[torch.Tensor], keep_float: Sequence[str] = (),
+             stages=None):
     """PT2E static INT8 for XNNPACK: per-channel symmetric weights, per-tensor activations."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    prepared = prepare_pt2e(program.module(), xnnpack_quantizer(keep_float))
-    seen = 0
-    with torch.no_grad():
-        for clip in calib:
-            prepared(clip)
-            seen += 1
-    if not seen:
+    from ....stages import BuildStages
+
+    stages = stages or BuildStages()
+    if not len(calib):
         raise ValueError("no calibration clips")
-    converted = convert_pt2e(prepared)
-    return export(converted, example)
+    with stages.stage("calibration", total=len(calib)) as stage:
+        prepared = prepare_pt2e(program.module(), xnnpack_quantizer(keep_float))
+        with torch.no_grad():
+            for clip in calib:
+                prepared(clip)
+                stage.advance()
+    with stages.stage("quantize"):
+        converted = convert_pt2e(prepared)
+        return export(converted, example)
 
 
 def lower(program):
