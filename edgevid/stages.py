@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import Iterable, Iterator, Protocol, TypeVar
 
 T = TypeVar("T")
 
