@@ -45,12 +45,18 @@ class OutputError(EdgevidError):
 
 # --- what edgevid made ---------------------------------------------------------------------------
 
-def _artifact_files(folder: Path) -> set[str] | None:
+def _marker(path: Path, keys: set[str]) -> dict | None:
+    """The JSON object in ``path`` when it has ``keys`` (an edgevid folder's own file), else None."""
     try:
-        data = json.loads((folder / "manifest.json").read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or not {"model", "backend", "spec"} <= data.keys():
+    return data if isinstance(data, dict) and keys <= data.keys() else None
+
+
+def _artifact_files(folder: Path) -> set[str] | None:
+    data = _marker(folder / "manifest.json", {"model", "backend", "spec"})
+    if data is None:
         return None
     listed = data.get("files") if isinstance(data.get("files"), dict) else {}
     from .artifact import is_mutable
@@ -59,11 +65,8 @@ def _artifact_files(folder: Path) -> set[str] | None:
 
 
 def _pack_files(folder: Path) -> set[str] | None:
-    try:
-        data = json.loads((folder / "pack.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not {"format", "digest", "chunks"} <= data.keys():
+    data = _marker(folder / "pack.json", {"format", "digest", "chunks"})
+    if data is None:
         return None
     chunks = [c.get("file") for c in data.get("chunks", []) if isinstance(c, dict)]
     return {"pack.json", "gates.yaml", "signature.json", *chunks}
@@ -82,11 +85,7 @@ class _Names(set):
 
 def _bundle_files(folder: Path) -> set[str] | None:
     """A phone bundle (``golden export``) or the outputs folder of its run: both carry bundle.json."""
-    try:
-        data = json.loads((folder / "bundle.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not {"format", "pack_digest", "cases"} <= data.keys():
+    if _marker(folder / "bundle.json", {"format", "pack_digest", "cases"}) is None:
         return None
     fixed = {"bundle.json", "model.bpte", "model.pte", "run_on_device.sh", "ran_on.txt"}
     return _Names(fixed, lambda name: name.startswith(("inputs/", "outputs/")) or

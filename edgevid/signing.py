@@ -72,13 +72,18 @@ def generate_keypair(out: Path) -> tuple[Path, Path]:
     return private_path, public_path
 
 
+def _read_key(path: Path, flag: str, what: str, suffix: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SignatureError(f"{flag} {path}: cannot read {what} ({exc.strerror}); pass the {suffix} file from"
+                             " `edgevid keygen`") from None
+
+
 def load_private_key(path: str | Path):
     serialization, ed25519 = _crypto()
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SignatureError(f"--sign {path}: cannot read the key ({exc.strerror}); pass the .key file from `edgevid keygen`") from None
+    data = _read_key(path, "--sign", "the key", ".key")
     passphrase = os.environ.get(PASSPHRASE_ENV)
     try:
         key = serialization.load_pem_private_key(data, password=passphrase.encode() if passphrase else None)
@@ -93,10 +98,7 @@ def load_private_key(path: str | Path):
 def load_public_key(path: str | Path, flag: str = "--key"):
     serialization, ed25519 = _crypto()
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SignatureError(f"{flag} {path}: cannot read the public key ({exc.strerror}); pass the .pub file from `edgevid keygen`") from None
+    data = _read_key(path, flag, "the public key", ".pub")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError):
