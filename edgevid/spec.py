@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .errors import EdgevidError
+
 
 class ClipSpec(BaseModel):
     """How a clip is cut from a video and preprocessed, exactly as at training/test time."""
@@ -51,6 +53,11 @@ class TestProtocol(BaseModel):
         description="views of one video: sum of softmax probabilities (SlowFast heads apply softmax at"
         " test time; UniFormerV2 TEST.ADD_SOFTMAX) or sum of logits (TimeSformer's linear head)"
     )
+    head_average: Literal["logits", "softmax"] = Field(
+        "logits", description="X3D's test head, over the positions its training-crop window leaves at the"
+        " test crop: the mean of the logits (pytorchvideo; edgevid's default) or log of the mean softmax"
+        " (SlowFast's test head: `edgevid build --protocol slowfast`)"
+    )
     source: str = Field("", description="where the protocol is defined in the official code")
 
 
@@ -76,6 +83,34 @@ PROTOCOLS: dict[str, TestProtocol] = {
     ),
 }
 """Each family's official test protocol (``ModelSpec.protocol`` defaults to its family's)."""
+
+PROTOCOL_CHOICES: dict[str, dict[str, str]] = {
+    "x3d": {"slowfast": "softmax"},
+}
+"""Families whose official codebases disagree on the test head: ``--protocol NAME`` -> ``head_average``.
+``default`` is always the spec's own (X3D: pytorchvideo's mean logits)."""
+
+
+def with_protocol(spec: "ModelSpec", name: str | None, flag: str = "--protocol") -> "ModelSpec":
+    """``spec`` with the test protocol ``name`` (None: unchanged; ``default``: the family's own); one-line
+    error when the family has no such choice."""
+    if name is None:
+        return spec
+    choices = {"default": "logits", **PROTOCOL_CHOICES.get(spec.family, {})}
+    if name not in choices:
+        known = ", ".join(choices)
+        hint = f"choose one of {known}" if len(choices) > 1 else f"the {spec.family} family has one test protocol; drop {flag}"
+        raise EdgevidError(f"{flag} {name}: not a test protocol of {spec.name}; {hint}")
+    return spec.model_copy(update={"protocol": spec.protocol.model_copy(update={"head_average": choices[name]})})
+
+
+def protocol_name(spec: "ModelSpec") -> str:
+    """The ``--protocol`` name ``spec`` follows (``default`` unless its family offers a choice)."""
+    for name, head in PROTOCOL_CHOICES.get(spec.family, {}).items():
+        if spec.protocol is not None and spec.protocol.head_average == head:
+            return name
+    return "default"
+
 
 EDGEVID_PROTOCOL = TestProtocol(
     starts="centre", spacing="stride", combine="sum_softmax",

@@ -489,8 +489,10 @@ def _require_engine_support(what: str) -> None:
 def _final_path(request: BuildRequest) -> Path:
     """Where build_artifact will rename the staging folder to (for the finish-on-device command)."""
     from ...artifact import artifact_name
+    from ...spec import protocol_name
 
-    return request.out_dir.parent / artifact_name(request.spec.name, request.target.name, request.precision)
+    return request.out_dir.parent / artifact_name(request.spec.name, request.target.name, request.precision,
+                                                  protocol_name(request.spec))
 
 
 def _reusable_timing_cache(artifact_dir: Path, here: dict[str, Any]) -> bytes | None:
