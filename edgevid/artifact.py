@@ -122,6 +122,9 @@ class Manifest(BaseModel):
     build_seconds: float | None = None
     stage_seconds: dict[str, float] = Field(default_factory=dict, description="wall seconds per build stage"
                                             " (calibration data, export, rewrite, calibration, lowering, compile ...)")
+    stage_cpu_seconds: dict[str, float] = Field(default_factory=dict, description="CPU seconds per build stage"
+                                                " (this process's threads and finished children): the cost on a"
+                                                " shared machine, where wall time depends on the load")
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     build: BuildRecord | None = None
     seal: str | None = Field(None, description="sha256 of this manifest's canonical JSON without the seal")

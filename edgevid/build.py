@@ -105,8 +105,9 @@ def build_artifact(
         calibration = CalibrationInfo(source=calib_set.source, clips=len(calib_set.clips), digest=calib_set.digest) \
             if calib_set else None
         manifest = assemble_manifest(prepared, target_obj, backend.name, precision, result, calibration, record,
-                                     time.perf_counter() - started, stage_seconds=stages.rounded())
-        log.info("stage seconds: %s", manifest.stage_seconds)
+                                     time.perf_counter() - started, stage_seconds=stages.rounded(),
+                                     stage_cpu_seconds=stages.rounded(cpu=True))
+        log.info("stage seconds: %s; CPU seconds: %s", manifest.stage_seconds, manifest.stage_cpu_seconds)
         manifest = finalize_manifest(tmp, manifest)
         if finish is not None:
             manifest = write_manifest(tmp, finish(tmp, manifest))

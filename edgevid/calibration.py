@@ -114,15 +114,21 @@ def calibration_set(
         log.warning("calibration set %s has %d videos, fewer than the %d asked for: using all of them", source, len(videos), size)
     videos = videos[:size]
 
-    from .data.views import single_clip
+    from .data.views import load_views
 
-    clips, failed = [], []
+    clips, failed, noted = [], [], {}
     iterator = track(videos, "calibration clips", len(videos)) if track else videos
     for video in iterator:
         try:
-            clips.append(single_clip(video, spec))
+            views = load_views(video, spec, "center")
         except DataError as exc:
             failed.append(f"{video.name} ({exc})")
+            continue
+        clips.append(views.inputs)
+        for note in views.notes:  # one line per kind of note, not one per video
+            noted.setdefault(note.split(" (")[0], []).append(f"{video.name}: {note}")
+    for kind, lines in noted.items():
+        log.warning("%d of %d calibration videos: %s; e.g. %s", len(lines), len(videos), kind, lines[0])
     if failed:
         log.warning("skipped %d unusable calibration videos, e.g. %s", len(failed), failed[0])
     if not clips:

@@ -108,6 +108,8 @@ def _setup(
     handler = RichHandler(console=err, show_time=False, show_path=False, level=logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
     log.setLevel(logging.DEBUG)  # build.log gets everything; the console gets INFO unless --verbose
+    if not verbose:  # torchao's import-time notices about GPU kernels a CPU build never uses
+        logging.getLogger("torchao").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -238,7 +240,9 @@ def build(
     m = artifact.manifest
     err.print(f"[green]built[/] {artifact.path}  ({m.backend} {m.precision}, {m.build_seconds:.1f} s)")
     if m.stage_seconds:
-        err.print("[dim]stages: " + ", ".join(f"{escape(k)} {v:.1f} s" for k, v in m.stage_seconds.items()) + "[/]")
+        cpu = m.stage_cpu_seconds
+        err.print("[dim]stages: " + ", ".join(f"{escape(k)} {v:.1f} s" + (f" (cpu {cpu[k]:.1f})" if k in cpu else "")
+                                              for k, v in m.stage_seconds.items()) + "[/]")
     for note in m.notes:
         err.print(f"[yellow]note:[/] {escape(note)}")
     out.print(str(artifact.path))

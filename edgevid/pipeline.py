@@ -123,6 +123,7 @@ def assemble_manifest(
     versions: dict[str, str] | None = None,
     notes: list[str] | None = None,
     stage_seconds: dict[str, float] | None = None,
+    stage_cpu_seconds: dict[str, float] | None = None,
 ) -> Manifest:
     """The manifest of one build (files are hashed and the seal added by ``finalize_manifest``)."""
     from . import __version__
@@ -138,6 +139,7 @@ def assemble_manifest(
         versions={"edgevid": __version__, "python": platform.python_version(), **result.versions, **(versions or {})},
         fingerprint=result.fingerprint, status=result.status, notes=notes, build_seconds=round(seconds, 2), build=build,
         stage_seconds=dict(stage_seconds or {}),
+        stage_cpu_seconds=dict(stage_cpu_seconds or {}),
     )
 
 

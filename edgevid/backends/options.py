@@ -50,6 +50,8 @@ class OpenVINOOptions(CommonOptions):
 class ExecuTorchOptions(CommonOptions):
     coreml: bool | None = None
     conv3d_strategy: str | None = None
+    activation_observer: Literal["histogram", "minmax"] | None = Field(
+        None, description="PT2E activation ranges: histogram (default, L2-optimal range) or minmax (cheaper calibration)")
 
 
 class TensorRTOptions(CommonOptions):
