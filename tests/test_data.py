@@ -433,7 +433,7 @@ def test_sampling_and_transforms_do_not_import_pyav():
     assert result.stdout.split() == ["False", "False"]
 
 
-def test_default_calibration_size_follows_the_recipe_per_backend_and_family(tmp_path, monkeypatch):
+def test_default_calibration_size_follows_the_recipe_per_backend_and_spec(tmp_path, monkeypatch):
     """--calib-size defaults to the recipe's count for the backend (transformer models may have their own)."""
     import edgevid.calibration as calibration
 
@@ -448,3 +448,16 @@ def test_default_calibration_size_follows_the_recipe_per_backend_and_family(tmp_
     assert calibration.default_size("toy", "executorch", transformer=True) == 100
     assert calibration.default_size("toy", "openvino", transformer=False) == 300  # not listed: the recipe's clips
     assert calibration.default_size("no-recipe", "onnxruntime") == calibration.DEFAULT_CLIPS
+
+
+@pytest.mark.parametrize("transformer,clips", [(False, 32), (True, 100)])
+def test_calibration_set_takes_the_transformer_count_from_the_spec(transformer, clips):
+    """The spec's ``transformer`` field picks the recipe's ``executorch/transformer`` count (the error names it)."""
+    from edgevid.calibration import calibration_set
+    from edgevid.errors import EdgevidError
+    from edgevid.spec import KINETICS_NORM
+
+    spec = ModelSpec(name="k", family="any", clip=ClipSpec(frames=4, stride=2, crop=32, short_side=32),
+                     norm=KINETICS_NORM, num_classes=400, label_set="kinetics400", transformer=transformer)
+    with pytest.raises(EdgevidError, match=f"INT8 needs --calib with ~{clips} of its own"):
+        calibration_set(None, spec, backend="executorch")

@@ -65,7 +65,7 @@ class Int8Plan:
 
     This generic plan runs a full ``backend.build`` per variant. A backend overrides
     ``Backend.int8_plan`` to export and calibrate once and only re-quantize per variant (see
-    onnxruntime.py), which is what makes `edgevid sensitivity` and `--max-drop` fast.
+    backends/onnxruntime), which is what makes `edgevid sensitivity` and `--max-drop` fast.
     """
 
     def __init__(self, backend: "Backend", request: BuildRequest):
