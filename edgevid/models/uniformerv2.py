@@ -52,7 +52,8 @@ from .layers import DropPath, Mlp
 from .registry import register_model
 
 __all__ = [
-    "UniFormerV2", "UniFormerV2Config", "B16_CONFIG", "L14_CONFIG", "B16_SSV2_CONFIG", "SYNTH_CONFIG", "LocalUniBlock", "GlobalUniBlock", "LocalMHRA", "LayerNorm", "QuickGELU",
+    "UniFormerV2", "UniFormerV2Config", "B16_CONFIG", "L14_CONFIG", "B16_SSV2_CONFIG", "SYNTH_CONFIG",
+    "LocalUniBlock", "GlobalUniBlock", "LocalMHRA", "LayerNorm", "QuickGELU",
     "uniformerv2_b16", "uniformerv2_l14", "uniformerv2_b16_ssv2", "uniformerv2_synth",
     "convert_official", "convert_mmaction2",
 ]
