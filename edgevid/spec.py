@@ -171,6 +171,22 @@ class ModelSpec(BaseModel):
         " sampling (`stride` counts these frames); 0 = the label set's (15 SynthMotion, else 30)"
     )
     protocol: TestProtocol | None = Field(None, description="official test protocol; None = the family's")
+    transformer: bool = Field(
+        False, description="the network is built of attention blocks (softmax(Q K^T) V, LayerNorm, GELU): the"
+        " backends' INT8 recipes read it. The attention products are activation x activation (no weight to"
+        " calibrate per channel, a wide range after the softmax), so they stay float where the backend can"
+        " (ONNX Runtime's float_activation_matmuls default, TensorRT's transformer Q/DQ policy); softmax /"
+        " LayerNorm / GELU stay float (NNCF ModelType.TRANSFORMER on OpenVINO, TensorRT keeps LayerNorm fp32);"
+        " calibration recipes may give these models their own clip count (clips_by_backend"
+        " 'BACKEND/transformer'). Set where each variant is declared (models/*.py)",
+    )
+    smooth_quant: bool = Field(
+        True, description="whether OpenVINO's INT8 recipe for a transformer applies NNCF's SmoothQuant (the"
+        " option smooth_quant_alpha overrides). False where it measurably costs accuracy: UniFormerV2 (on the"
+        " trained uniformerv2_synth, 200 val clips, SmoothQuant cost 5.5 points, top-1 88.0 vs FP32 93.5,"
+        " agreement 91.5%, SQNR 12.3 dB; without it 1.0 point: 92.5, agreement 98.5%, SQNR 25.7 dB)."
+        " Not read for convolutional nets",
+    )
 
     @model_validator(mode="before")
     @classmethod

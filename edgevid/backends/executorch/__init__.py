@@ -25,6 +25,7 @@ import numpy as np
 
 from ...errors import DataError, EdgevidError, first_line
 from ..base import Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from .options import ExecuTorchOptions
 
 from .runner import ExecuTorchRunner
 
@@ -37,6 +38,7 @@ DELEGATION_FILE = "delegation.json"
 
 class ExecuTorchBackend(Backend):
     name = "executorch"
+    options_model = ExecuTorchOptions
     requirements = {"executorch": "executorch==1.4.1", "torch": "torch==2.13.0"}
     build_requirements = {"torchao": "torchao"}
     extra = "executorch"
