@@ -646,25 +646,28 @@ def sensitivity(
 
 @app.command()
 def trace(
-    artifact: Path = typer.Argument(..., help="An INT8 artifact folder (onnx-cpu, or a TensorRT target's Q/DQ ONNX)."),
+    artifact: Path = typer.Argument(..., help="An INT8 artifact folder: onnx-cpu or a TensorRT target's Q/DQ ONNX,"
+                                    " an OpenVINO IR (intel-*), an ExecuTorch program (android, ios)."),
     data: Optional[str] = typer.Option(None, "--data", help="Videos to run (default for SynthMotion models: its val split)."),
     clips: int = typer.Option(8, "--clips", help="How many videos (their centre clips)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for the runtimes."),
     out_path: Optional[Path] = typer.Option(None, "--out", help="Trace JSON to write (a .md table goes beside it;"
                                             " default <artifact>/trace.json)."),
 ) -> None:
     """Per-layer SQNR of an INT8 artifact against FP32: where the quantization error arises and accumulates."""
-    from .harness.trace import trace as run_trace, write_trace
+    from .harness.trace import trace as run_trace, trace_notes, write_trace
 
     result = run_trace(artifact, data=data, clips=clips, threads=threads)
     json_file, md_file = write_trace(result, out_path or Path(artifact) / "trace.json")
     table = Table(title=f"trace {result['model']} on {result['target']} ({result['backend']}, {result['clips']} clips;"
                         f" logits SQNR {result['logits_sqnr_db']:.1f} dB)")
-    for col in ("#", "layer", "op", "SQNR dB"):
+    for col in ("#", "layer", "op", "precision", "SQNR dB"):
         table.add_column(col, justify="right" if col in ("#", "SQNR dB") else "left")
     for row in result["layers"]:
-        table.add_row(str(row["index"]), row["layer"], row["op"], _fmt(row["sqnr_db"], 1))
+        table.add_row(str(row["index"]), row["layer"], row["op"], row.get("precision", "int8"), _fmt(row["sqnr_db"], 1))
     out.print(table)
+    for note in trace_notes(result)[1:]:
+        err.print(note)
     err.print(f"wrote {json_file} and {md_file} ({result['layers_traced']} of {result['layers_quantized']} quantized"
               " layers traced)")
 
