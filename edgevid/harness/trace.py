@@ -16,7 +16,8 @@ the one to keep in float (``--keep-float``). What a "layer" is, per backend:
   (``backends.openvino.convert``), whose friendly names NNCF keeps (checked with openvino 2026.4 /
   nncf 3.4: every INT8 op has a same-named op in the FP32 conversion); a layer's output is its op's
   output, or the bias ``Add`` right after a Conv / MatMul. Both ``ov.Model``s get those outputs
-  added (``add_outputs``) and run on CPU at f32 inference precision, so only INT8 error remains.
+  added (``add_outputs``) and run on CPU at f32 inference precision, so only INT8 error remains
+  (the added outputs leave the INT8 IR's logits bit-identical: checked on the harness model).
 * **ExecuTorch** (``android``, ``ios``): the granularity is the **PT2E converted graph** (the
   ``quantize -> dequantize -> op`` program that was lowered into ``model.pte``) evaluated in
   PyTorch, node by node, against the FP32 rewritten graph it came from (the same node names): every
@@ -27,8 +28,9 @@ the one to keep in float (``--keep-float``). What a "layer" is, per backend:
   delegate, which holds every INT8 op, at most each delegate call's outputs. The converted graph is
   rebuilt from the manifest's recipe (weights, the Conv3d strategies recorded in
   ``delegation.json``, the calibration clips, checked against the manifest's digest, the kept-float
-  modules); the ``.pte`` then runs the same clips, and its logits SQNR against FP32 and against the
-  simulated graph are reported beside, so the simulation is checked against the artifact.
+  modules; lowering that rebuild gives a ``.pte`` byte-identical to the harness model's artifact).
+  The ``.pte`` then runs the same clips, and its logits SQNR against FP32 and against the simulated
+  graph are reported beside the table, so every trace checks the simulation against the artifact.
 """
 
 from __future__ import annotations
@@ -464,10 +466,17 @@ def trace_executorch(artifact: Artifact, inputs: list[np.ndarray], threads: int 
         pte.add(1, out_logits, device)
     runner.close()
     pte_fp32, pte_sim = pte.db()
-    return traced(layers, sums, quantized,
+    from ..backends.executorch import _versions
+
+    now = _versions()
+    changed = [f"{name} {m.versions[name]} at build, {now[name]} here" for name in ("torch", "executorch", "torchao")
+               if m.versions.get(name) and now.get(name) and m.versions[name] != now[name]]
+    notes = [f"rebuilt with other versions than the artifact ({'; '.join(changed)}): the INT8 graph may differ from"
+             " the .pte's; the .pte-vs-traced SQNR says by how much"] if changed else []
+    return traced(layers, sums, quantized, notes=notes,
                   granularity="PT2E converted graph (the program lowered into model.pte, rebuilt from the manifest)"
-                              " evaluated in PyTorch, node by node; the executorch pip runtime has no ETDump and the"
-                              " XNNPACK delegate exposes no intermediates",
+                              " evaluated in PyTorch, node by node: the executorch pip runtime is built without ETDump"
+                              " (EXECUTORCH_ENABLE_EVENT_TRACER) and ETDump logs no intermediates inside XNNPACK",
                   checks={"pte_logits_sqnr_db": pte_fp32, "pte_vs_simulated_logits_sqnr_db": pte_sim})
 
 
@@ -485,7 +494,7 @@ def trace_notes(result: dict) -> list[str]:
         notes.append(f"layers: {result['granularity']}")
     for key, value in (result.get("checks") or {}).items():
         notes.append(f"SQNR of {CHECK_LABELS.get(key, key)}: {value:.1f} dB")
-    return notes
+    return notes + list(result.get("notes") or [])
 
 
 def trace_markdown(result: dict) -> str:
