@@ -2,18 +2,17 @@
 against its FP32 twin, on the tiny harness model."""
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
-import math
-
+import harness_models as hm
 import numpy as np
 import pytest
+from helpers import assert_one_line_error, run_cli
 
-import harness_models as hm
 from edgevid.errors import EdgevidError
 from edgevid.harness.trace import _fp32_twin, quantized_outputs, trace, trace_graphs
-from helpers import assert_one_line_error, run_cli
 
 PRELUDE = "import sys; sys.path.insert(0, 'tests'); import harness_models"
 #: the tiny model's weighted modules in forward order
@@ -165,8 +164,7 @@ def et_traces():
 def test_executorch_trace_lists_converted_graph_layers_in_order(et_traces):
     _, result, _ = et_traces
     _assert_finite_int8(result)
-    module = lambda r: r["layer"].rsplit("/", 1)[0]  # noqa: E731
-    assert _modules_in_order(result["layers"], module) == FORWARD_ORDER
+    assert _modules_in_order(result["layers"], lambda r: r["layer"].rsplit("/", 1)[0]) == FORWARD_ORDER
     assert {r["op"] for r in result["layers"] if r["precision"] == "int8"} >= {"conv2d", "linear", "add"}
     assert "PT2E converted graph" in result["granularity"]
     # the simulated INT8 graph is the artifact's: the .pte agrees with it far better than with FP32

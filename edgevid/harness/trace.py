@@ -27,10 +27,11 @@ the one to keep in float (``--keep-float``). What a "layer" is, per backend:
   runtime side), and ETDump only logs intermediates outside delegates: inside the XNNPACK
   delegate, which holds every INT8 op, at most each delegate call's outputs. The converted graph is
   rebuilt from the manifest's recipe (weights, the Conv3d strategies recorded in
-  ``delegation.json``, the calibration clips, checked against the manifest's digest, the kept-float
-  modules; lowering that rebuild gives a ``.pte`` byte-identical to the harness model's artifact).
-  The ``.pte`` then runs the same clips, and its logits SQNR against FP32 and against the simulated
-  graph are reported beside the table, so every trace checks the simulation against the artifact.
+  ``delegation.json``, the calibration clips, checked against the manifest's digest, the activation
+  observer, the kept-float modules; lowering that rebuild gives a ``.pte`` byte-identical to the
+  harness model's artifact). The ``.pte`` then runs the same clips, and its logits SQNR against
+  FP32 and against the simulated graph are reported beside the table, so every trace checks the
+  simulation against the artifact.
 """
 
 from __future__ import annotations
@@ -390,7 +391,7 @@ def _capture(module, names: set[str], clip):
 def rebuild_executorch(artifact: Artifact, weights_path: str | None = None):
     """The FP32 exported program of the rewritten model and the PT2E converted program lowered into
     the artifact's ``model.pte``, rebuilt from its manifest (same weights, Conv3d strategies,
-    calibration clips - their digest checked - and kept-float modules)."""
+    calibration clips - their digest checked -, activation observer and kept-float modules)."""
     import json
 
     import torch
@@ -430,7 +431,9 @@ def rebuild_executorch(artifact: Artifact, weights_path: str | None = None):
                            " calibrated on (digest differs), so its INT8 graph cannot be rebuilt; trace a fresh build"
                            f" (`{artifact.rebuild_command()}`)")
     kept = m.quantization.get("kept_float") or []
-    quantized = xnn.quantize(program, example, _calibration_batches(calib.clips, example.shape), kept)
+    observer = m.quantization.get("activation_observer", "histogram")  # not recorded before the option existed
+    quantized = xnn.quantize(program, example, _calibration_batches(calib.clips, example.shape), kept,
+                             activation_observer=observer)
     return program, quantized
 
 
@@ -471,8 +474,8 @@ def trace_executorch(artifact: Artifact, inputs: list[np.ndarray], threads: int 
     now = _versions()
     changed = [f"{name} {m.versions[name]} at build, {now[name]} here" for name in ("torch", "executorch", "torchao")
                if m.versions.get(name) and now.get(name) and m.versions[name] != now[name]]
-    notes = [f"rebuilt with other versions than the artifact ({'; '.join(changed)}): the INT8 graph may differ from"
-             " the .pte's; the .pte-vs-traced SQNR says by how much"] if changed else []
+    notes = [(f"rebuilt with other versions than the artifact ({'; '.join(changed)}): the INT8 graph may differ from"
+              " the .pte's; the .pte-vs-traced SQNR says by how much")] if changed else []
     return traced(layers, sums, quantized, notes=notes,
                   granularity="PT2E converted graph (the program lowered into model.pte, rebuilt from the manifest)"
                               " evaluated in PyTorch, node by node: the executorch pip runtime is built without ETDump"
@@ -488,8 +491,8 @@ CHECK_LABELS = {"pte_logits_sqnr_db": "the .pte's logits against FP32",
 
 def trace_notes(result: dict) -> list[str]:
     """What was traced and how (granularity, the checks beside the table), one line each."""
-    notes = [f"{result['layers_traced']} of {result['layers_quantized']} quantized layers traced on {result['clips']}"
-             f" clips of {result['data']}; logits SQNR {result['logits_sqnr_db']:.1f} dB"]
+    notes = [(f"{result['layers_traced']} of {result['layers_quantized']} quantized layers traced on {result['clips']}"
+              f" clips of {result['data']}; logits SQNR {result['logits_sqnr_db']:.1f} dB")]
     if result.get("granularity"):
         notes.append(f"layers: {result['granularity']}")
     for key, value in (result.get("checks") or {}).items():
