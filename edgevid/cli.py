@@ -255,6 +255,9 @@ def eval_(
                                          help="Reuse the FP32 reference's logits an earlier eval of this model on the same"
                                          " videos cached in $EDGEVID_HOME/cache/reference; --no-reference-cache:"
                                          " compute them again, reading and writing no cache."),
+    decode_workers: Optional[int] = typer.Option(None, "--decode-workers", min=0, help="Threads decoding the next"
+                                                 " videos while the current one runs (default: 2 where two cores are"
+                                                 " usable, else 1; 0: decode in turn)."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster address: run shards on the nodes advertising"
                                       " this artifact's target (needs edgevid's ray extra)."),
     ray_shards: Optional[int] = typer.Option(None, "--ray-shards", min=1, help="With --ray: number of shards (default: one per device)."),
@@ -276,7 +279,7 @@ def eval_(
             raise EdgevidError("eval needs --data MANIFEST (a CSV manifest or a folder per class)")
         result = evaluate(artifact, data, threads=threads, limit=limit, track=track, shard=shard, resume=not restart,
                           ray=ray, ray_shards=ray_shards, with_reference=reference, json_path=json_path,
-                          reference_cache=reference_cache)
+                          reference_cache=reference_cache, decode_workers=decode_workers)
     _print_result(f"eval {Path(result['artifact']).name}  ({escape(result['label'])})" + (f" shard {result['shard']}" if result.get("shard") else ""), result)
     _print_eval_run(result.get("run", {}))
     if json_path and artifact == "merge":  # evaluate() writes --json itself, failed runs included

@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -224,7 +224,8 @@ class Reference:
     them, else from the PyTorch model (built the first time a video needs it), then stored.
 
     ``timings`` accumulates ``reference`` (forwards), ``reference_load`` (building the model, checking
-    and loading its weights) and ``cache`` (hashing videos, reading and writing entries) seconds.
+    and loading its weights) and ``cache`` (reading and writing entries) seconds; the caller hashes
+    the videos (``cache.video_digest``, in the decode workers) and times that.
     """
 
     def __init__(self, manifest: Manifest, threads: int | None = None, weights_path: str | None = None,
@@ -236,8 +237,9 @@ class Reference:
         self.timings = timings if timings is not None else {}
         self.runner: CountingRunner | None = None
 
-    def __call__(self, path: Path, views: np.ndarray, key: str) -> np.ndarray:
-        digest = self.cache.video_digest(path)
+    def __call__(self, digest: str | None, views: np.ndarray, key: str) -> np.ndarray:
+        """The reference logits of the views of the video whose content digest is ``digest``."""
+        before = self.cache.seconds
         logits = self.cache.get(digest, key)
         if logits is None:
             if self.runner is None:
@@ -248,7 +250,7 @@ class Reference:
             logits = run_views(self.runner, views, f"{key} (FP32 reference)")
             _add(self.timings, "reference", started)
             self.cache.put(digest, logits)
-        self.timings["cache"] = self.cache.seconds
+        self.timings["cache"] = self.timings.get("cache", 0.0) + self.cache.seconds - before
         return logits
 
     def summary(self) -> dict:
@@ -259,10 +261,43 @@ def _add(timings: dict, stage: str, started: float) -> None:
     timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - started
 
 
-STAGES = ("open", "decode", "preprocess", "inference", "reference", "reference_load", "cache")
+STAGES = ("open", "decode", "preprocess", "inference", "reference", "reference_load", "cache", "other")
 """Where an eval's time goes (``run.time_s``): opening the artifact's runner, decoding (open, demux,
 decode, convert and scale in FFmpeg), preprocessing (sampling plan, crop, normalise), the artifact's
-forwards, the FP32 reference's forwards, building the reference model, the reference cache."""
+forwards, the FP32 reference's forwards, building the reference model, the reference cache (hashing
+videos, reading and writing entries), and the rest of the wall time (records, progress file; zero
+when decoding in the workers overlaps the rest)."""
+
+
+def default_decode_workers() -> int:
+    """Threads that decode and preprocess the next videos while the current one runs: two where
+    this process may use two cores or more (PyAV and the crop/normalise pass release the GIL), else one."""
+    from ..bench import usable_cores
+
+    return 2 if usable_cores() >= 2 else 1
+
+
+def prefetched(items: Iterable, load: Callable, workers: int) -> Iterator:
+    """``load(item)`` for each item, in order, computed up to ``workers + 1`` items ahead on ``workers``
+    threads (0: in the caller, one at a time). Closing the generator cancels what has not started."""
+    if workers <= 0:
+        for item in items:
+            yield load(item)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="edgevid-decode")
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(load, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def eval_items(
@@ -276,9 +311,12 @@ def eval_items(
     keep_logits: bool = False,
     info: dict | None = None,
     reference_cache: bool = True,
+    decode_workers: int | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Run ``items``; return their records and the errors of videos that could not be read.
 
+    ``decode_workers`` threads (default ``default_decode_workers()``; 0: none) decode, preprocess
+    and hash the next videos while the runner and the reference work on the current one.
     Stops at the first NaN/Inf output (``NonFiniteOutput``, carrying ``records`` so far).
     ``keep_logits``: each record also carries the artifact's per-view logits (``"logits"``, an
     array: for a Ray node, whose records the driver completes with the reference). ``info`` receives
@@ -304,12 +342,29 @@ def eval_items(
     reference = None
     if with_reference and not is_reference:
         reference = Reference(artifact.manifest, threads, weights_path, reference_cache, timings)
+    hashing = reference is not None and reference.cache.enabled
+
+    def load(item: VideoItem) -> tuple:
+        local: dict[str, float] = {}
+        try:
+            cut = load_views(item.path, spec, "test", timings=local)
+        except (DataError, ValueError) as exc:
+            return exc, None, local
+        started = time.perf_counter()
+        digest = reference.cache.video_digest(item.path) if hashing else None
+        local["cache"] = time.perf_counter() - started
+        return cut, digest, local
+
+    workers = default_decode_workers() if decode_workers is None else decode_workers
+    loaded = prefetched(items, load, workers)
     try:
+        # the progress bar (``track``) advances as each video is consumed, in the same order as loaded
         for item in track(items, f"eval {artifact.path.name}", len(items)) if track else items:
-            try:
-                cut = load_views(item.path, spec, "test", timings=timings)
-            except (DataError, ValueError) as exc:
-                errors.append(f"{item.key}: {exc}")
+            cut, digest, local = next(loaded)
+            for stage, seconds in local.items():
+                timings[stage] += seconds
+            if isinstance(cut, Exception):
+                errors.append(f"{item.key}: {cut}")
                 continue
             views = cut.inputs
             for note in cut.notes:
@@ -318,7 +373,7 @@ def eval_items(
                 started = time.perf_counter()
                 out = run_views(runner, views, item.key)
                 _add(timings, "inference", started)
-                ref = out if is_reference else (reference(item.path, views, item.key) if reference else None)
+                ref = out if is_reference else (reference(digest, views, item.key) if reference else None)
             except NonFiniteOutput as exc:
                 exc.records, exc.errors = records, errors
                 raise
@@ -328,9 +383,12 @@ def eval_items(
             if on_record:
                 on_record(record)
     finally:
+        loaded.close()
         runner.close()
         if reference is not None and info is not None:
             info["reference"] = reference.summary()
+        if info is not None:
+            info["decode_workers"] = workers
     return records, errors
 
 
@@ -351,7 +409,10 @@ def reference_logits(artifact: Artifact, items: list[VideoItem], threads: int | 
         except (DataError, ValueError) as exc:
             errors.append(f"{item.key}: {exc}")
             continue
-        out[item.index] = reference(item.path, views, item.key)
+        started = time.perf_counter()
+        digest = reference.cache.video_digest(item.path)
+        _add(timings, "cache", started)
+        out[item.index] = reference(digest, views, item.key)
     if info is not None:
         info.update(time_s=timings, reference=reference.summary())
     return out, errors
@@ -416,12 +477,14 @@ def evaluate(
     ray_shards: int | None = None,
     json_path: str | Path | None = None,
     reference_cache: bool = True,
+    decode_workers: int | None = None,
 ) -> dict:
     """Evaluate with the model's test views; write the result into the artifact's report.json.
 
     The FP32 reference comes from the reference cache where an earlier eval of this model on the same
     videos stored it (``harness.refcache``; ``reference_cache=False`` bypasses it); ``run.reference``
     says where it came from, ``run.time_s`` / ``run.time_shares`` where the time went.
+    ``decode_workers``: threads decoding ahead (``eval_items``; default two where two cores are usable).
     ``shard`` ("i/n") evaluates one shard (stored under ``eval_shards``; combine with ``merge``).
     ``ray`` (a Ray address) spreads shards over the cluster's nodes that advertise the artifact's
     target. A run that cannot finish writes a partial report (and ``json_path``) and raises a
@@ -463,11 +526,11 @@ def evaluate(
     info: dict = {}
     try:
         new, errors = eval_items(artifact, remaining, threads, with_reference, track, progress.append, info=info,
-                                 reference_cache=reference_cache)
+                                 reference_cache=reference_cache, decode_workers=decode_workers)
         finished = not errors
     except NonFiniteOutput as exc:
         run["seconds"] = round(time.perf_counter() - started, 2)
-        _throughput(run, info.get("time_s", {}), len(exc.records), info.get("reference"))
+        _throughput(run, info.get("time_s", {}), len(exc.records), info.get("reference"), info.get("decode_workers"))
         partial = result_from(records + exc.records, meta, [*exc.errors, str(exc)], run)
         _write(artifact, partial, json_path)
         raise NonFiniteOutput(f"{exc} ({partial['videos']} of {len(todo)} videos ran; partial report in"
@@ -475,21 +538,26 @@ def evaluate(
     finally:
         progress.close(finished)
     run["seconds"] = round(time.perf_counter() - started, 2)
-    _throughput(run, info.get("time_s", {}), len(new), info.get("reference"))
+    _throughput(run, info.get("time_s", {}), len(new), info.get("reference"), info.get("decode_workers"))
     _name_runtime(meta, artifact.manifest, info.get("runtime"))
     return _finish(artifact, meta, records + new, errors, run, len(todo), json_path)
 
 
-def _throughput(run: dict, time_s: dict, videos: int, reference: dict | None = None) -> None:
+def _throughput(run: dict, time_s: dict, videos: int, reference: dict | None = None,
+                decode_workers: int | None = None) -> None:
     """``run``'s speed figures: videos/s of the videos this run evaluated (resumed ones excluded),
     seconds per stage (``STAGES``) and each stage's share of their sum; where the reference came from."""
     seconds = run.get("seconds") or 0.0
     run["videos_per_s"] = round(videos / seconds, 2) if seconds > 0 and videos else None
+    time_s = {stage: time_s.get(stage, 0.0) for stage in STAGES if stage != "other"}
+    time_s["other"] = max(0.0, seconds - sum(time_s.values()))
     total = sum(time_s.values())
     run["time_s"] = {stage: round(time_s.get(stage, 0.0), 3) for stage in STAGES}
     run["time_shares"] = {stage: round(time_s.get(stage, 0.0) / total, 4) for stage in STAGES} if total > 0 else {}
     if reference is not None:
         run["reference"] = reference
+    if decode_workers is not None:
+        run["decode_workers"] = decode_workers
 
 
 def time_line(run: dict) -> str | None:
@@ -500,7 +568,8 @@ def time_line(run: dict) -> str | None:
 
 
 STAGE_NAMES = {"open": "open artifact", "decode": "decode", "preprocess": "preprocess", "inference": "inference",
-               "reference": "FP32 reference", "reference_load": "reference model load", "cache": "reference cache"}
+               "reference": "FP32 reference", "reference_load": "reference model load", "cache": "reference cache",
+               "other": "other"}
 
 
 def reference_line(run: dict) -> str | None:

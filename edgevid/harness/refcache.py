@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifact import Manifest, sha256_file
+from ..errors import EdgevidError
 from ..paths import edgevid_home
 
 log = logging.getLogger("edgevid")
@@ -58,16 +59,19 @@ def _package_sources_digest() -> str:
 
 
 def code_digest(model: str) -> str:
-    """sha256 of the sources the reference's outputs depend on (plus the model's registering module)."""
-    from ..models.registry import get_entry
+    """sha256 of the sources the reference's outputs depend on, plus the module that registered the
+    model when that is not edgevid's (a model registered elsewhere has imported the registry)."""
+    import sys
 
     digest = hashlib.sha256(_package_sources_digest().encode())
+    registry = sys.modules.get("edgevid.models.registry")  # a model registered outside edgevid imported it
     try:
-        source = inspect.getsourcefile(get_entry(model).builder)
-    except TypeError:
+        source = inspect.getsourcefile(registry.get_entry(model).builder) if registry else None
+    except (TypeError, EdgevidError):
         source = None
-    if source and Path(source).is_file():
-        digest.update(Path(source).read_bytes())
+    package = Path(__file__).resolve().parent.parent
+    if source and Path(source).is_file() and not Path(source).resolve().is_relative_to(package):
+        digest.update(Path(source).read_bytes())  # edgevid's own models are in the package digest
     return digest.hexdigest()
 
 
@@ -112,7 +116,7 @@ class ReferenceCache:
         self.views = manifest.spec.clip.test_clips * manifest.spec.clip.test_crops if kind == "test" else 1
         self.classes = manifest.spec.num_classes
         self.cached = self.computed = self.rejected = 0
-        self.seconds = 0.0  # hashing videos, reading and writing entries
+        self.seconds = 0.0  # reading and writing entries
         self._writable = True
 
     def _entry(self, video_sha: str) -> Path:
@@ -122,15 +126,13 @@ class ReferenceCache:
         return json.dumps({"model_key": self.key_digest, "video_sha256": video_sha})
 
     def video_digest(self, path: str | Path) -> str | None:
+        """sha256 of the video's bytes (None: cache off or unreadable). Thread-safe: decode workers call it."""
         if not self.enabled:
             return None
-        started = time.perf_counter()
         try:
             return sha256_file(Path(path))
         except OSError:
             return None
-        finally:
-            self.seconds += time.perf_counter() - started
 
     def get(self, video_sha: str | None, video: str = "") -> np.ndarray | None:
         """The cached logits ``[views, classes]`` of the video with this content digest, or None."""

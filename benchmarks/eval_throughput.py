@@ -1,0 +1,190 @@
+"""`edgevid eval` throughput: videos/s and where the time goes, with the FP32 reference computed and cached.
+
+    python benchmarks/eval_throughput.py [--threads 2] [--clips 200] [--files 50]
+
+On an ``x3d_synth`` OpenVINO INT8 artifact (built once with the plain ``edgevid build --target
+intel-cpu --model x3d_synth --weights reference --precision int8 --calib synthetic``, kept under
+``$EDGEVID_HOME/bench/eval-throughput``), each dataset is evaluated twice with the real CLI
+(``edgevid eval ART --data D --threads N --restart --json``, no pinning: both cores):
+
+1. the first run, the reference cache emptied: the FP32 reference is computed (and stored);
+2. the second run: the reference comes from the cache (no reference forward).
+
+Datasets: ``--clips`` SynthMotion val clips (32 frames, 160x128, 15 fps), and ``--files`` ten-second
+30 fps 340x256 H.264 files (SynthMotion motion rendered at 30 fps, the clip's own motion centred on
+the middle of the file, where eval's one test view is; written once with
+``edgevid.data.video.write_video`` under ``$EDGEVID_HOME/bench``). The eval runs use a private
+``EDGEVID_HOME`` (``.../eval-throughput/home``) whose reference cache is emptied before each first run
+and whose OpenVINO compile cache is kept.
+
+Reported per run: videos/s (videos / eval's wall seconds), seconds and share per stage (``open`` the
+artifact, ``decode``, ``preprocess``, ``inference``, FP32 ``reference``, ``reference_load``, reference
+``cache``), top-1, agreement, where the reference came from, the load average. Results go to
+``benchmarks/results/eval_throughput.json`` and ``.md`` with the machine and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL, TARGET = "x3d_synth", "intel-cpu"
+STAGES = ("open", "decode", "preprocess", "inference", "reference", "reference_load", "cache")
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def long_files(count: int, seconds: float = 10.0, fps: int = 30, size: tuple[int, int] = (256, 340)) -> Path:
+    """A cached folder of ``count`` ten-second 30 fps 340x256 H.264 files and their manifest.csv."""
+    from edgevid.data import synthmotion as sm
+    from edgevid.data.transforms import resize
+    from edgevid.data.video import write_video
+    from edgevid.paths import edgevid_home
+
+    folder = edgevid_home() / "bench" / f"eval-{size[1]}x{size[0]}-{seconds:g}s-{fps}fps-{count}"
+    manifest = folder / "manifest.csv"
+    if manifest.is_file():
+        return manifest
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    rows = ["path,label"]
+    frames = int(seconds * fps)
+    for seed in sm.split_seeds("val", count):
+        # the clip's middle (frame sm.MIDDLE at 15 fps) falls on the file's middle, where the test view is
+        times = np.arange(frames) / fps - seconds / 2 + sm.MIDDLE / sm.FPS
+        clip = sm.render_clip(seed, times=times)
+        write_video(tmp / f"{seed}.mp4", resize(clip.frames, *size), fps)
+        rows.append(f"{seed}.mp4,{sm.CLASSES[clip.label]}")
+    (tmp / "manifest.csv").write_text("\n".join(rows) + "\n")
+    (tmp / "classes.txt").write_text("\n".join(sm.CLASSES) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return manifest
+
+
+def artifact(work: Path) -> Path:
+    """The x3d_synth OpenVINO INT8 artifact, built with the plain CLI unless a current one is there."""
+    from edgevid.artifact import artifact_name
+    from edgevid.pipeline import stale_reason
+    from edgevid.targets import get_target
+
+    path = work / artifact_name(MODEL, get_target(TARGET).name, "int8")
+    if path.is_dir() and stale_reason(path, MODEL, get_target(TARGET), "reference", "synthetic", None) is None:
+        return path
+    cmd = [sys.executable, "-m", "edgevid", "build", "--target", TARGET, "--model", MODEL, "--weights", "reference",
+           "--precision", "int8", "--calib", "synthetic", "--out", str(work)]
+    print("$ " + " ".join(cmd[2:]), file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    print(f"built in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    return path
+
+
+def eval_run(art: Path, data: Path, threads: int, home: Path, out: Path) -> dict:
+    """One `edgevid eval` in a subprocess; its --json result plus what it printed."""
+    cmd = [sys.executable, "-m", "edgevid", "eval", str(art), "--data", str(data), "--threads", str(threads),
+           "--restart", "--json", str(out)]
+    load = _load()
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO), EDGEVID_HOME=str(home)))
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"edgevid eval failed:\n{proc.stderr[-2000:]}")
+    result = json.loads(out.read_text())
+    run = result["run"]
+    return {"videos": result["videos"], "top1": result["top1"], "agreement": result.get("agreement"),
+            "process_s": round(wall, 2), "seconds": run["seconds"], "videos_per_s": run["videos_per_s"],
+            "time_s": run["time_s"], "time_shares": run["time_shares"], "reference": run.get("reference"),
+            "runtime": result.get("runtime"), "load_before": load, "load_after": _load(),
+            "console": proc.stdout.strip().splitlines()[-3:]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clips", type=int, default=200, help="SynthMotion val clips")
+    parser.add_argument("--files", type=int, default=50, help="ten-second 30 fps 340x256 files")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "eval_throughput.json")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    from importlib import metadata
+
+    from edgevid import __version__
+    from edgevid.bench import machine_info
+    from edgevid.data.synthmotion import ensure_split
+    from edgevid.paths import edgevid_home
+
+    work = edgevid_home() / "bench" / "eval-throughput"
+    home = work / "home"
+    art = artifact(work)
+    datasets = {f"SynthMotion val, {args.clips} clips (32 frames 160x128 15 fps)": ensure_split("val", args.clips),
+                f"{args.files} files of 10 s, 30 fps, 340x256 H.264": long_files(args.files)}
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "not a git checkout"
+    versions = {"edgevid": __version__}
+    for name in ("openvino", "torch", "av", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    result = {"machine": machine_info(), "versions": versions, "commit": commit, "threads": args.threads,
+              "artifact": art.name, "datasets": {}}
+    for name, data in datasets.items():
+        shutil.rmtree(home / "cache" / "reference", ignore_errors=True)  # the first run computes the reference
+        runs = {}
+        for label in ("first (reference computed)", "second (reference cached)"):
+            runs[label] = eval_run(art, data, args.threads, home, work / "eval.json")
+            print(json.dumps({"dataset": name, "run": label, **{k: runs[label][k] for k in
+                              ("videos", "videos_per_s", "seconds", "time_shares")}}), flush=True)
+        result["datasets"][name] = {"data": str(data), "runs": runs}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+        args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def markdown(result: dict) -> str:
+    m, v = result["machine"], result["versions"]
+    lines = ["## `edgevid eval` throughput: x3d_synth OpenVINO INT8, reference computed vs cached", "",
+             f"`python benchmarks/eval_throughput.py` on {m.get('cpu')} ({m.get('usable_cores')} usable cores,"
+             f" {' '.join(m.get('isa', []))}, {m.get('memory_gb')} GB), `edgevid eval --threads {result['threads']}`,"
+             f" no pinning; edgevid {v.get('edgevid')} ({result['commit']}), OpenVINO {v.get('openvino')}, torch"
+             f" {v.get('torch')}, PyAV {v.get('av')}, Python {m.get('python')}. The machine is shared (a training job"
+             " holds one core): the load average is given per run.", "",
+             "Shares are of the summed stage seconds (open the artifact, decode = open + demux + decode + convert/scale"
+             " in FFmpeg, preprocess = sampling plan + crop + normalise, inference = the artifact, reference = FP32"
+             " PyTorch forwards, ref. load = building the reference model, cache = hashing videos + reading/writing"
+             " entries).", "",
+             "| dataset | run | videos | videos/s | eval s | open | decode | preprocess | inference | FP32 reference |"
+             " ref. load | cache | reference from | top-1 | agreement | load before |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, entry in result["datasets"].items():
+        for label, run in entry["runs"].items():
+            shares = [f"{100 * run['time_shares'].get(s, 0):.1f}%" for s in STAGES]
+            ref = run.get("reference") or {}
+            source = ref.get("source", "-") + (f", {ref.get('forwards')} forwards" if ref else "")
+            lines.append(f"| {name} | {label} | {run['videos']} | {run['videos_per_s']} | {run['seconds']} | "
+                         + " | ".join(shares) + f" | {source} | {run['top1']:.1f} | {run['agreement']:.1f} |"
+                         f" {run['load_before']} |")
+    lines += ["", "Seconds per stage:", "", "| dataset | run | " + " | ".join(STAGES) + " |",
+              "|---|---|" + "---|" * len(STAGES)]
+    for name, entry in result["datasets"].items():
+        for label, run in entry["runs"].items():
+            lines.append(f"| {name} | {label} | " + " | ".join(f"{run['time_s'].get(s, 0):.2f}" for s in STAGES) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
