@@ -62,7 +62,7 @@ def test_another_artifact_of_the_model_reuses_the_cached_reference(home, data, t
     assert ref["forwards"] == 0 and not ref["model_loaded"]
     assert CountingRunner.total == forwards  # no reference forward ran in this process
     assert entries(home) == stored  # nothing rewritten
-    assert second["run"]["time_s"]["reference"] == 0 and second["run"]["time_s"]["reference_load"] == 0
+    assert second["run"]["time_s"]["reference"] == 0
     assert "FP32 reference: from the cache" in (fp32.path / "report.md").read_text()
 
     # the cached reference gives exactly what computing it does

@@ -230,11 +230,16 @@ class Reference:
 
     def __init__(self, manifest: Manifest, threads: int | None = None, weights_path: str | None = None,
                  use_cache: bool = True, timings: dict | None = None):
+        from ..pipeline import weights_file
         from .refcache import ReferenceCache
 
-        self.manifest, self.threads, self.weights_path = manifest, threads, weights_path
-        self.cache = ReferenceCache(manifest, enabled=use_cache)
         self.timings = timings if timings is not None else {}
+        started = time.perf_counter()
+        # before anything runs, cached or not: the checkpoint the artifact was built from is there, unchanged
+        path = weights_file(manifest.weights, manifest.model, weights_path)
+        _add(self.timings, "reference_load", started)
+        self.manifest, self.threads, self.weights_path = manifest, threads, path and str(path)
+        self.cache = ReferenceCache(manifest, enabled=use_cache)
         self.runner: CountingRunner | None = None
 
     def __call__(self, digest: str | None, views: np.ndarray, key: str) -> np.ndarray:
