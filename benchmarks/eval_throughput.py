@@ -8,7 +8,9 @@ intel-cpu --model x3d_synth --weights reference --precision int8 --calib synthet
 (``edgevid eval ART --data D --threads N --restart --json``, no pinning: both cores):
 
 1. the first run, the reference cache emptied: the FP32 reference is computed (and stored);
-2. the second run: the reference comes from the cache (no reference forward).
+2. the second run: the reference comes from the cache (no reference forward);
+3. the same with ``--decode-workers 0`` (each video decoded in turn, no overlap): what decoding ahead
+   on two threads is worth.
 
 Datasets: ``--clips`` SynthMotion val clips (32 frames, 160x128, 15 fps), and ``--files`` ten-second
 30 fps 340x256 H.264 files (SynthMotion motion rendered at 30 fps, the clip's own motion centred on
@@ -19,7 +21,9 @@ and whose OpenVINO compile cache is kept.
 
 Reported per run: videos/s (videos / eval's wall seconds), seconds and share per stage (``open`` the
 artifact, ``decode``, ``preprocess``, ``inference``, FP32 ``reference``, ``reference_load``, reference
-``cache``), top-1, agreement, where the reference came from, the load average. Results go to
+``cache``, ``other``; decode and preprocess are summed over the decode threads, so with decoding ahead
+the stages add up to more than the wall time), top-1, agreement, where the reference came from, the
+load average. Results go to
 ``benchmarks/results/eval_throughput.json`` and ``.md`` with the machine and versions.
 """
 
@@ -38,7 +42,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL, TARGET = "x3d_synth", "intel-cpu"
-STAGES = ("open", "decode", "preprocess", "inference", "reference", "reference_load", "cache")
+STAGES = ("open", "decode", "preprocess", "inference", "reference", "reference_load", "cache", "other")
+RUNS = (("first (reference computed)", []), ("second (reference cached)", []),
+        ("cached, decoding in turn", ["--decode-workers", "0"]))
 
 
 def _load() -> str:
@@ -92,10 +98,10 @@ def artifact(work: Path) -> Path:
     return path
 
 
-def eval_run(art: Path, data: Path, threads: int, home: Path, out: Path) -> dict:
+def eval_run(art: Path, data: Path, threads: int, home: Path, out: Path, extra: list[str]) -> dict:
     """One `edgevid eval` in a subprocess; its --json result plus what it printed."""
     cmd = [sys.executable, "-m", "edgevid", "eval", str(art), "--data", str(data), "--threads", str(threads),
-           "--restart", "--json", str(out)]
+           "--restart", "--json", str(out), *extra]
     load = _load()
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO), EDGEVID_HOME=str(home)))
@@ -107,7 +113,8 @@ def eval_run(art: Path, data: Path, threads: int, home: Path, out: Path) -> dict
     return {"videos": result["videos"], "top1": result["top1"], "agreement": result.get("agreement"),
             "process_s": round(wall, 2), "seconds": run["seconds"], "videos_per_s": run["videos_per_s"],
             "time_s": run["time_s"], "time_shares": run["time_shares"], "reference": run.get("reference"),
-            "runtime": result.get("runtime"), "load_before": load, "load_after": _load(),
+            "decode_workers": run.get("decode_workers"), "runtime": result.get("runtime"), "command": " ".join(cmd[2:]),
+            "load_before": load, "load_after": _load(),
             "console": proc.stdout.strip().splitlines()[-3:]}
 
 
@@ -144,8 +151,8 @@ def main() -> None:
     for name, data in datasets.items():
         shutil.rmtree(home / "cache" / "reference", ignore_errors=True)  # the first run computes the reference
         runs = {}
-        for label in ("first (reference computed)", "second (reference cached)"):
-            runs[label] = eval_run(art, data, args.threads, home, work / "eval.json")
+        for label, extra in RUNS:
+            runs[label] = eval_run(art, data, args.threads, home, work / "eval.json", extra)
             print(json.dumps({"dataset": name, "run": label, **{k: runs[label][k] for k in
                               ("videos", "videos_per_s", "seconds", "time_shares")}}), flush=True)
         result["datasets"][name] = {"data": str(data), "runs": runs}
@@ -165,17 +172,18 @@ def markdown(result: dict) -> str:
              " holds one core): the load average is given per run.", "",
              "Shares are of the summed stage seconds (open the artifact, decode = open + demux + decode + convert/scale"
              " in FFmpeg, preprocess = sampling plan + crop + normalise, inference = the artifact, reference = FP32"
-             " PyTorch forwards, ref. load = building the reference model, cache = hashing videos + reading/writing"
-             " entries).", "",
-             "| dataset | run | videos | videos/s | eval s | open | decode | preprocess | inference | FP32 reference |"
-             " ref. load | cache | reference from | top-1 | agreement | load before |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             " PyTorch forwards, ref. load = checking the checkpoint + importing torch + building the reference model,"
+             " cache = hashing videos + reading/writing entries, other = the rest of the wall time); decode and"
+             " preprocess are summed over the decode threads.", "",
+             "| dataset | run | decode threads | videos | videos/s | eval s | open | decode | preprocess | inference |"
+             " FP32 reference | ref. load | cache | other | reference from | top-1 | agreement | load before |",
+             "|" + "---|" * 18]
     for name, entry in result["datasets"].items():
         for label, run in entry["runs"].items():
             shares = [f"{100 * run['time_shares'].get(s, 0):.1f}%" for s in STAGES]
             ref = run.get("reference") or {}
             source = ref.get("source", "-") + (f", {ref.get('forwards')} forwards" if ref else "")
-            lines.append(f"| {name} | {label} | {run['videos']} | {run['videos_per_s']} | {run['seconds']} | "
+            lines.append(f"| {name} | {label} | {run['decode_workers']} | {run['videos']} | {run['videos_per_s']} | {run['seconds']} | "
                          + " | ".join(shares) + f" | {source} | {run['top1']:.1f} | {run['agreement']:.1f} |"
                          f" {run['load_before']} |")
     lines += ["", "Seconds per stage:", "", "| dataset | run | " + " | ".join(STAGES) + " |",
