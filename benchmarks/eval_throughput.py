@@ -10,7 +10,10 @@ intel-cpu --model x3d_synth --weights reference --precision int8 --calib synthet
 1. the first run, the reference cache emptied: the FP32 reference is computed (and stored);
 2. the second run: the reference comes from the cache (no reference forward);
 3. the same with ``--decode-workers 0`` (each video decoded in turn, no overlap): what decoding ahead
-   on two threads is worth.
+   on two threads is worth;
+4. a first run again (cache emptied) with ``--threads 1``: on a machine where another process holds a
+   core, PyTorch's two-thread forwards wait for a time slice on the busy core at every parallel
+   region, and one thread is the faster reference (decoding still runs on two threads).
 
 Datasets: ``--clips`` SynthMotion val clips (32 frames, 160x128, 15 fps), and ``--files`` ten-second
 30 fps 340x256 H.264 files (SynthMotion motion rendered at 30 fps, the clip's own motion centred on
@@ -43,8 +46,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 MODEL, TARGET = "x3d_synth", "intel-cpu"
 STAGES = ("open", "decode", "preprocess", "inference", "reference", "reference_load", "cache", "other")
-RUNS = (("first (reference computed)", []), ("second (reference cached)", []),
-        ("cached, decoding in turn", ["--decode-workers", "0"]))
+# (label, the reference cache emptied first, runner threads: None = --threads, extra eval arguments)
+RUNS = (("first (reference computed)", True, None, []), ("second (reference cached)", False, None, []),
+        ("cached, decoding in turn", False, None, ["--decode-workers", "0"]),
+        ("first, --threads 1 (reference computed)", True, 1, []))
 
 
 def _load() -> str:
@@ -113,7 +118,7 @@ def eval_run(art: Path, data: Path, threads: int, home: Path, out: Path, extra: 
     return {"videos": result["videos"], "top1": result["top1"], "agreement": result.get("agreement"),
             "process_s": round(wall, 2), "seconds": run["seconds"], "videos_per_s": run["videos_per_s"],
             "time_s": run["time_s"], "time_shares": run["time_shares"], "reference": run.get("reference"),
-            "decode_workers": run.get("decode_workers"), "runtime": result.get("runtime"), "command": " ".join(cmd[2:]),
+            "threads": threads, "decode_workers": run.get("decode_workers"), "runtime": result.get("runtime"), "command": " ".join(cmd[2:]),
             "load_before": load, "load_after": _load(),
             "console": proc.stdout.strip().splitlines()[-3:]}
 
@@ -149,10 +154,11 @@ def main() -> None:
     result = {"machine": machine_info(), "versions": versions, "commit": commit, "threads": args.threads,
               "artifact": art.name, "datasets": {}}
     for name, data in datasets.items():
-        shutil.rmtree(home / "cache" / "reference", ignore_errors=True)  # the first run computes the reference
         runs = {}
-        for label, extra in RUNS:
-            runs[label] = eval_run(art, data, args.threads, home, work / "eval.json", extra)
+        for label, empty, threads, extra in RUNS:
+            if empty:  # this run computes the reference
+                shutil.rmtree(home / "cache" / "reference", ignore_errors=True)
+            runs[label] = eval_run(art, data, threads or args.threads, home, work / "eval.json", extra)
             print(json.dumps({"dataset": name, "run": label, **{k: runs[label][k] for k in
                               ("videos", "videos_per_s", "seconds", "time_shares")}}), flush=True)
         result["datasets"][name] = {"data": str(data), "runs": runs}
@@ -167,7 +173,7 @@ def markdown(result: dict) -> str:
     lines = ["## `edgevid eval` throughput: x3d_synth OpenVINO INT8, reference computed vs cached", "",
              f"`python benchmarks/eval_throughput.py` on {m.get('cpu')} ({m.get('usable_cores')} usable cores,"
              f" {' '.join(m.get('isa', []))}, {m.get('memory_gb')} GB), `edgevid eval --threads {result['threads']}`,"
-             f" no pinning; edgevid {v.get('edgevid')} ({result['commit']}), OpenVINO {v.get('openvino')}, torch"
+             f" (the last run per dataset `--threads 1`), no pinning; edgevid {v.get('edgevid')} ({result['commit']}), OpenVINO {v.get('openvino')}, torch"
              f" {v.get('torch')}, PyAV {v.get('av')}, Python {m.get('python')}. The machine is shared (a training job"
              " holds one core): the load average is given per run.", "",
              "Shares are of the summed stage seconds (open the artifact, decode = open + demux + decode + convert/scale"
@@ -175,15 +181,15 @@ def markdown(result: dict) -> str:
              " PyTorch forwards, ref. load = checking the checkpoint + importing torch + building the reference model,"
              " cache = hashing videos + reading/writing entries, other = the rest of the wall time); decode and"
              " preprocess are summed over the decode threads.", "",
-             "| dataset | run | decode threads | videos | videos/s | eval s | open | decode | preprocess | inference |"
+             "| dataset | run | threads | decode threads | videos | videos/s | eval s | open | decode | preprocess | inference |"
              " FP32 reference | ref. load | cache | other | reference from | top-1 | agreement | load before |",
-             "|" + "---|" * 18]
+             "|" + "---|" * 19]
     for name, entry in result["datasets"].items():
         for label, run in entry["runs"].items():
             shares = [f"{100 * run['time_shares'].get(s, 0):.1f}%" for s in STAGES]
             ref = run.get("reference") or {}
             source = ref.get("source", "-") + (f", {ref.get('forwards')} forwards" if ref else "")
-            lines.append(f"| {name} | {label} | {run['decode_workers']} | {run['videos']} | {run['videos_per_s']} | {run['seconds']} | "
+            lines.append(f"| {name} | {label} | {run['threads']} | {run['decode_workers']} | {run['videos']} | {run['videos_per_s']} | {run['seconds']} | "
                          + " | ".join(shares) + f" | {source} | {run['top1']:.1f} | {run['agreement']:.1f} |"
                          f" {run['load_before']} |")
     lines += ["", "Seconds per stage:", "", "| dataset | run | " + " | ".join(STAGES) + " |",
