@@ -176,7 +176,7 @@ def markdown(result: dict) -> str:
     m, v = result["machine"], result["versions"]
     lines = ["## `edgevid eval` throughput: x3d_synth OpenVINO INT8, reference computed vs cached", "",
              f"`python benchmarks/eval_throughput.py` on {m.get('cpu')} ({m.get('usable_cores')} usable cores,"
-             f" {' '.join(m.get('isa', []))}, {m.get('memory_gb')} GB), `edgevid eval --threads {result['threads']}`,"
+             f" {' '.join(m.get('isa', []))}, {m.get('memory_gb')} GB), `edgevid eval --threads {result['threads']}`"
              f" (the last run per dataset `--threads 1`), no pinning; edgevid {v.get('edgevid')} ({result['commit']}), OpenVINO {v.get('openvino')}, torch"
              f" {v.get('torch')}, PyAV {v.get('av')}, Python {m.get('python')}. The machine is shared (a training job"
              " holds one core): the load average is given per run.", "",
