@@ -7,8 +7,9 @@ first one did. They depend only on, and an entry is keyed by:
 * the model and its views: model name, number of classes, the whole ``ModelSpec`` (clip spec, test
   protocol, normalisation, training fps), the view kind;
 * the code that makes them: edgevid's version, torch's version, and a sha256 of the sources that
-  produce the views and the FP32 forward (``edgevid/models``, ``edgevid/data``, ``edgevid/spec.py``
-  and the module that registered the model), so an edited model or data path never reuses stale logits;
+  produce the views and the FP32 forward (``edgevid/models``, ``edgevid/data``, ``edgevid/spec.py``,
+  ``edgevid/pipeline.py`` and the module that registered the model), so an edited model or data path
+  never reuses stale logits;
 * the video: the sha256 of the file's bytes (a file rewritten in place is another video; the same
   bytes under another path or in another dataset are the same video). Paths, sizes and mtimes are
   not used: they miss an edit that keeps them and invalidate a copy that changes nothing.
@@ -40,7 +41,7 @@ from ..paths import edgevid_home
 log = logging.getLogger("edgevid")
 
 FORMAT = 1
-_SOURCES = ("models", "data", "spec.py")  # under the edgevid package: what the views and the forward depend on
+_SOURCES = ("models", "data", "spec.py", "pipeline.py")  # in the edgevid package: what the views and the forward depend on
 
 
 def cache_root() -> Path:
