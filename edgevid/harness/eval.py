@@ -277,7 +277,7 @@ when decoding in the workers overlaps the rest)."""
 
 def default_decode_workers() -> int:
     """Threads that decode and preprocess the next videos while the current one runs: two where
-    this process may use two cores or more (PyAV and the crop/normalise pass release the GIL), else one."""
+    this process may use two cores or more (PyAV's decoding and numpy's array passes release the GIL), else one."""
     from ..bench import usable_cores
 
     return 2 if usable_cores() >= 2 else 1
@@ -607,7 +607,7 @@ def reference_line(run: dict) -> str | None:
         return None
     source = "from the cache" if ref["source"] == "cache" else ref["source"]
     rejected = f", {ref['rejected_entries']} unusable cache entries recomputed" if ref.get("rejected_entries") else ""
-    return f"FP32 reference: {source} ({ref['forwards']} reference forwards{rejected})"
+    return f"FP32 reference: {source}; {ref['forwards']} reference forwards{rejected}"
 
 
 def _name_runtime(meta: dict, manifest: Manifest, runtime: str | None) -> None:
