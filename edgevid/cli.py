@@ -261,6 +261,13 @@ def eval_(
     restart: bool = typer.Option(False, "--restart", help="Discard the progress of an interrupted run instead of resuming."),
     reference: bool = typer.Option(True, "--reference/--no-reference", help="Also run the PyTorch FP32 reference"
                                    " (agreement, cosine, SQNR); --no-reference: labels only, no torch needed."),
+    reference_cache: bool = typer.Option(True, "--reference-cache/--no-reference-cache",
+                                         help="Reuse the FP32 reference's logits an earlier eval of this model on the same"
+                                         " videos cached in $EDGEVID_HOME/cache/reference; --no-reference-cache:"
+                                         " compute them again, reading and writing no cache."),
+    decode_workers: Optional[int] = typer.Option(None, "--decode-workers", min=0, help="Threads decoding the next"
+                                                 " videos while the current one runs (default: 2 where two cores are"
+                                                 " usable, else 1; 0: decode in turn)."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Ray cluster address: run shards on the nodes advertising"
                                       " this artifact's target (needs edgevid's ray extra)."),
     ray_shards: Optional[int] = typer.Option(None, "--ray-shards", min=1, help="With --ray: number of shards (default: one per device)."),
@@ -285,10 +292,24 @@ def eval_(
             raise EdgevidError("eval needs --data MANIFEST (a CSV manifest or a folder per class)")
         result = evaluate(artifact, data, threads=threads, limit=limit, track=track, shard=shard, resume=not restart,
                           ray=ray, ray_shards=ray_shards, with_reference=reference, json_path=json_path,
-                          protocol=protocol)
+                          reference_cache=reference_cache, decode_workers=decode_workers, protocol=protocol)
     _print_result(f"eval {Path(result['artifact']).name}  ({escape(result['label'])})" + (f" shard {result['shard']}" if result.get("shard") else ""), result)
+    _print_eval_run(result.get("run", {}))
     if json_path and artifact == "merge":  # evaluate() writes --json itself, failed runs included
         write_output_file(json_path, json.dumps(mark(result, "eval"), indent=2), "eval", "--json")
+
+
+def _print_eval_run(run: dict) -> None:
+    """Speed, where the time went and where the FP32 reference came from (stdout, after the table)."""
+    from .harness.eval import reference_line, time_line
+
+    speed = f"{run['videos_per_s']:.2f} videos/s, " if run.get("videos_per_s") else ""
+    shares = time_line(run)
+    if run.get("seconds") is not None:
+        out.print(f"{speed}{run['seconds']:.1f} s" + (f"; time: {shares}" if shares else ""), soft_wrap=True, highlight=False)
+    line = reference_line(run)
+    if line:
+        out.print(escape(line), soft_wrap=True, highlight=False)
 
 
 def _print_result(title: str, result: dict) -> None:

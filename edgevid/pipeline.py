@@ -70,9 +70,8 @@ def prepare_model(model: str, weights: str | None, num_classes: int | None = Non
 
 
 def weights_file(weights: WeightsInfo, model: str, override: str | Path | None = None) -> Path | None:
-    """The checkpoint recorded in a manifest or pack, checked against its sha256 (None: random init)."""
-    from .models.weights import SHIPPED
-
+    """The checkpoint recorded in a manifest or pack, checked against its sha256 (None: random init).
+    Torch-free unless the manifest names the shipped weights without their path."""
     if weights.random:
         return None
     if override is not None:
@@ -80,6 +79,8 @@ def weights_file(weights: WeightsInfo, model: str, override: str | Path | None =
     elif weights.path:
         path = Path(weights.path)
     elif weights.source == "reference":
+        from .models.weights import SHIPPED
+
         path = SHIPPED / f"{model}.pt"
     else:
         path = Path(weights.source)

@@ -77,6 +77,9 @@ def test_eval_on_the_farm_equals_the_single_machine_run(cluster, tmp_path):
         assert {s["node"] for s in shards} == {n.node_id for n in nodes}
         assert not any(s["torch_imported"] for s in shards)
         assert spread["runtime"].startswith("onnxruntime")
+        if with_reference:  # the local run just stored the reference: the driver reads it from the cache
+            assert spread["run"]["reference"]["source"] == "cache" and spread["run"]["reference"]["forwards"] == 0
+            assert spread["run"]["reference"]["where"] == "on the driver" and spread["run"]["time_s"]["decode"] > 0
 
 
 def test_shard_labels_count_videos_not_ranges():

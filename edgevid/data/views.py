@@ -16,6 +16,7 @@ NCTHW, normalised with ``spec.norm``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -98,9 +99,14 @@ def _padding_note(plan: ClipPlan, spec: ModelSpec) -> str:
 
 
 def load_views(source, spec: ModelSpec, kind: str = "test", rng: np.random.Generator | None = None,
-               flip: bool = False, threads: int = 0) -> Views:
+               flip: bool = False, threads: int = 0, timings: dict[str, float] | None = None) -> Views:
     """The ``kind`` views (``test``: the spec's clips x crops; ``center``: one centre-cropped clip;
-    ``train``: one random clip with a random crop, flipped half the time when ``flip``)."""
+    ``train``: one random clip with a random crop, flipped half the time when ``flip``).
+
+    ``timings`` (when given) accumulates seconds under ``decode`` (open, demux, decode, convert and
+    scale inside FFmpeg) and ``preprocess`` (sampling plan, crop, normalise; frames given as an
+    array: their resize too)."""
+    started = time.perf_counter()
     if kind not in KINDS:
         raise ValueError(f"views kind {kind!r}: choose one of {', '.join(KINDS)}")
     short_side, crops = _geometry(spec, kind)
@@ -108,7 +114,9 @@ def load_views(source, spec: ModelSpec, kind: str = "test", rng: np.random.Gener
     notes: list[str] = []
     if isinstance(source, (str, Path)):
         frames, where, plan = _decode(Path(source), spec, kind, short_side, rng, notes, threads)
+        decoded = time.perf_counter()
     else:
+        decoded = started
         array = np.asarray(source)
         if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames [N, H, W, 3] or a path, got {array.dtype} {array.shape}")
@@ -124,7 +132,11 @@ def load_views(source, spec: ModelSpec, kind: str = "test", rng: np.random.Gener
         flip = flip and rng.random() < 0.5
     else:
         offsets, flip = _offsets(height, width, spec.clip.crop, crops), False
-    return Views(crop_normalize(frames, where, offsets, spec.clip.crop, _tables(spec), flip), plan, notes)
+    views = Views(crop_normalize(frames, where, offsets, spec.clip.crop, _tables(spec), flip), plan, notes)
+    if timings is not None:
+        timings["decode"] = timings.get("decode", 0.0) + decoded - started
+        timings["preprocess"] = timings.get("preprocess", 0.0) + time.perf_counter() - decoded
+    return views
 
 
 def _decode(path: Path, spec, kind, short_side, rng, notes, threads):

@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -205,6 +205,107 @@ class Progress:
                 pass
 
 
+class CountingRunner:
+    """A runner that counts its forwards (``calls``; ``total``: every instance in this process)."""
+
+    total = 0
+
+    def __init__(self, runner: Runner):
+        self.runner, self.calls = runner, 0
+        self.input_shape = runner.input_shape
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        CountingRunner.total += 1
+        return self.runner(batch)
+
+
+class Reference:
+    """The FP32 reference of one eval: each video's logits from the reference cache when it holds
+    them, else from the PyTorch model (built the first time a video needs it), then stored.
+
+    ``timings`` accumulates ``reference`` (forwards), ``reference_load`` (building the model, checking
+    and loading its weights) and ``cache`` (reading and writing entries) seconds; the caller hashes
+    the videos (``cache.video_digest``, in the decode workers) and times that.
+    """
+
+    def __init__(self, manifest: Manifest, threads: int | None = None, weights_path: str | None = None,
+                 use_cache: bool = True, timings: dict | None = None):
+        from ..pipeline import weights_file
+        from .refcache import ReferenceCache
+
+        self.timings = timings if timings is not None else {}
+        started = time.perf_counter()
+        # before anything runs, cached or not: the checkpoint the artifact was built from is there, unchanged
+        path = weights_file(manifest.weights, manifest.model, weights_path)
+        _add(self.timings, "reference_load", started)
+        self.manifest, self.threads, self.weights_path = manifest, threads, path and str(path)
+        self.cache = ReferenceCache(manifest, enabled=use_cache)
+        self.runner: CountingRunner | None = None
+
+    def __call__(self, digest: str | None, views: np.ndarray, key: str) -> np.ndarray:
+        """The reference logits of the views of the video whose content digest is ``digest``."""
+        before = self.cache.seconds
+        logits = self.cache.get(digest, key)
+        if logits is None:
+            if self.runner is None:
+                started = time.perf_counter()
+                self.runner = CountingRunner(reference_runner(self.manifest, self.threads, self.weights_path))
+                _add(self.timings, "reference_load", started)
+            started = time.perf_counter()
+            logits = run_views(self.runner, views, f"{key} (FP32 reference)")
+            _add(self.timings, "reference", started)
+            self.cache.put(digest, logits)
+        self.timings["cache"] = self.timings.get("cache", 0.0) + self.cache.seconds - before
+        return logits
+
+    def summary(self) -> dict:
+        return {**self.cache.summary(self.runner.calls if self.runner else 0), "model_loaded": self.runner is not None}
+
+
+def _add(timings: dict, stage: str, started: float) -> None:
+    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - started
+
+
+STAGES = ("open", "decode", "preprocess", "inference", "reference", "reference_load", "cache", "other")
+"""Where an eval's time goes (``run.time_s``): opening the artifact's runner, decoding (open, demux,
+decode, convert and scale in FFmpeg), preprocessing (sampling plan, crop, normalise), the artifact's
+forwards, the FP32 reference's forwards, building the reference model, the reference cache (hashing
+videos, reading and writing entries), and the rest of the wall time (records, progress file; zero
+when decoding in the workers overlaps the rest)."""
+
+
+def default_decode_workers() -> int:
+    """Threads that decode and preprocess the next videos while the current one runs: two where
+    this process may use two cores or more (PyAV's decoding and numpy's array passes release the GIL), else one."""
+    from ..bench import usable_cores
+
+    return 2 if usable_cores() >= 2 else 1
+
+
+def prefetched(items: Iterable, load: Callable, workers: int) -> Iterator:
+    """``load(item)`` for each item, in order, computed up to ``workers + 1`` items ahead on ``workers``
+    threads (0: in the caller, one at a time). Closing the generator cancels what has not started."""
+    if workers <= 0:
+        for item in items:
+            yield load(item)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="edgevid-decode")
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(load, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def eval_items(
     artifact: Artifact,
     items: list[VideoItem],
@@ -215,68 +316,111 @@ def eval_items(
     weights_path: str | None = None,
     keep_logits: bool = False,
     info: dict | None = None,
+    reference_cache: bool = True,
+    decode_workers: int | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Run ``items``; return their records and the errors of videos that could not be read.
 
+    ``decode_workers`` threads (default ``default_decode_workers()``; 0: none) decode, preprocess
+    and hash the next videos while the runner and the reference work on the current one.
     Stops at the first NaN/Inf output (``NonFiniteOutput``, carrying ``records`` so far).
     ``keep_logits``: each record also carries the artifact's per-view logits (``"logits"``, an
     array: for a Ray node, whose records the driver completes with the reference). ``info`` receives
-    ``runtime``, what actually ran.
+    ``runtime`` (what actually ran), ``time_s`` (seconds per stage, see ``STAGES``) and, with the
+    reference, ``reference`` (where it came from: ``Reference.summary``).
+    ``reference_cache=False``: compute the reference for every video, neither reading nor writing the cache.
     """
     from ..data.views import load_views
 
     spec = artifact.manifest.spec
     records, errors = [], []
+    timings: dict[str, float] = {stage: 0.0 for stage in STAGES}
+    if info is not None:
+        info["time_s"] = timings
     if not items:
         return records, errors
+    started = time.perf_counter()
     runner = open_runner(artifact, threads=threads, mode="throughput")
+    _add(timings, "open", started)
     if info is not None:
         info["runtime"] = runner.runtime or runner.description
     is_reference = artifact.manifest.backend == "torch_eager"
     reference = None
     if with_reference and not is_reference:
-        reference = reference_runner(artifact.manifest, threads, weights_path)
+        reference = Reference(artifact.manifest, threads, weights_path, reference_cache, timings)
+    hashing = reference is not None and reference.cache.enabled
+
+    def load(item: VideoItem) -> tuple:
+        local: dict[str, float] = {}
+        try:
+            cut = load_views(item.path, spec, "test", timings=local)
+        except (DataError, ValueError) as exc:
+            return exc, None, local
+        started = time.perf_counter()
+        digest = reference.cache.video_digest(item.path) if hashing else None
+        local["cache"] = time.perf_counter() - started
+        return cut, digest, local
+
+    workers = default_decode_workers() if decode_workers is None else decode_workers
+    loaded = prefetched(items, load, workers)
     try:
+        # the progress bar (``track``) advances as each video is consumed, in the same order as loaded
         for item in track(items, f"eval {artifact.path.name}", len(items)) if track else items:
-            try:
-                cut = load_views(item.path, spec, "test")
-            except (DataError, ValueError) as exc:
-                errors.append(f"{item.key}: {exc}")
+            cut, digest, local = next(loaded)
+            for stage, seconds in local.items():
+                timings[stage] += seconds
+            if isinstance(cut, Exception):
+                errors.append(f"{item.key}: {cut}")
                 continue
             views = cut.inputs
             for note in cut.notes:
                 log.debug("%s: %s", item.key, note)
             try:
+                started = time.perf_counter()
                 out = run_views(runner, views, item.key)
+                _add(timings, "inference", started)
+                ref = out if is_reference else (reference(digest, views, item.key) if reference else None)
             except NonFiniteOutput as exc:
                 exc.records, exc.errors = records, errors
                 raise
-            ref = out if is_reference else (run_views(reference, views, item.key) if reference else None)
             record = video_record(item.index, item.key, item.label, out, ref, spec.protocol.combine,
                                   cut.notes, cut.padded)
             records.append({**record, "logits": out} if keep_logits else record)
             if on_record:
                 on_record(record)
     finally:
+        loaded.close()
         runner.close()
+        if reference is not None and info is not None:
+            info["reference"] = reference.summary()
+        if info is not None:
+            info["decode_workers"] = workers
     return records, errors
 
 
-def reference_logits(artifact: Artifact, items: list[VideoItem], threads: int | None = None) -> tuple[dict, list[str]]:
+def reference_logits(artifact: Artifact, items: list[VideoItem], threads: int | None = None,
+                     reference_cache: bool = True, info: dict | None = None) -> tuple[dict, list[str]]:
     """The PyTorch FP32 reference's per-view logits of ``items`` ({index: [V, classes]}) and the
-    errors of videos that could not be read (the driver's half of `eval --ray`)."""
-    from ..data.views import test_views
+    errors of videos that could not be read (the driver's half of `eval --ray`; cached as in eval).
+    ``info`` receives ``time_s`` and ``reference`` as in ``eval_items``."""
+    from ..data.views import load_views
 
     require_reference(artifact, with_reference=True)
-    reference = reference_runner(artifact.manifest, threads)
+    timings: dict[str, float] = {stage: 0.0 for stage in STAGES}
+    reference = Reference(artifact.manifest, threads, use_cache=reference_cache, timings=timings)
     out, errors = {}, []
     for item in items:
         try:
-            views = test_views(item.path, artifact.manifest.spec)
+            views = load_views(item.path, artifact.manifest.spec, "test", timings=timings).inputs
         except (DataError, ValueError) as exc:
             errors.append(f"{item.key}: {exc}")
             continue
-        out[item.index] = run_views(reference, views, item.key)
+        started = time.perf_counter()
+        digest = reference.cache.video_digest(item.path)
+        _add(timings, "cache", started)
+        out[item.index] = reference(digest, views, item.key)
+    if info is not None:
+        info.update(time_s=timings, reference=reference.summary())
     return out, errors
 
 
@@ -354,10 +498,16 @@ def evaluate(
     ray: str | None = None,
     ray_shards: int | None = None,
     json_path: str | Path | None = None,
+    reference_cache: bool = True,
+    decode_workers: int | None = None,
     protocol: str | None = None,
 ) -> dict:
     """Evaluate with the model's test views; write the result into the artifact's report.json.
 
+    The FP32 reference comes from the reference cache where an earlier eval of this model on the same
+    videos stored it (``harness.refcache``; ``reference_cache=False`` bypasses it); ``run.reference``
+    says where it came from, ``run.time_s`` / ``run.time_shares`` where the time went.
+    ``decode_workers``: threads decoding ahead (``eval_items``; default two where two cores are usable).
     ``protocol`` (e.g. ``slowfast`` for X3D, to compare with a model zoo's published top-1) asks that
     the artifact follows that test protocol; one that was built for another is refused with the
     command that rebuilds it so (the head's averaging is part of the compiled graph).
@@ -379,8 +529,9 @@ def evaluate(
     started = time.perf_counter()
 
     if ray:
-        records, errors, run = eval_on_ray(ray, artifact, todo, with_reference, threads, ray_shards)
+        records, errors, run = eval_on_ray(ray, artifact, todo, with_reference, threads, ray_shards, reference_cache)
         run["seconds"] = round(time.perf_counter() - started, 2)
+        _throughput(run, run.pop("time_s", {}), len(records))
         _name_runtime(meta, artifact.manifest, run.get("runtime"))
         if run.get("stopped"):
             partial = result_from(records, meta, errors, run)
@@ -402,10 +553,12 @@ def evaluate(
     finished = False
     info: dict = {}
     try:
-        new, errors = eval_items(artifact, remaining, threads, with_reference, track, progress.append, info=info)
+        new, errors = eval_items(artifact, remaining, threads, with_reference, track, progress.append, info=info,
+                                 reference_cache=reference_cache, decode_workers=decode_workers)
         finished = not errors
     except NonFiniteOutput as exc:
         run["seconds"] = round(time.perf_counter() - started, 2)
+        _throughput(run, info.get("time_s", {}), len(exc.records), info.get("reference"), info.get("decode_workers"))
         partial = result_from(records + exc.records, meta, [*exc.errors, str(exc)], run)
         _write(artifact, partial, json_path)
         raise NonFiniteOutput(f"{exc} ({partial['videos']} of {len(todo)} videos ran; partial report in"
@@ -413,8 +566,48 @@ def evaluate(
     finally:
         progress.close(finished)
     run["seconds"] = round(time.perf_counter() - started, 2)
+    _throughput(run, info.get("time_s", {}), len(new), info.get("reference"), info.get("decode_workers"))
     _name_runtime(meta, artifact.manifest, info.get("runtime"))
     return _finish(artifact, meta, records + new, errors, run, len(todo), json_path)
+
+
+def _throughput(run: dict, time_s: dict, videos: int, reference: dict | None = None,
+                decode_workers: int | None = None) -> None:
+    """``run``'s speed figures: videos/s of the videos this run evaluated (resumed ones excluded),
+    seconds per stage (``STAGES``) and each stage's share of their sum; where the reference came from."""
+    seconds = run.get("seconds") or 0.0
+    run["videos_per_s"] = round(videos / seconds, 2) if seconds > 0 and videos else None
+    time_s = {stage: time_s.get(stage, 0.0) for stage in STAGES if stage != "other"}
+    time_s["other"] = max(0.0, seconds - sum(time_s.values()))
+    total = sum(time_s.values())
+    run["time_s"] = {stage: round(time_s.get(stage, 0.0), 3) for stage in STAGES}
+    run["time_shares"] = {stage: round(time_s.get(stage, 0.0) / total, 4) for stage in STAGES} if total > 0 else {}
+    if reference is not None:
+        run["reference"] = reference
+    if decode_workers is not None:
+        run["decode_workers"] = decode_workers
+
+
+def time_line(run: dict) -> str | None:
+    """'decode 41% · preprocess 9% · ...' for the console and report.md (stages that took any time)."""
+    shares = run.get("time_shares") or {}
+    parts = [f"{STAGE_NAMES[stage]} {100 * share:.0f}%" for stage, share in shares.items() if share >= 0.0005]
+    return " · ".join(parts) or None
+
+
+STAGE_NAMES = {"open": "open artifact", "decode": "decode", "preprocess": "preprocess", "inference": "inference",
+               "reference": "FP32 reference", "reference_load": "reference model load", "cache": "reference cache",
+               "other": "other"}
+
+
+def reference_line(run: dict) -> str | None:
+    """Where the FP32 reference came from, in words (None: no reference ran)."""
+    ref = run.get("reference")
+    if not ref:
+        return None
+    source = "from the cache" if ref["source"] == "cache" else ref["source"]
+    rejected = f", {ref['rejected_entries']} unusable cache entries recomputed" if ref.get("rejected_entries") else ""
+    return f"FP32 reference: {source}; {ref['forwards']} reference forwards{rejected}"
 
 
 def _name_runtime(meta: dict, manifest: Manifest, runtime: str | None) -> None:
@@ -482,8 +675,24 @@ def merge(results: list[dict]) -> dict:
     errors = [e for result in ordered for e in result.get("errors", [])]
     meta = {k: first[k] for k in first if k not in _COMPUTED}
     meta["shard"] = None
-    run = {"merged_shards": n, "seconds": round(sum(r.get("run", {}).get("seconds", 0) for r in ordered), 2)}
+    runs = [r.get("run", {}) for r in ordered]
+    run = {"merged_shards": n, "seconds": round(sum(r.get("seconds", 0) for r in runs), 2)}
+    if any("time_s" in r for r in runs):  # shards may have run side by side: no videos/s, the summed stage times
+        _throughput(run, {k: sum(r.get("time_s", {}).get(k, 0.0) for r in runs) for k in STAGES}, 0)
+        run["videos_per_s"] = None
+    refs = [r["reference"] for r in runs if isinstance(r.get("reference"), dict)]
+    if refs:
+        run["reference"] = _merged_reference(refs)
     return result_from(records, meta, errors, run)
+
+
+def _merged_reference(refs: list[dict]) -> dict:
+    counts = {k: sum(r.get(k, 0) for r in refs) for k in ("cached_videos", "computed_videos", "rejected_entries", "forwards")}
+    sources = {r["source"] for r in refs}
+    source = next(iter(sources)) if len(sources) == 1 else \
+        f"cache for {counts['cached_videos']} video(s), computed for {counts['computed_videos']}"
+    return {"source": source, **counts, "cache": refs[0].get("cache"),
+            "model_loaded": any(r.get("model_loaded") for r in refs)}
 
 
 _COMPUTED = {"status", "videos", "top1", "top5", "padded_videos", "warned_videos", "ref_top1", "agreement", "cosine",
@@ -564,11 +773,12 @@ def _eval_task(artifact_files: dict, videos: dict, items: list[tuple], threads: 
             records, errors, stopped = exc.records, [*exc.errors, str(exc)], str(exc)
     where = {**where(ray), "videos": len(items), "seconds": round(time.perf_counter() - started, 2),
              "torch_imported": "torch" in sys.modules}
-    return {"records": records, "errors": errors, "stopped": stopped, "where": where, "runtime": info.get("runtime")}
+    return {"records": records, "errors": errors, "stopped": stopped, "where": where, "runtime": info.get("runtime"),
+            "time_s": info.get("time_s", {})}
 
 
 def eval_on_ray(address: str, artifact: Artifact, items: list, with_reference: bool, threads: int | None = None,
-                shards: int | None = None) -> tuple[list[dict], list[str], dict]:
+                shards: int | None = None, reference_cache: bool = True) -> tuple[list[dict], list[str], dict]:
     """Evaluate ``items`` (``eval.VideoItem``) across the target's devices.
 
     The nodes need edgevid's device install, the backend's runtime and PyAV (they decode); no torch.
@@ -589,7 +799,8 @@ def eval_on_ray(address: str, artifact: Artifact, items: list, with_reference: b
         futures.append(task.options(resources={target: 1}, scheduling_strategy="SPREAD").remote(
             art_ref, videos, [(item.index, item.key, item.label) for item in group], threads))
     labels = shard_labels(groups)
-    refs, ref_errors = reference_logits(artifact, items, threads) if with_reference else ({}, [])
+    ref_info: dict = {}
+    refs, ref_errors = reference_logits(artifact, items, threads, reference_cache, ref_info) if with_reference else ({}, [])
     done, failed = gather(ray, futures, labels)
     records = []
     for d in done:
@@ -603,8 +814,10 @@ def eval_on_ray(address: str, artifact: Artifact, items: list, with_reference: b
             records.append(r)
     errors = [e for d in done for e in d["errors"]] + failed + ref_errors
     runtime = "; ".join(sorted({d["runtime"] for d in done if d.get("runtime")})) or None
-    run = {"ray": address, "shards": [d["where"] for d in done], "runtime": runtime,
-           "reference": "on the driver" if with_reference else None}
+    time_s = {stage: sum(part.get("time_s", {}).get(stage, 0.0) for part in [*done, ref_info]) for stage in STAGES}
+    run = {"ray": address, "shards": [d["where"] for d in done], "runtime": runtime, "time_s": time_s}
+    if with_reference:
+        run["reference"] = {**ref_info["reference"], "where": "on the driver"}
     stopped = next((d["stopped"] for d in done if d["stopped"]), None)
     if stopped:
         run["stopped"] = stopped

@@ -259,6 +259,8 @@ _SUMMARY = (("videos", "videos"), ("top1", "top-1 %"), ("top5", "top-5 %"), ("re
 
 
 def section_markdown(title: str, result: dict) -> str:
+    from .eval import reference_line, time_line
+
     lines = [f"## {title}", ""]
     what = result.get("data") or result.get("pack") or ""
     lines.append(f"status: **{result.get('status', 'ok')}** on `{what}`" + (f" (shard {result['shard']})" if result.get("shard") else ""))
@@ -271,6 +273,11 @@ def section_markdown(title: str, result: dict) -> str:
                   + (f"; the paired drop: {result['top1_drop_method']}, discordant videos lost"
                      f" {result['discordant']['lost']} / gained {result['discordant']['gained']},"
                      f" exact McNemar p {cell(result.get('mcnemar_p'))}" if result.get("top1_drop_ci") else "")]
+    run = result.get("run") if isinstance(result.get("run"), dict) else {}
+    speed = [f"{run['videos_per_s']:.2f} videos/s" if run.get("videos_per_s") else None,
+             f"time: {time_line(run)}" if time_line(run) else None, reference_line(run)]
+    if any(speed):
+        lines += [""] + [f"{line}  " for line in speed if line]
     checks = result.get("gates", {}).get("checks", [])
     if checks:
         lines += ["", f"gates ({result['gates'].get('source')}):", "", *gate_rows(checks)]
