@@ -313,6 +313,47 @@ def test_stats_hint_chart_and_bench_figure(artifacts, tmp_path):
     pool.close()
 
 
+def test_demo_model_only_fps_is_benchs_own_measurement(artifacts, tmp_path, monkeypatch):
+    """The demo's model-only FPS and `edgevid bench`'s are one measurement (``bench.time_runner``: bench's
+    input, warm-up, stopping rule and p50), not the in-stream median, which a paced source slows down.
+    The clock is replaced by fixed samples so the figures are exact; the runners are real."""
+    import json
+    import shutil as sh
+
+    import numpy as np
+
+    import edgevid.bench as bench
+    from edgevid.data.synthmotion import FPS, generate_clip
+
+    timed = []
+
+    def fixed_clock(fn, **options):  # what bench's timing loop would call, run once; fixed 2.0 ms samples
+        timed.append(np.asarray(fn()))
+        return bench.summarize([2.0] * 20)
+
+    monkeypatch.setattr(bench, "time_callable", fixed_clock)
+    demo = load_demo()
+    copy = tmp_path / artifacts[1].name
+    sh.copytree(artifacts[1], copy)
+    (copy / "report.json").write_text(json.dumps({"bench": {"threads": 1, "runs": {"artifact": {"p50_ms": 2.0}}}}))
+    pool = demo.RunnerPool(threads=1)
+    session = demo.Session(pool, [copy])
+    frames = generate_clip(1_000_000)[0]
+    for i in range(32):
+        session.push(frames[i], i / FPS, 0.0)
+    session.drain()
+    page = demo.stats_html(session)
+    model = re.search(r"class='num fps-model'[^>]*data-value='([0-9.]+)'", page).group(1)
+    stream = re.search(r"class='num fps-stream'[^>]*data-value='([0-9.]+)'", page).group(1)
+    assert model == "500.000" and float(stream) > 0  # 1000 / p50 of bench's timing, and the stream's own figure apart
+    assert "data-ratio='1.000'" in page and "data-agree='1'" in page and "in-stream inference" in page
+    session.close()
+    pool.close()
+    worker = bench._worker("artifact", str(copy), 1, 0.1)  # what `edgevid bench` runs in its subprocess
+    assert worker["p50_ms"] == 2.0 and len(timed) == 2
+    assert timed[0].shape == timed[1].shape and np.array_equal(timed[0], timed[1])  # same runner, same input
+
+
 def test_a_broken_file_is_named_by_its_own_name(tmp_path):
     from edgevid.errors import DataError
     from edgevid.streaming import iter_video_frames

@@ -280,6 +280,7 @@ def test_queue_wait_is_measured_apart_from_end_to_end():
     background = BackgroundClassifier(StreamClassifier(Recorder(), SPEC, LABELS, lock=lock), "wait", on_result=results.append)
     for i, frame in enumerate(frames[:25]):  # two windows: 8th and 9th sampled frames
         if i == 24:
+            background.drain()  # the first window is classified (a worker may not have started it yet on one core)
             lock.acquire()
             threading.Timer(0.3, lock.release).start()
         background.push(frame, i / FPS)
@@ -300,3 +301,25 @@ def test_streamed_frames_equal_read_video(tmp_path):
     lazy = [convert() for convert, _, _ in iter_video_frames(path, lazy=True)]
     assert len(streamed) == len(decoded) == 32
     assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(decoded, streamed, lazy))
+
+
+def test_a_lazily_streamed_file_holds_evals_pixels(tmp_path):
+    """A file's kept frames are scaled to the short side inside libswscale while converting, as
+    edgevid eval's decoder does, then only cropped and normalised: each window is, bit for bit,
+    eval's centre view of the same frames (no full-size RGB frame, no numpy resize)."""
+    from edgevid.data.video import decode_frames, read_meta, write_video
+    from edgevid.data.views import _offsets, _tables, crop_normalize
+
+    frames, _ = generate_clip(1_000_010)
+    path = write_video(tmp_path / "clip.mp4", frames, FPS)
+    recorder = Recorder()
+    stream = StreamClassifier(recorder, SPEC, LABELS)
+    for frame, seconds, decode_ms in iter_video_frames(path, lazy=True):
+        stream.push(frame, seconds, decode_ms)
+    sampled = np.arange(0, 32, 3)  # 15 fps file, stride 3 at 15 fps
+    decoded, where, _, _ = decode_frames(read_meta(path), sampled, SPEC.clip.short_side)
+    assert min(decoded.shape[1:3]) == SPEC.clip.short_side and len(recorder.inputs) == len(sampled) - 8 + 1
+    offsets = _offsets(*decoded.shape[1:3], SPEC.clip.crop, 1)
+    for k, clip in enumerate(recorder.inputs):
+        expected = crop_normalize(decoded, where[None, k:k + 8], offsets, SPEC.clip.crop, _tables(SPEC))[0]
+        assert np.array_equal(clip[0], expected), k
