@@ -469,6 +469,7 @@ TABLE_CSS = """
 #edgevid-stats table { width: 100%; table-layout: auto; border-collapse: collapse; font-size: 0.82em; margin: 0 0 0.4em 0; }
 #edgevid-stats th, #edgevid-stats td { padding: 2px 5px; overflow-wrap: anywhere; vertical-align: top; text-align: left; }
 #edgevid-stats td.num, #edgevid-stats th.num { text-align: right; white-space: nowrap; }
+#edgevid-stats th.num { white-space: normal; overflow-wrap: normal; }  /* headers wrap between words (FPS kinds side by side), figures do not */
 #edgevid-stats caption { text-align: left; font-weight: 600; font-size: 0.85em; }
 #edgevid-stats .ok { color: #15803d; } #edgevid-stats .off { color: #b45309; }
 #edgevid-stats p { font-size: 0.8em; margin: 0.2em 0; }
@@ -569,7 +570,8 @@ def stats_html(session: Session | None, latest: dict | None = None, selected: It
         "<th class='num' title='smoothed probability of the top-1 label'>p</th>"
         "<th class='num' title='the runner alone, timed as edgevid bench times it, in this server'>model-only FPS</th>"
         "<th class='num' title='edgevid bench, from the artifact&#39;s report'>bench FPS</th>"
-        "<th class='num' title='median runner time of the last 30 windows of this stream'>in-stream inference FPS</th>"
+        "<th class='num' title='in-stream inference: median runner time of the last 30 windows of this stream'>"
+        "in-stream FPS</th>"
         "<th class='num'>end-to-end FPS</th>"
         "<th class='num'>windows</th><th class='num'>sampled / frames</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></div>"
