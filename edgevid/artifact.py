@@ -61,6 +61,7 @@ class BuildRecord(BaseModel):
     calib_size: int | None = None
     num_classes: int | None = None
     labels: str | None = None
+    protocol: str | None = None
     options: dict[str, Any] = {}
     out: str
 
@@ -78,6 +79,8 @@ class BuildRecord(BaseModel):
             args += ["--labels", self.labels]
         elif self.num_classes:
             args += ["--num-classes", str(self.num_classes)]
+        if self.protocol and self.protocol != "default":
+            args += ["--protocol", self.protocol]
         options = dict(self.options)
         if options.get("keep_float"):
             args += ["--keep-float", ",".join(options.pop("keep_float"))]
@@ -119,6 +122,9 @@ class Manifest(BaseModel):
     build_seconds: float | None = None
     stage_seconds: dict[str, float] = Field(default_factory=dict, description="wall seconds per build stage"
                                             " (calibration data, export, rewrite, calibration, lowering, compile ...)")
+    stage_cpu_seconds: dict[str, float] = Field(default_factory=dict, description="CPU seconds per build stage"
+                                                " (this process's threads and finished children): the cost on a"
+                                                " shared machine, where wall time depends on the load")
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     build: BuildRecord | None = None
     seal: str | None = Field(None, description="sha256 of this manifest's canonical JSON without the seal")
@@ -241,11 +247,12 @@ class Artifact:
 
         check_required_signature(self.path, self.manifest.seal or "", "artifact")
 
-    def rebuild_command(self) -> str:
-        """A command that, run as printed, rebuilds this artifact in place."""
+    def rebuild_command(self, **changes: Any) -> str:
+        """A command that, run as printed, rebuilds this artifact in place (``changes``: BuildRecord
+        fields to alter, e.g. ``protocol="slowfast"``)."""
         m = self.manifest
         record = m.build or BuildRecord(weights=m.weights.flag, out=str(self.path.resolve().parent))
-        return record.command(m.model, m.target, m.precision)
+        return record.model_copy(update=changes).command(m.model, m.target, m.precision)
 
     def read_report(self) -> dict[str, Any]:
         path = self.path / REPORT
@@ -279,8 +286,9 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_atomic(Path(path), text)
 
 
-def artifact_name(model: str, target: str, precision: str) -> str:
-    return f"{model}-{target}-{precision}"
+def artifact_name(model: str, target: str, precision: str, protocol: str = "default") -> str:
+    """``<model>-<target>-<precision>``, then ``-<protocol>`` for a non-default test protocol."""
+    return f"{model}-{target}-{precision}" + ("" if protocol == "default" else f"-{protocol}")
 
 
 @contextmanager

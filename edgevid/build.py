@@ -14,6 +14,7 @@ from .backends.options import validate_options
 from .errors import DataError, EdgevidError
 from .outputs import check_output_folder
 from .signing import load_private_key, write_signature
+from .spec import protocol_name, with_protocol
 from .stages import BuildStages, StageDisplay
 from .targets import get_target
 
@@ -36,6 +37,7 @@ def build_artifact(
     finish: Callable[[Path, Manifest], Manifest] | None = None,
     labels_file: str | Path | None = None,
     progress: StageDisplay | None = None,
+    protocol: str | None = None,
 ) -> Artifact:
     """Build ``model`` for ``target``; the artifact appears at ``out/<model>-<target>-<precision>``.
 
@@ -44,7 +46,8 @@ def build_artifact(
     manifest from the staged artifact (the ``--max-drop`` search records its final score) before it
     is sealed, signed (``sign``: an Ed25519 private key file) and committed. ``labels_file``: the
     class names of a model trained on a custom label set (one a line, or JSON); the head gets that
-    many classes and the manifest carries the names. ``progress`` sees every stage start, advance
+    many classes and the manifest carries the names. ``protocol``: the test protocol where a family's
+    official codebases differ (X3D: ``slowfast``; the folder name gets it as a suffix). ``progress`` sees every stage start, advance
     (calibration n/N) and end; the manifest records each stage's seconds.
     """
     if num_classes is not None and num_classes < 1:
@@ -56,7 +59,7 @@ def build_artifact(
         options = dict(options)
         return finish_artifact(options.pop("from_onnx"), model, target, precision, out, options, sign, overwrite)
     from .calibration import calibration_set, validation_clips
-    from .models import canonical_name
+    from .models import canonical_name, get_spec
     from .pipeline import assemble_manifest, given_source, prepare_model
 
     target_obj = get_target(target)
@@ -73,12 +76,15 @@ def build_artifact(
         if num_classes and num_classes != len(custom_labels):
             raise DataError(f"--labels {labels_file} names {len(custom_labels)} classes but --num-classes is"
                             f" {num_classes}; drop --num-classes (the labels set it)")
-    final = Path(out) / artifact_name(canonical_name(model), target_obj.name, precision)
+    name = canonical_name(model)
+    protocol = protocol_name(with_protocol(get_spec(name), protocol))  # a bad --protocol fails here, before any work
+    final = Path(out) / artifact_name(name, target_obj.name, precision, protocol)
     check_output_folder(final, "artifact", overwrite)  # before any work: never after a long calibration
     prepared = prepare_model(model, weights, num_classes, labels=custom_labels,
-                             label_set=f"custom:{Path(labels_file).name}" if labels_file else None)
+                             label_set=f"custom:{Path(labels_file).name}" if labels_file else None, protocol=protocol)
     record = BuildRecord(weights=prepared.weights.flag, calib=given_source(calib), calib_size=calib_size,
                          num_classes=num_classes, labels=given_source(str(labels_file)) if labels_file else None,
+                         protocol=None if protocol == "default" else protocol,
                          options=options, out=str(Path(out).resolve()))
     stages = BuildStages(progress)
     shown = track if progress is None else None  # `track`: a bar for the clips where no stage display is given
@@ -99,8 +105,9 @@ def build_artifact(
         calibration = CalibrationInfo(source=calib_set.source, clips=len(calib_set.clips), digest=calib_set.digest) \
             if calib_set else None
         manifest = assemble_manifest(prepared, target_obj, backend.name, precision, result, calibration, record,
-                                     time.perf_counter() - started, stage_seconds=stages.rounded())
-        log.info("stage seconds: %s", manifest.stage_seconds)
+                                     time.perf_counter() - started, stage_seconds=stages.rounded(),
+                                     stage_cpu_seconds=stages.rounded(cpu=True))
+        log.info("stage seconds: %s; CPU seconds: %s", manifest.stage_seconds, manifest.stage_cpu_seconds)
         manifest = finalize_manifest(tmp, manifest)
         if finish is not None:
             manifest = write_manifest(tmp, finish(tmp, manifest))
@@ -124,7 +131,8 @@ def finish_artifact(source: str | Path, model: str | None, target: str | None, p
         raise EdgevidError(f"--from-onnx {source}: {backend.name} artifacts are complete when built; nothing to finish")
     options = dict(options or {})
     target_obj = backend.check_finish(src, model, target, precision, options)
-    final = Path(out) / artifact_name(src.manifest.model, target_obj.name, src.manifest.precision)
+    final = Path(out) / artifact_name(src.manifest.model, target_obj.name, src.manifest.precision,
+                                      protocol_name(src.manifest.spec))
     check_output_folder(final, "artifact", overwrite)
     started = time.perf_counter()
     with staging_dir(final, overwrite) as tmp, build_log(tmp):

@@ -38,17 +38,15 @@ def recipe(label_set: str) -> dict:
     return yaml.safe_load(path.read_text()) if path.is_file() else {"clips": DEFAULT_CLIPS}
 
 
-def default_size(label_set: str, backend: str | None = None, family: str | None = None) -> int:
-    """The recipe's clip count for ``backend`` and the model ``family`` (``clips_by_backend``: keys
-    ``backend`` or ``backend/transformer`` for the attention families), else its ``clips``."""
-    from .backends.base import TRANSFORMER_FAMILIES
-
+def default_size(label_set: str, backend: str | None = None, transformer: bool = False) -> int:
+    """The recipe's clip count for ``backend`` (``clips_by_backend``: keys ``backend``, or
+    ``backend/transformer`` for models whose spec says ``transformer``), else its ``clips``."""
     book = recipe(label_set)
     by_backend = book.get("clips_by_backend") or {}
     fallback = book.get("clips", DEFAULT_CLIPS)
     if not backend:
         return int(fallback)
-    if family in TRANSFORMER_FAMILIES and f"{backend}/transformer" in by_backend:
+    if transformer and f"{backend}/transformer" in by_backend:
         return int(by_backend[f"{backend}/transformer"])
     return int(by_backend.get(backend, fallback))
 
@@ -85,7 +83,7 @@ def calibration_set(
     Without ``calib``, only models trained on SynthMotion default to its calibration split; a
     model trained on real video would be mis-calibrated by synthetic clips, so that is an error.
     """
-    size = size or default_size(spec.label_set, backend, spec.family)
+    size = size or default_size(spec.label_set, backend, spec.transformer)
     if size <= 0:
         raise EdgevidError(f"--calib-size must be positive, got {size}")
     if calib is None:
@@ -114,15 +112,21 @@ def calibration_set(
         log.warning("calibration set %s has %d videos, fewer than the %d asked for: using all of them", source, len(videos), size)
     videos = videos[:size]
 
-    from .data.views import single_clip
+    from .data.views import load_views
 
-    clips, failed = [], []
+    clips, failed, noted = [], [], {}
     iterator = track(videos, "calibration clips", len(videos)) if track else videos
     for video in iterator:
         try:
-            clips.append(single_clip(video, spec))
+            views = load_views(video, spec, "center")
         except DataError as exc:
             failed.append(f"{video.name} ({exc})")
+            continue
+        clips.append(views.inputs)
+        for note in views.notes:  # one line per kind of note, not one per video
+            noted.setdefault(note.split(" (")[0], []).append(f"{video.name}: {note}")
+    for kind, lines in noted.items():
+        log.warning("%d of %d calibration videos: %s; e.g. %s", len(lines), len(videos), kind, lines[0])
     if failed:
         log.warning("skipped %d unusable calibration videos, e.g. %s", len(failed), failed[0])
     if not clips:

@@ -108,8 +108,14 @@ def _setup(
     handler = RichHandler(console=err, show_time=False, show_path=False, level=logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
     log.setLevel(logging.DEBUG)  # build.log gets everything; the console gets INFO unless --verbose
+    if not verbose:  # torchao's import-time notices about GPU kernels a CPU build never uses
+        logging.getLogger("torchao").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+PROTOCOL_HELP = ("Test protocol where a family's official codebases differ: X3D `slowfast` (softmax averaged"
+                 " over the head's positions, SlowFast's published protocol) or `default` (mean logits, pytorchvideo).")
 
 
 @app.command()
@@ -206,6 +212,7 @@ def build(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="--max-drop: CPU threads for the validation runs."),
     min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="--max-drop: also keep this % of"
                                                   " validation videos on the FP32 top-1 (e.g. 97)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help=PROTOCOL_HELP),
 ) -> None:
     """Build an artifact folder for MODEL on TARGET."""
     from .build import build_artifact
@@ -224,15 +231,18 @@ def build(
         artifact = build_with_budget(model, target, max_drop, weights, calib, calib_size, out_dir, num_classes,
                                      options=options, val_data=val_data, val_size=val_size, precision=precision,
                                      ranking_file=sensitivity_file, threads=threads, track=track,
-                                     min_agreement=min_agreement, sign=sign)
+                                     min_agreement=min_agreement, sign=sign, protocol=protocol)
     else:
         with BuildProgress(err) as progress:
             artifact = build_artifact(model, target, precision, weights, calib, calib_size, out_dir, num_classes,
-                                      options=options, sign=sign, labels_file=labels, progress=progress)
+                                      options=options, sign=sign, labels_file=labels, progress=progress,
+                                      protocol=protocol)
     m = artifact.manifest
     err.print(f"[green]built[/] {artifact.path}  ({m.backend} {m.precision}, {m.build_seconds:.1f} s)")
     if m.stage_seconds:
-        err.print("[dim]stages: " + ", ".join(f"{escape(k)} {v:.1f} s" for k, v in m.stage_seconds.items()) + "[/]")
+        cpu = m.stage_cpu_seconds
+        err.print("[dim]stages: " + ", ".join(f"{escape(k)} {v:.1f} s" + (f" (cpu {cpu[k]:.1f})" if k in cpu else "")
+                                              for k, v in m.stage_seconds.items()) + "[/]")
     for note in m.notes:
         err.print(f"[yellow]note:[/] {escape(note)}")
     out.print(str(artifact.path))
@@ -255,6 +265,9 @@ def eval_(
                                       " this artifact's target (needs edgevid's ray extra)."),
     ray_shards: Optional[int] = typer.Option(None, "--ray-shards", min=1, help="With --ray: number of shards (default: one per device)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the result to this file."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="Require the artifact to follow this test"
+                                           " protocol, e.g. slowfast for X3D when comparing with SlowFast's published"
+                                           " top-1 (refused, with the build command, when it was built for another)."),
 ) -> None:
     """Top-1/top-5 with the model's test views, and agreement with the FP32 reference (resumable)."""
     from .harness.eval import evaluate, merge_into
@@ -271,7 +284,8 @@ def eval_(
         if not data:
             raise EdgevidError("eval needs --data MANIFEST (a CSV manifest or a folder per class)")
         result = evaluate(artifact, data, threads=threads, limit=limit, track=track, shard=shard, resume=not restart,
-                          ray=ray, ray_shards=ray_shards, with_reference=reference, json_path=json_path)
+                          ray=ray, ray_shards=ray_shards, with_reference=reference, json_path=json_path,
+                          protocol=protocol)
     _print_result(f"eval {Path(result['artifact']).name}  ({escape(result['label'])})" + (f" shard {result['shard']}" if result.get("shard") else ""), result)
     if json_path and artifact == "merge":  # evaluate() writes --json itself, failed runs included
         write_output_file(json_path, json.dumps(mark(result, "eval"), indent=2), "eval", "--json")
@@ -452,12 +466,13 @@ def golden_make(
     views: str = typer.Option("test", help="test: the model's clips x crops per video (as eval); center: one clip."),
     chunk: int = typer.Option(16, min=1, help="Videos per .npz chunk."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for the FP32 reference."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help=PROTOCOL_HELP),
 ) -> None:
     """Write a golden pack: preprocessed inputs (.npz chunks), FP32 reference logits, labels, spec, digest."""
     from .harness.golden import load_pack, make_pack
 
     path = make_pack(model, data, clips, out_dir, weights=weights, views=views, chunk_videos=chunk, threads=threads,
-                     track=track, gates_file=gates_file, sign=sign, overwrite=overwrite)
+                     track=track, gates_file=gates_file, sign=sign, overwrite=overwrite, protocol=protocol)
     pack = load_pack(path)
     size = sum(p.stat().st_size for p in path.iterdir()) / 2**20
     err.print(f"[green]golden pack[/] {path}: {len(pack.videos)} videos x {pack.info['views_per_video']} views,"
@@ -602,6 +617,7 @@ def sensitivity(
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for the runners."),
     out_path: Optional[Path] = typer.Option(None, "--out", help="Ranking JSON to write (a .md table goes beside it;"
                                             " default artifacts/sensitivity/MODEL-TARGET.json)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help=PROTOCOL_HELP),
 ) -> None:
     """Rank the quantizable layers by what quantizing each one costs (SQNR, agreement, top-1 vs FP32)."""
     from .harness.metrics import fmt_ci
@@ -611,7 +627,7 @@ def sensitivity(
         check_output_file(out_path, "sensitivity", "--out")
         check_output_file(out_path.with_suffix(".md"), "sensitivity", "--out (its .md table)")
     with Workbench(model, target, weights, calib, calib_size, _parse_options(option), val_data, val_size, threads,
-                   track) as bench:
+                   track, protocol) as bench:
         ranking = rank(bench, method, rank_videos=None)
     path = out_path or Path("artifacts") / "sensitivity" / f"{ranking['model']}-{ranking['target']}.json"
     json_file, md_file = write_ranking(ranking, path)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .artifact import Artifact, BuildRecord, CalibrationInfo, Manifest, WeightsInfo, sha256_file
 from .errors import CheckpointError
-from .spec import ModelSpec
+from .spec import ModelSpec, with_protocol
 
 if TYPE_CHECKING:
     from torch import nn
@@ -38,10 +38,12 @@ class PreparedModel:
 
 
 def prepare_model(model: str, weights: str | None, num_classes: int | None = None, labels: list[str] | None = None,
-                  label_set: str | None = None) -> PreparedModel:
+                  label_set: str | None = None, protocol: str | None = None) -> PreparedModel:
     """The model to build or to take FP32 reference logits from, and where its weights came from.
 
-    ``labels`` (a custom label set named ``label_set``) sets the head's size and the class names."""
+    ``labels`` (a custom label set named ``label_set``) sets the head's size and the class names;
+    ``protocol`` picks the test protocol where the family's official codebases differ
+    (``spec.with_protocol``: X3D ``slowfast`` averages softmax over the head's positions)."""
     import torch
 
     from .labels import labels_for
@@ -49,7 +51,7 @@ def prepare_model(model: str, weights: str | None, num_classes: int | None = Non
     from .models.weights import resolve_weights
 
     name = canonical_name(model)
-    spec = get_spec(name)
+    spec = with_protocol(get_spec(name), protocol)
     if labels is not None:
         spec = spec.model_copy(update={"label_set": label_set or "custom"})
         if len(labels) != spec.num_classes:
@@ -59,7 +61,8 @@ def prepare_model(model: str, weights: str | None, num_classes: int | None = Non
     choice = resolve_weights(name, weights)
     if choice.random:
         torch.manual_seed(0)  # every path (build, eval's reference, golden make) re-creates the same random init
-    net = create_model(name, num_classes=num_classes, weights=None if choice.random else str(choice.path))
+    net = create_model(name, num_classes=num_classes, weights=None if choice.random else str(choice.path),
+                       **head_options(spec))
     info = WeightsInfo(source=choice.source, random=choice.random,
                        path=None if choice.random else str(Path(choice.path).resolve()),
                        sha256=None if choice.random else sha256_file(choice.path))
@@ -98,7 +101,14 @@ def reference_model(manifest: Manifest, weights_path: str | Path | None = None) 
     path = weights_file(manifest.weights, manifest.model, weights_path)
     if path is None:
         torch.manual_seed(0)
-    return create_model(manifest.model, num_classes=manifest.spec.num_classes, weights=path and str(path))
+    return create_model(manifest.model, num_classes=manifest.spec.num_classes, weights=path and str(path),
+                        **head_options(manifest.spec))
+
+
+def head_options(spec: ModelSpec) -> dict[str, Any]:
+    """The builder arguments ``spec``'s test protocol asks of the network (X3D's position average)."""
+    head = spec.protocol.head_average if spec.protocol is not None else "logits"
+    return {} if head == "logits" else {"position_average": head}
 
 
 def assemble_manifest(
@@ -113,6 +123,7 @@ def assemble_manifest(
     versions: dict[str, str] | None = None,
     notes: list[str] | None = None,
     stage_seconds: dict[str, float] | None = None,
+    stage_cpu_seconds: dict[str, float] | None = None,
 ) -> Manifest:
     """The manifest of one build (files are hashed and the seal added by ``finalize_manifest``)."""
     from . import __version__
@@ -128,6 +139,7 @@ def assemble_manifest(
         versions={"edgevid": __version__, "python": platform.python_version(), **result.versions, **(versions or {})},
         fingerprint=result.fingerprint, status=result.status, notes=notes, build_seconds=round(seconds, 2), build=build,
         stage_seconds=dict(stage_seconds or {}),
+        stage_cpu_seconds=dict(stage_cpu_seconds or {}),
     )
 
 

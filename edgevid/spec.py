@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .errors import EdgevidError
+
 
 class ClipSpec(BaseModel):
     """How a clip is cut from a video and preprocessed, exactly as at training/test time."""
@@ -51,6 +53,11 @@ class TestProtocol(BaseModel):
         description="views of one video: sum of softmax probabilities (SlowFast heads apply softmax at"
         " test time; UniFormerV2 TEST.ADD_SOFTMAX) or sum of logits (TimeSformer's linear head)"
     )
+    head_average: Literal["logits", "softmax"] = Field(
+        "logits", description="X3D's test head, over the positions its training-crop window leaves at the"
+        " test crop: the mean of the logits (pytorchvideo; edgevid's default) or log of the mean softmax"
+        " (SlowFast's test head: `edgevid build --protocol slowfast`)"
+    )
     source: str = Field("", description="where the protocol is defined in the official code")
 
 
@@ -76,6 +83,34 @@ PROTOCOLS: dict[str, TestProtocol] = {
     ),
 }
 """Each family's official test protocol (``ModelSpec.protocol`` defaults to its family's)."""
+
+PROTOCOL_CHOICES: dict[str, dict[str, str]] = {
+    "x3d": {"slowfast": "softmax"},
+}
+"""Families whose official codebases disagree on the test head: ``--protocol NAME`` -> ``head_average``.
+``default`` is always the spec's own (X3D: pytorchvideo's mean logits)."""
+
+
+def with_protocol(spec: "ModelSpec", name: str | None, flag: str = "--protocol") -> "ModelSpec":
+    """``spec`` with the test protocol ``name`` (None: unchanged; ``default``: the family's own); one-line
+    error when the family has no such choice."""
+    if name is None:
+        return spec
+    choices = {"default": "logits", **PROTOCOL_CHOICES.get(spec.family, {})}
+    if name not in choices:
+        known = ", ".join(choices)
+        hint = f"choose one of {known}" if len(choices) > 1 else f"the {spec.family} family has one test protocol; drop {flag}"
+        raise EdgevidError(f"{flag} {name}: not a test protocol of {spec.name}; {hint}")
+    return spec.model_copy(update={"protocol": spec.protocol.model_copy(update={"head_average": choices[name]})})
+
+
+def protocol_name(spec: "ModelSpec") -> str:
+    """The ``--protocol`` name ``spec`` follows (``default`` unless its family offers a choice)."""
+    for name, head in PROTOCOL_CHOICES.get(spec.family, {}).items():
+        if spec.protocol is not None and spec.protocol.head_average == head:
+            return name
+    return "default"
+
 
 EDGEVID_PROTOCOL = TestProtocol(
     starts="centre", spacing="stride", combine="sum_softmax",
@@ -136,6 +171,22 @@ class ModelSpec(BaseModel):
         " sampling (`stride` counts these frames); 0 = the label set's (15 SynthMotion, else 30)"
     )
     protocol: TestProtocol | None = Field(None, description="official test protocol; None = the family's")
+    transformer: bool = Field(
+        False, description="the network is built of attention blocks (softmax(Q K^T) V, LayerNorm, GELU): the"
+        " backends' INT8 recipes read it. The attention products are activation x activation (no weight to"
+        " calibrate per channel, a wide range after the softmax), so they stay float where the backend can"
+        " (ONNX Runtime's float_activation_matmuls default, TensorRT's transformer Q/DQ policy); softmax /"
+        " LayerNorm / GELU stay float (NNCF ModelType.TRANSFORMER on OpenVINO, TensorRT keeps LayerNorm fp32);"
+        " calibration recipes may give these models their own clip count (clips_by_backend"
+        " 'BACKEND/transformer'). Set where each variant is declared (models/*.py)",
+    )
+    smooth_quant: bool = Field(
+        True, description="whether OpenVINO's INT8 recipe for a transformer applies NNCF's SmoothQuant (the"
+        " option smooth_quant_alpha overrides). False where it measurably costs accuracy: UniFormerV2 (on the"
+        " trained uniformerv2_synth, 200 val clips, SmoothQuant cost 5.5 points, top-1 88.0 vs FP32 93.5,"
+        " agreement 91.5%, SQNR 12.3 dB; without it 1.0 point: 92.5, agreement 98.5%, SQNR 25.7 dB)."
+        " Not read for convolutional nets",
+    )
 
     @model_validator(mode="before")
     @classmethod

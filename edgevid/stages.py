@@ -47,12 +47,22 @@ class StageDisplay(Protocol):
         """``event`` is 'start', 'advance' or 'end'."""
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process (every thread) and of its finished children (e.g. a calibrator
+    run in a subprocess): what a stage costs whatever else shares the machine."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 class BuildStages:
-    """Per-stage wall time of one build; a stage entered twice (e.g. two exports) adds up."""
+    """Per-stage wall and CPU time of one build; a stage entered twice (e.g. two exports) adds up."""
 
     def __init__(self, display: StageDisplay | None = None):
         self.display = display
         self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
 
     def _emit(self, event: str, stage: Stage) -> None:
         if self.display is not None:
@@ -61,12 +71,14 @@ class BuildStages:
     @contextmanager
     def stage(self, name: str, total: int | None = None) -> Iterator[Stage]:
         current = Stage(name, total, time.perf_counter(), _stages=self)
+        cpu_started = cpu_seconds()
         self._emit("start", current)
         try:
             yield current
         finally:
             current.seconds = time.perf_counter() - current.started
             self.seconds[name] = self.seconds.get(name, 0.0) + current.seconds
+            self.cpu[name] = self.cpu.get(name, 0.0) + cpu_seconds() - cpu_started
             self._emit("end", current)
 
     def add(self, name: str, seconds: float) -> None:
@@ -80,10 +92,11 @@ class BuildStages:
                 yield item
                 current.advance()
 
-    def rounded(self) -> dict[str, float]:
-        """The seconds per stage, in build order, for the manifest."""
+    def rounded(self, cpu: bool = False) -> dict[str, float]:
+        """The wall (``cpu``: CPU) seconds per stage, in build order, for the manifest."""
         order = {name: i for i, name in enumerate(STAGE_ORDER)}
-        return {k: round(v, 2) for k, v in sorted(self.seconds.items(), key=lambda kv: order.get(kv[0], len(order)))}
+        seconds = self.cpu if cpu else self.seconds
+        return {k: round(v, 2) for k, v in sorted(seconds.items(), key=lambda kv: order.get(kv[0], len(order)))}
 
 
 def _len(items) -> int | None:

@@ -84,10 +84,12 @@ def _load_all(directory: str) -> dict[str, Target]:
             raise EdgevidError(f"target file {path} is invalid: {first}") from None
         if target.name != path.stem:
             raise EdgevidError(f"target file {path} declares name {target.name!r}; rename the file or the target")
-        from .backends.options import OPTIONS, validate_options
+        from .backends import backend_names
+        from .backends.options import validate_options
 
-        if target.backend not in OPTIONS:
-            raise EdgevidError(f"target file {path}: unknown backend {target.backend!r}.{suggest(target.backend, OPTIONS)}")
+        if target.backend not in backend_names():
+            raise EdgevidError(f"target file {path}: unknown backend {target.backend!r}."
+                               f"{suggest(target.backend, backend_names())}")
         validate_options(target.backend, dict(target.options), f"target file {path}: option")
         targets[target.name] = target
     return targets

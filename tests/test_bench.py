@@ -74,6 +74,9 @@ def test_all_targets_builds_missing_artifacts_and_prints_one_table(tmp_path):
         run = entry["runs"]["artifact"]
         assert run["p50_ms"] > 0 and run["p99_ms"] >= run["p50_ms"] and run["peak_rss_mb"] > 0
         assert run["e2e"]["p50_ms"] > 0 and run["e2e"]["clips_per_s"] > 0 and run["e2e_vs_model"] > 0
+        overlapped = run["e2e_overlapped"]
+        assert overlapped["clips"] >= 12 and overlapped["clips_per_s"] > 0 and 0 <= overlapped["queue_wait_share"] <= 1
+        assert overlapped["produce_ms"] > 0 and overlapped["vs_model"] > 0
         assert run["speedup_vs_eager"] > 0 and 0 < run["pct_of_peak"] and run["achieved_gops"] > 0
         assert (out / f"x3d_synth-{entry['target']}-fp32" / "report.json").is_file()
     assert result["baselines"]["eager"]["p50_ms"] > 0
@@ -88,6 +91,20 @@ def test_all_targets_builds_missing_artifacts_and_prints_one_table(tmp_path):
 
     path, built = ensure_artifact("x3d_synth", get_target("onnx-cpu"), "fp32", out, "random", None, None, False)
     assert not built and path == out / "x3d_synth-onnx-cpu-fp32"
+
+
+def test_overlapped_throughput_counts_every_clip_and_surfaces_a_failing_decoder():
+    from edgevid.bench import overlapped_throughput
+
+    seen = []
+    result = overlapped_throughput(lambda: np.ones(3), seen.append, min_seconds=0.05, model_ms=1.0, min_clips=20)
+    assert result["clips"] >= 20 and len(seen) == result["clips"] + 3  # + the warm-up clips that fill the queue
+
+    def broken():
+        raise OSError("decoder died")
+
+    with pytest.raises(RuntimeError, match="decoder died"):
+        overlapped_throughput(broken, seen.append, min_seconds=0.05, model_ms=1.0)
 
 
 @pytest.mark.parametrize("args,fragments", [

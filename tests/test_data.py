@@ -433,18 +433,31 @@ def test_sampling_and_transforms_do_not_import_pyav():
     assert result.stdout.split() == ["False", "False"]
 
 
-def test_default_calibration_size_follows_the_recipe_per_backend_and_family(tmp_path, monkeypatch):
-    """--calib-size defaults to the recipe's count for the backend (attention families may have their own)."""
+def test_default_calibration_size_follows_the_recipe_per_backend_and_spec(tmp_path, monkeypatch):
+    """--calib-size defaults to the recipe's count for the backend (transformer models may have their own)."""
     import edgevid.calibration as calibration
 
-    assert calibration.default_size("synthmotion", "tensorrt", "x3d") == 32  # the shipped recipe
-    assert calibration.default_size("kinetics400", "executorch", "uniformerv2") == 100
+    assert calibration.default_size("synthmotion", "tensorrt", transformer=False) == 32  # the shipped recipe
+    assert calibration.default_size("kinetics400", "executorch", transformer=True) == 100
     (tmp_path / "calibration").mkdir()
     (tmp_path / "calibration" / "toy.yaml").write_text(
         "clips: 300\nclips_by_backend:\n  onnxruntime: 32\n  executorch: 32\n  executorch/transformer: 100\n")
     monkeypatch.setattr(calibration, "data_file", lambda kind: tmp_path / kind)
-    assert calibration.default_size("toy", "onnxruntime", "uniformerv2") == 32
-    assert calibration.default_size("toy", "executorch", "x3d") == 32
-    assert calibration.default_size("toy", "executorch", "uniformerv2") == 100
-    assert calibration.default_size("toy", "openvino", "x3d") == 300  # not listed: the recipe's clips
+    assert calibration.default_size("toy", "onnxruntime", transformer=True) == 32
+    assert calibration.default_size("toy", "executorch", transformer=False) == 32
+    assert calibration.default_size("toy", "executorch", transformer=True) == 100
+    assert calibration.default_size("toy", "openvino", transformer=False) == 300  # not listed: the recipe's clips
     assert calibration.default_size("no-recipe", "onnxruntime") == calibration.DEFAULT_CLIPS
+
+
+@pytest.mark.parametrize("transformer,clips", [(False, 32), (True, 100)])
+def test_calibration_set_takes_the_transformer_count_from_the_spec(transformer, clips):
+    """The spec's ``transformer`` field picks the recipe's ``executorch/transformer`` count (the error names it)."""
+    from edgevid.calibration import calibration_set
+    from edgevid.errors import EdgevidError
+    from edgevid.spec import KINETICS_NORM
+
+    spec = ModelSpec(name="k", family="any", clip=ClipSpec(frames=4, stride=2, crop=32, short_side=32),
+                     norm=KINETICS_NORM, num_classes=400, label_set="kinetics400", transformer=transformer)
+    with pytest.raises(EdgevidError, match=f"INT8 needs --calib with ~{clips} of its own"):
+        calibration_set(None, spec, backend="executorch")

@@ -116,6 +116,33 @@ def test_int8_quantizes_convs_and_linears_and_keeps_float_modules(tmp_path):
 
 
 
+def test_minmax_activation_observer_sets_ranges_from_the_extremes(tmp_path):
+    """``activation_observer=minmax``: each activation's range is the calibration extremes (PT2E's
+    MinMaxObserver), recorded in the manifest; histogram (the default) clips outliers instead."""
+    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from edgevid.backends.executorch.rewrite.xnnpack import xnnpack_quantizer
+
+    example = torch.from_numpy(_calib(1)[0])
+    program = export(rewrite_for_xnnpack(_tiny(), example, strategy="taps").graph_module, example)
+    for name, kind in (("minmax", MinMaxObserver), ("histogram", HistogramObserver)):
+        prepared = prepare_pt2e(program.module(), xnnpack_quantizer(activation_observer=name))
+        observers = [m for m in prepared.modules() if isinstance(m, (MinMaxObserver, HistogramObserver))]
+        activations = [m for m in observers if m.qscheme == torch.per_tensor_affine]
+        assert activations and all(type(m) is kind for m in activations), name
+    folder = tmp_path / "minmax"
+    folder.mkdir()
+    result = _build(folder, precision="int8", calib=_calib(), activation_observer="minmax")
+    assert result.quantization["activation_observer"] == "minmax" and "minmax observer" in result.quantization["scheme"]
+    clip = _calib(1)[0]
+    fp32 = _tiny()(torch.from_numpy(clip)).detach().numpy()[0]
+    int8 = ExecuTorchRunner(folder / MODEL_FILE, (1, 3, 4, 16, 16), threads=1)(clip)[0]
+    assert np.dot(fp32, int8) / (np.linalg.norm(fp32) * np.linalg.norm(int8)) > 0.98
+    with pytest.raises(ValueError, match="activation_observer 'mse'"):
+        xnnpack_quantizer(activation_observer="mse")
+
+
 def test_quantizable_layers_are_the_modules_keep_float_takes():
     request = BuildRequest(model=_tiny(), spec=SPEC, target=get_target("android"), precision="int8", out_dir=Path("."))
     layers = get_backend("executorch").quantizable_layers(request)

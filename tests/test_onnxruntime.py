@@ -203,7 +203,10 @@ def test_attention_products_stay_float_when_asked(tmp_path):
 def test_float_activation_matmuls_option_must_be_a_bool(value):
     from edgevid.backends.onnxruntime import _float_activation_matmuls
     from edgevid.errors import EdgevidError
+    from edgevid.models import get_spec
 
-    assert _float_activation_matmuls({}, "timesformer") and not _float_activation_matmuls({}, "x3d")
+    vit, cnn = get_spec("timesformer_synth"), get_spec("x3d_synth")
+    assert _float_activation_matmuls({}, vit) and not _float_activation_matmuls({}, cnn)  # the spec's default
+    assert not _float_activation_matmuls({"float_activation_matmuls": False}, vit)
     with pytest.raises(EdgevidError, match="option float_activation_matmuls=.*write true or false"):
-        _float_activation_matmuls({"float_activation_matmuls": value}, "x3d")
+        _float_activation_matmuls({"float_activation_matmuls": value}, cnn)

@@ -22,7 +22,7 @@ import openvino as ov  # noqa: E402
 from edgevid.artifact import Artifact, Manifest, WeightsInfo, finalize_manifest, staging_dir  # noqa: E402
 from edgevid.backends import BuildRequest, open_runner  # noqa: E402
 from edgevid.backends.openvino import (  # noqa: E402
-    BACKEND, RUNTIME_FILE, SMOOTH_QUANT_OFF, DeviceUnavailable, layer_precisions, quantize_int8, top1_validator)
+    BACKEND, RUNTIME_FILE, DeviceUnavailable, layer_precisions, quantize_int8, top1_validator)
 from edgevid.errors import ArtifactError, DataError, EdgevidError  # noqa: E402
 from edgevid.spec import KINETICS_NORM, ClipSpec, ModelSpec  # noqa: E402
 from edgevid.targets import get_target  # noqa: E402
@@ -32,9 +32,9 @@ AVAILABLE = ov.Core().available_devices
 CLASSES = 4
 
 
-def spec_for(family: str) -> ModelSpec:
+def spec_for(family: str, transformer: bool = False) -> ModelSpec:
     return ModelSpec(name=f"tiny_{family}", family=family, clip=ClipSpec(frames=4, stride=1, crop=16, short_side=16),
-                     norm=KINETICS_NORM, num_classes=CLASSES, label_set="synthmotion")
+                     norm=KINETICS_NORM, num_classes=CLASSES, label_set="synthmotion", transformer=transformer)
 
 
 class TinyX3D(nn.Module):
@@ -204,14 +204,19 @@ def test_int8_conv_recipe_quantizes_every_conv(int8, x3d):
 @pytest.mark.parametrize("alpha", ["abc", True, [0.5]])
 def test_smooth_quant_alpha_option_must_be_a_number(alpha):
     from edgevid.backends.openvino import quantization_settings
+    from edgevid.models import get_spec
 
-    assert quantization_settings("uniformerv2", "CPU", {})[1]["smooth_quant_alpha"] == -1  # off by default there
+    uniformer, timesformer = get_spec("uniformerv2_synth"), get_spec("timesformer_synth")
+    assert quantization_settings(uniformer, "CPU", {})[1]["smooth_quant_alpha"] == -1  # its spec: off by default
+    assert quantization_settings(timesformer, "CPU", {})[1]["smooth_quant_alpha"] > 0  # NNCF's transformer default
+    assert quantization_settings(uniformer, "CPU", {"smooth_quant_alpha": 0.5})[1]["smooth_quant_alpha"] == 0.5
+    assert "smooth_quant_alpha" not in quantization_settings(get_spec("x3d_synth"), "CPU", {})[1]  # no SmoothQuant
     with pytest.raises(EdgevidError, match="option smooth_quant_alpha=.*give a number"):
-        quantization_settings("timesformer", "CPU", {"smooth_quant_alpha": alpha})
+        quantization_settings(timesformer, "CPU", {"smooth_quant_alpha": alpha})
 
 
 def test_transformer_recipe_keeps_norm_softmax_gelu_float(vit, tmp_path):
-    art = build(tmp_path, vit, spec_for("timesformer"), "int8", calib=clips(32, seed=3))
+    art = build(tmp_path, vit, spec_for("timesformer", transformer=True), "int8", calib=clips(32, seed=3))
     q = art.manifest.quantization
     assert q["model_type"].startswith("TRANSFORMER")
     ir = ov.Core().read_model(str(art.file("model.xml")))
@@ -241,8 +246,8 @@ def test_every_transformer_family_compiles_as_int8(name, tmp_path):
     model, spec = random_model(name)
     art = build_artifact(name, "intel-cpu", "int8", weights="random", calib="synthetic", calib_size=8, out=tmp_path)
     assert art.manifest.quantization["layers_int8"] > 0
-    # SmoothQuant is off (alpha -1) exactly for the families where it measurably costs accuracy
-    assert (art.manifest.quantization["smooth_quant_alpha"] < 0) == (spec.family in SMOOTH_QUANT_OFF)
+    # SmoothQuant is off (alpha -1) exactly for the specs that say it measurably costs accuracy
+    assert (art.manifest.quantization["smooth_quant_alpha"] < 0) == (not spec.smooth_quant)
     clip = np.random.default_rng(0).standard_normal(spec.input_shape()).astype(np.float32)
     with open_runner(art.path) as runner:
         ours, ref = runner(clip), torch_out(model, clip)
@@ -257,10 +262,10 @@ def test_accuracy_control_keeps_sensitive_layers_float(x3d, fp32):
     ir = ov.Core().read_model(str(fp32.file("model.xml")))
     validation = [(c, int(torch_out(x3d, c).argmax())) for c in clips(40, seed=9)]  # FP32 top-1 = 100%
     bad_calib = clips(16, seed=10, scale=200.0)
-    plain, _ = quantize_int8(ir.clone(), bad_calib, "x3d", "CPU", {})
+    plain, _ = quantize_int8(ir.clone(), bad_calib, spec_for("x3d"), "CPU", {})
     plain_top1, _ = top1_validator(ov.Core().compile_model(plain, "CPU"), validation)
     assert plain_top1 < 0.9, "precondition: the badly calibrated INT8 model loses accuracy"
-    final, described = quantize_int8(ir.clone(), bad_calib, "x3d", "CPU", {}, validation, max_drop=5.0)
+    final, described = quantize_int8(ir.clone(), bad_calib, spec_for("x3d"), "CPU", {}, validation, max_drop=5.0)
     ac = described["accuracy_control"]
     assert ac["fp32_top1"] == 100.0 and ac["reached"] and ac["int8_top1"] >= 95.0, ac
     kept = described["kept_float_by_accuracy_control"]

@@ -21,6 +21,19 @@ def test_stages_time_each_step_and_report_progress_in_build_order():
     assert [e for e in events if e[1] == "calibration"][0] == ("start", "calibration", 0, 3)
 
 
+def test_cpu_seconds_count_work_not_waiting():
+    stages = BuildStages()
+    with stages.stage("calibration"):
+        time.sleep(0.2)  # waiting (another process has the core): wall, no CPU
+    with stages.stage("lowering"):
+        deadline = time.process_time() + 0.2
+        while time.process_time() < deadline:  # busy: CPU
+            pass
+    cpu, wall = stages.rounded(cpu=True), stages.rounded()
+    assert wall["calibration"] >= 0.2 and cpu["calibration"] < 0.1
+    assert cpu["lowering"] >= 0.2 and list(cpu) == list(wall)
+
+
 def test_a_stage_that_fails_is_still_timed_and_ended():
     ended = []
     stages = BuildStages(lambda event, stage: ended.append(stage.name) if event == "end" else None)

@@ -28,7 +28,7 @@ from edgevid.backends import tensorrt as trt_backend
 from edgevid.backends.tensorrt import (
     QuantPolicy, activation_matmuls, autocast_fp16, check_dla_request, check_fingerprint,
     dla_supported, engine_unavailable_reason, fingerprint_mismatches, jetpack_from_tegra_release,
-    parser_error_lines, profile_shapes, quantize_int8_qdq,
+    parser_error_lines, profile_shapes, quant_policy, quantize_int8_qdq,
 )
 from edgevid.errors import ArtifactError, BackendUnavailable, EdgevidError
 
@@ -112,14 +112,14 @@ def tiny(tmp_path_factory):
     """Each tiny model (fixed random weights), its FP32 ONNX and its ModelOpt Q/DQ ONNX."""
     root = tmp_path_factory.mktemp("tiny")
     out = {}
-    for cls, family in ((TinyConv, "x3d"), (TinyViT, "timesformer")):
+    for cls, transformer in ((TinyConv, False), (TinyViT, True)):  # as the specs of X3D / TimeSformer say
         torch.manual_seed(0)
         model = cls().eval()
         fp32 = root / f"{cls.__name__}.onnx"
         export_onnx(model, torch.zeros(SHAPE), fp32)
         qdq = root / f"{cls.__name__}.qdq.onnx"
-        quant = quantize_int8_qdq(fp32, qdq, _clips(8, 1), family, calibrate_method="max")
-        out[cls.__name__] = {"model": model, "fp32": fp32, "qdq": qdq, "quant": quant, "family": family}
+        quant = quantize_int8_qdq(fp32, qdq, _clips(8, 1), transformer=transformer, calibrate_method="max")
+        out[cls.__name__] = {"model": model, "fp32": fp32, "qdq": qdq, "quant": quant, "transformer": transformer}
     return out
 
 
@@ -285,7 +285,7 @@ def test_qdq_onnx_runs_on_onnxruntime_cpu_close_to_eager(tiny, name):
 
 def test_onnxruntime_fallback_follows_the_same_rules(tiny, tmp_path):
     out = tmp_path / "ort.onnx"
-    quant = quantize_int8_qdq(tiny["TinyViT"]["fp32"], out, _clips(4, 1), "timesformer", tool="ort")
+    quant = quantize_int8_qdq(tiny["TinyViT"]["fp32"], out, _clips(4, 1), transformer=True, tool="ort")
     assert quant["tool"].startswith("onnxruntime") and quant["high_precision"] == "fp32"
     model = onnx.load(str(out))
     assert float_rule_violations(model) == []
@@ -293,14 +293,22 @@ def test_onnxruntime_fallback_follows_the_same_rules(tiny, tmp_path):
     assert linear >= 4 * TinyViT.blocks_count
 
 
+def test_quant_policy_follows_the_specs_transformer_field(tiny):
+    conv, vit = (onnx.load(str(tiny[name]["fp32"])) for name in ("TinyConv", "TinyViT"))
+    assert quant_policy(False, conv).kind == "cnn"
+    assert quant_policy(True, conv).kind == "transformer"  # the spec's word, even without Softmax / LayerNorm
+    assert quant_policy(False, vit).kind == "transformer"  # a graph with them is recognised all the same
+    assert tiny["TinyViT"]["quant"]["policy"].startswith("transformer") and tiny["TinyConv"]["quant"]["policy"].startswith("cnn")
+
+
 def test_int8_without_calibration_clips_is_an_error(tiny, tmp_path):
     with pytest.raises(EdgevidError, match="--calib"):
-        quantize_int8_qdq(tiny["TinyConv"]["fp32"], tmp_path / "x.onnx", [], "x3d")
+        quantize_int8_qdq(tiny["TinyConv"]["fp32"], tmp_path / "x.onnx", [], transformer=False)
 
 
 def test_fp16_autocast_keeps_io_fp32_and_layernorm_fp32(tiny, tmp_path):
     out = tmp_path / "fp16.onnx"
-    quant = autocast_fp16(tiny["TinyViT"]["fp32"], out, "timesformer")
+    quant = autocast_fp16(tiny["TinyViT"]["fp32"], out, transformer=True)
     assert "AutoCast" in quant["scheme"]
     model = onnx.load(str(out))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT

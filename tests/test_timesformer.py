@@ -37,7 +37,7 @@ def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def tiny(attention_type: str = "divided_space_time", seed: int = 0, **overrides) -> ts.TimeSformer:
-    model = ts.TimeSformer(num_classes=5, attention_type=attention_type, **{**TINY, **overrides})
+    model = ts.TimeSformer(ts.TimeSformerConfig(attention_type=attention_type, **{**TINY, **overrides}), num_classes=5)
     return randomize(model, seed)
 
 
@@ -115,7 +115,9 @@ def test_synth_variant_fits_the_budget():
 
 def test_bad_attention_type_and_clip_shape_are_rejected():
     with pytest.raises(ValueError, match="attention_type"):
-        ts.TimeSformer(attention_type="axial", **TINY)
+        ts.TimeSformerConfig(attention_type="axial", **TINY)
+    with pytest.raises(ValueError, match="attention_type"):
+        create_model("timesformer_synth", attention_type="axial")  # overrides are config fields, checked alike
     with pytest.raises(ValueError, match=r"shape \(N, 3, 3, 32, 32\), got \(1, 3, 4, 32, 32\)"):
         tiny()(torch.zeros(1, 3, 4, 32, 32))
 
@@ -231,7 +233,7 @@ def test_frame_order_matters_except_for_space_only():
 
 def test_drop_path_is_identity_at_eval():
     plain = tiny(seed=6)
-    dropped = ts.TimeSformer(num_classes=5, drop_path_rate=0.5, **TINY)
+    dropped = ts.TimeSformer(ts.TimeSformerConfig(drop_path_rate=0.5, **TINY), num_classes=5)
     dropped.load_state_dict(plain.state_dict())
     x = clip((2, 3, 3, 32, 32))
     with torch.no_grad():
@@ -353,7 +355,7 @@ def test_other_head_size_needs_num_classes(tmp_path):
 def test_embedding_size_mismatch_is_an_error_unless_resized():
     # A checkpoint trained at 2 frames x 32 px (grid 2x2) into a 4-frame x 64 px model (grid 4x4).
     source = tiny(seed=11, num_frames=2)
-    target = ts.TimeSformer(num_classes=5, **{**TINY, "num_frames": 4, "img_size": 64})
+    target = ts.TimeSformer(ts.TimeSformerConfig(**{**TINY, "num_frames": 4, "img_size": 64}), num_classes=5)
     with pytest.raises(CheckpointError, match=r"pos_embed \(1, 5, 24\) vs model \(1, 17, 24\)") as err:
         load_checkpoint(target, source.state_dict(), family="timesformer")
     assert "time_embed (1, 2, 24) vs model (1, 4, 24)" in str(err.value)

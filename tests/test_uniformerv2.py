@@ -140,11 +140,13 @@ def test_synth_trains_every_distinctive_part():
 
 def test_config_errors_and_input_check():
     with pytest.raises(ValueError, match="return_list"):
-        uv2.UniFormerV2(num_classes=3, input_resolution=32, width=32, layers=2, heads=2, n_dim=32, n_head=2,
-                        return_list=(1, 2), n_layers=2)
+        uv2.UniFormerV2Config(input_resolution=32, width=32, layers=2, heads=2, n_dim=32, n_head=2,
+                              return_list=(1, 2), n_layers=2)
     with pytest.raises(ValueError, match="n_dim"):
-        uv2.UniFormerV2(num_classes=3, input_resolution=32, width=32, layers=2, heads=2, n_dim=64, n_head=2,
-                        return_list=(1,), n_layers=1)
+        uv2.UniFormerV2Config(input_resolution=32, width=32, layers=2, heads=2, n_dim=64, n_head=2,
+                              return_list=(1,), n_layers=1)
+    with pytest.raises(ValueError, match="n_dim"):  # overrides of a variant are config fields, checked alike
+        create_model("uniformerv2_b16", **dict(TINY["uniformerv2_b16"], n_dim=64))
     model = create_model("uniformerv2_b16", **TINY["uniformerv2_b16"])
     with pytest.raises(ValueError, match="expects clips"):
         model(torch.zeros(1, 3, 4, 32, 32))
@@ -308,7 +310,7 @@ REFERENCE_CONFIGS = {
 @pytest.mark.parametrize("name", sorted(REFERENCE_CONFIGS))
 def test_matches_official_forward(name):
     cfg = REFERENCE_CONFIGS[name]
-    model = _randomise(uv2.UniFormerV2(num_classes=7, **cfg), seed=1)
+    model = _randomise(uv2.UniFormerV2(uv2.UniFormerV2Config(**cfg), num_classes=7), seed=1)
     x = _clip(model, batch=2, seed=2)
     official = to_official(model.state_dict())
     with torch.no_grad():
@@ -320,7 +322,7 @@ def test_matches_official_forward(name):
 def test_reference_detects_a_wrong_model():
     """The reference comparison can fail: swap k and v of one backbone layer and it must."""
     cfg = REFERENCE_CONFIGS["double_lmhra"]
-    model = _randomise(uv2.UniFormerV2(num_classes=7, **cfg), seed=1)
+    model = _randomise(uv2.UniFormerV2(uv2.UniFormerV2Config(**cfg), num_classes=7), seed=1)
     x = _clip(model, seed=2)
     official = to_official(model.state_dict())
     key = "backbone.transformer.resblocks.1.attn.in_proj_weight"

@@ -1,4 +1,4 @@
-"""The backend interface. One module per backend; heavy imports happen inside it."""
+"""The backend interface. One package per backend (``backends/<name>/``); heavy imports happen inside it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, EdgevidError
 from ..stages import BuildStages
-
-#: the attention model families: each backend's INT8 recipe keeps their softmax / LayerNorm / GELU and
-#: (where the backend can) their attention products in float
-TRANSFORMER_FAMILIES = frozenset({"uniformerv2", "timesformer", "tubevit"})
+from .options import CommonOptions
 
 if TYPE_CHECKING:  # torch stays out of the runtime import graph of runners
     from torch import nn
@@ -68,7 +65,7 @@ class Int8Plan:
 
     This generic plan runs a full ``backend.build`` per variant. A backend overrides
     ``Backend.int8_plan`` to export and calibrate once and only re-quantize per variant (see
-    onnxruntime.py), which is what makes `edgevid sensitivity` and `--max-drop` fast.
+    backends/onnxruntime), which is what makes `edgevid sensitivity` and `--max-drop` fast.
     """
 
     def __init__(self, backend: "Backend", request: BuildRequest):
@@ -135,6 +132,9 @@ class Backend(ABC):
     #: True when the backend meets ``--max-drop`` with its own accuracy-aware quantization (it then gets
     #: ``BuildRequest.validation``); otherwise the harness searches the float layers (``harness.mixed``)
     handles_max_drop: bool = False
+    #: the pydantic model of the options this backend reads (``backends/<name>/options.py``, on top of
+    #: ``CommonOptions``): targets' YAML and ``--option`` are validated against it before any work
+    options_model: type[CommonOptions] = CommonOptions
 
     def missing(self, for_build: bool = False) -> list[str]:
         reqs = dict(self.requirements)

@@ -130,10 +130,18 @@ def _check_still(path: Path, container) -> None:
         raise DataError(f"{path}: is a still image ({name.removesuffix('_pipe')}), not a video; pass a video file.")
 
 
-def read_meta(path: str | Path) -> VideoMeta:
-    """Demux (no decoding) to list every frame's timestamp and keyframe flag."""
+def open_video(path: str | Path):
+    """The opened container (a context manager): hand it to ``read_meta`` and then ``decode_frames``
+    so that a clip costs one open, not two (on a short clip the open is a sixth of the decode)."""
+    return _open(Path(path))
+
+
+def read_meta(path: str | Path, container=None) -> VideoMeta:
+    """Demux (no decoding) to list every frame's timestamp and keyframe flag (``container``: one
+    from ``open_video``, left open for ``decode_frames``)."""
     path = Path(path)
-    container = _open(path)
+    owned = container is None
+    container = _open(path) if owned else container
     try:
         _check_still(path, container)
         stream = container.streams.video[0]
@@ -155,7 +163,8 @@ def read_meta(path: str | Path) -> VideoMeta:
         time_base = float(stream.time_base) if stream.time_base else 0.0
         claimed_seconds = float(stream.duration * time_base) if stream.duration and time_base else 0.0
     finally:
-        container.close()
+        if owned:
+            container.close()
     if not pts:
         raise DataError(f"{path}: no decodable video frames; re-encode or replace it.")
     if has_pts and time_base:
@@ -233,7 +242,8 @@ many frames past the decoder's position, rather than decode through to it."""
 
 
 def decode_frames(meta: VideoMeta, wanted: np.ndarray, short_side: int | None = None, threads: int = 0,
-                  seek: bool = True, stats: dict | None = None) -> tuple[np.ndarray | None, np.ndarray, int, list[str]]:
+                  seek: bool = True, stats: dict | None = None,
+                  container=None) -> tuple[np.ndarray | None, np.ndarray, int, list[str]]:
     """Decode only what the frames ``wanted`` (source indices; any order, repeats allowed) need,
     converted by ``FrameConverter``: ``(frames [distinct, H, W, 3], where, decodable, notes)`` with
     ``frames[where]`` in the order of ``wanted``. ``frames`` is None when the stream ended (or a
@@ -244,6 +254,8 @@ def decode_frames(meta: VideoMeta, wanted: np.ndarray, short_side: int | None = 
     not wanted (``skip_frame = NONREF``: nothing depends on them), the wanted ones alone are
     converted, and a keyframe ahead of the decoder before the next wanted frame is reached by
     seeking. ``stats``, if given, receives the counts ``packets``, ``decoded``, ``converted``, ``seeks``.
+    ``container``: the one ``read_meta`` demuxed (``open_video``; the caller closes it), rewound by a
+    seek to the first wanted frame's keyframe; where timestamps cannot seek, a fresh one is opened.
     """
     path = meta.path
     distinct, where = np.unique(np.asarray(wanted, dtype=np.int64), return_inverse=True)
@@ -256,7 +268,8 @@ def decode_frames(meta: VideoMeta, wanted: np.ndarray, short_side: int | None = 
     out, got = None, np.zeros(len(distinct), bool)
     position, last, seeked = 0, -1, False
     counts = {"packets": 0, "decoded": 0, "converted": 0, "seeks": 0}
-    container = _open(path)
+    owned = container is None or not seek  # a demuxed container is rewound by seeking; else a fresh one
+    container = _open(path) if owned else container
 
     def take(frame) -> bool:
         """Keep ``frame`` if wanted; True when every wanted frame is in."""
@@ -284,15 +297,18 @@ def decode_frames(meta: VideoMeta, wanted: np.ndarray, short_side: int | None = 
 
     try:
         stream = container.streams.video[0]
-        if threads != 1:
-            stream.thread_type = "AUTO"
-        if threads:
-            stream.codec_context.thread_count = threads
+        if not stream.codec_context.is_open:  # a shared container's second pass keeps the first's threads
+            if threads != 1:
+                stream.thread_type = "AUTO"
+            if threads:
+                stream.codec_context.thread_count = threads
         context = stream.codec_context
         packets, done, cursor = None, False, -1  # cursor: the keyframe the demuxer was last sent to
         far = lambda: seek and keyframe_before(distinct[position]) - max(last, cursor) > SEEK_GAP  # noqa: E731
+        rewind = not owned  # the demuxer stands at the end of the stream
         while not done and position < len(distinct):
-            if far():
+            if rewind or far():
+                rewind = False
                 cursor = keyframe_before(distinct[position])
                 container.seek(int(meta.pts[cursor]), stream=stream, backward=True, any_frame=False)
                 packets, seeked = None, True
@@ -319,7 +335,8 @@ def decode_frames(meta: VideoMeta, wanted: np.ndarray, short_side: int | None = 
     except av.FFmpegError:
         pass  # truncated or damaged: the frames so far
     finally:
-        container.close()
+        if owned:
+            container.close()
         if stats is not None:
             stats.update(counts)
     if got.all():

@@ -128,23 +128,25 @@ def load_views(source, spec: ModelSpec, kind: str = "test", rng: np.random.Gener
 
 
 def _decode(path: Path, spec, kind, short_side, rng, notes, threads):
-    from edgevid.data.video import decode_frames, read_meta
+    from edgevid.data.video import decode_frames, open_video, read_meta
 
-    meta = read_meta(path)
-    if meta.truncated_note():
-        notes.append(meta.truncated_note())
-    for _ in range(2):
-        plan = plan_clips(meta.times, spec, kind, rng)
-        frames, where, decodable, converted = decode_frames(meta, plan.indices.reshape(-1), short_side, threads)
-        notes.extend(n for n in converted if n not in notes)
-        if frames is not None:
-            return frames, where.reshape(plan.indices.shape), plan
-        if decodable == 0:
-            raise DataError(f"{path}: no frame decodes; re-encode or replace it.")
-        if decodable >= meta.frames:
-            break
-        notes.append(f"only {decodable} of {meta.frames} frames decode (truncated?): sampled from those")
-        meta = _first(meta, decodable)
+    with open_video(path) as container:  # one open for the demux and the decode
+        meta = read_meta(path, container)
+        if meta.truncated_note():
+            notes.append(meta.truncated_note())
+        for _ in range(2):
+            plan = plan_clips(meta.times, spec, kind, rng)
+            frames, where, decodable, converted = decode_frames(meta, plan.indices.reshape(-1), short_side, threads,
+                                                                container=container)
+            notes.extend(n for n in converted if n not in notes)
+            if frames is not None:
+                return frames, where.reshape(plan.indices.shape), plan
+            if decodable == 0:
+                raise DataError(f"{path}: no frame decodes; re-encode or replace it.")
+            if decodable >= meta.frames:
+                break
+            notes.append(f"only {decodable} of {meta.frames} frames decode (truncated?): sampled from those")
+            meta = _first(meta, decodable)
     raise DataError(f"{path}: damaged frames do not decode; re-encode or replace it.")
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from ..artifact import Artifact, Manifest, PROGRESS_DIR
 from ..backends import Runner, open_runner
 from ..errors import DataError, EdgevidError
+from ..spec import protocol_name, with_protocol
 from .errors import NonFiniteOutput, RunIncomplete
 from .metrics import aggregate, softmax, video_record  # noqa: F401  (softmax: public API)
 
@@ -320,9 +321,25 @@ def _meta(artifact: Artifact, data_info: dict, with_reference: bool, shard: tupl
         "artifact_digest": artifact_digest(m),
         **data_info,
         "views_per_video": m.spec.clip.test_clips * m.spec.clip.test_crops,
+        "protocol": protocol_name(m.spec),
         "reference": "pytorch eager fp32" if has_ref else None,
         "shard": f"{shard[0]}/{shard[1]}" if shard else None,
     }
+
+
+def check_protocol(artifact: Artifact, protocol: str | None) -> None:
+    """Refuse an artifact whose test protocol is not ``protocol`` (None: any), naming the rebuild."""
+    if protocol is None:
+        return
+    spec = artifact.manifest.spec
+    wanted = protocol_name(with_protocol(spec, protocol))  # an unknown name fails here
+    built = protocol_name(spec)
+    if wanted != built:
+        head = {"softmax": "softmax", "logits": "logits"}[spec.protocol.head_average]
+        raise EdgevidError(
+            f"--protocol {protocol}: {artifact.path} was built for the {built} protocol (its head averages the"
+            f" {head} over positions); build one for {protocol} with"
+            f" `{artifact.rebuild_command(protocol=None if wanted == 'default' else wanted)}`")
 
 
 def evaluate(
@@ -337,8 +354,13 @@ def evaluate(
     ray: str | None = None,
     ray_shards: int | None = None,
     json_path: str | Path | None = None,
+    protocol: str | None = None,
 ) -> dict:
     """Evaluate with the model's test views; write the result into the artifact's report.json.
+
+    ``protocol`` (e.g. ``slowfast`` for X3D, to compare with a model zoo's published top-1) asks that
+    the artifact follows that test protocol; one that was built for another is refused with the
+    command that rebuilds it so (the head's averaging is part of the compiled graph).
 
     ``shard`` ("i/n") evaluates one shard (stored under ``eval_shards``; combine with ``merge``).
     ``ray`` (a Ray address) spreads shards over the cluster's nodes that advertise the artifact's
@@ -347,6 +369,7 @@ def evaluate(
     """
     artifact = Artifact(artifact_path)
     artifact.verify()
+    check_protocol(artifact, protocol)
     # with --ray the nodes decode; the driver decodes only for the reference
     require_reference(artifact, with_reference, decode=not ray or with_reference)
     shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard

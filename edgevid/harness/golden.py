@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..artifact import Artifact, sha256_file
 from ..errors import EdgevidError
+from ..spec import protocol_name
 from ..outputs import check_output_file, check_output_folder, commit_folder, mark, write_output_file
 from . import gates as gates_mod
 from .errors import GateFailed, NonFiniteOutput, PackError, RunIncomplete
@@ -171,6 +172,7 @@ def make_pack(
     gates_file: str | Path | None = None,
     sign: str | Path | None = None,
     overwrite: bool = False,
+    protocol: str | None = None,
 ) -> Path:
     """`edgevid golden make`: the first ``clips`` videos of ``data``, preprocessed for ``model``."""
     check_output_folder(out, "pack", overwrite)  # before any work
@@ -183,6 +185,7 @@ def make_pack(
     from ..models import canonical_name, get_spec
     from ..labels import labels_for
     from ..pipeline import prepare_model
+    from ..spec import with_protocol
     from .eval import dataset_items, run_views
 
     if clips <= 0:
@@ -190,11 +193,11 @@ def make_pack(
     if views not in ("test", "center"):
         raise EdgevidError(f"--views {views}: choose test (the model's clips x crops) or center (one clip)")
     name = canonical_name(model)
-    spec = get_spec(name)
+    spec = with_protocol(get_spec(name), protocol)  # a bad --protocol fails before any decoding
     items, data_info = dataset_items(data, labels_for(spec.label_set, spec.num_classes), clips)
     if len(items) < clips:
         log.warning("%s has %d videos, fewer than --clips %d: using all of them", data, len(items), clips)
-    prepared = prepare_model(name, weights)
+    prepared = prepare_model(name, weights, protocol=protocol)
     spec, labels = prepared.spec, prepared.labels
     runner = TorchEagerRunner(prepared.net, spec.input_shape(1), threads)
     return write_pack(
@@ -353,8 +356,9 @@ def check_fit(pack: Pack, artifact: Artifact) -> None:
 
     m, info = artifact.manifest, pack.info
     spec = m.spec.model_dump(mode="json")
+    chosen = protocol_name(m.spec)
     remake = (f"make a pack for it with `edgevid golden make --model {m.model} --weights {shlex.quote(m.weights.flag)}"
-              " --data VIDEOS --clips N --out NEW_PACK`")
+              + ("" if chosen == "default" else f" --protocol {chosen}") + " --data VIDEOS --clips N --out NEW_PACK`")
     if info["model"] != m.model:
         raise PackError(f"pack {pack.path} was made for model {info['model']}, the artifact is {m.model}; {remake}")
     packed = info["spec"]

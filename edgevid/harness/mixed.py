@@ -125,6 +125,7 @@ class Workbench:
         val_size: int | None = None,
         threads: int | None = None,
         track: Track | None = None,
+        protocol: str | None = None,
     ):
         from ..backends import BuildRequest, get_backend
         from ..backends.options import validate_options
@@ -138,7 +139,7 @@ class Workbench:
             raise EdgevidError(f"target {self.target.name} has no int8 precision: nothing to keep in float")
         self.backend = get_backend(self.target.backend)
         self.backend.check(for_build=True)
-        self.prepared = prepared = prepare_model(model, weights)
+        self.prepared = prepared = prepare_model(model, weights, protocol=protocol)
         self.model, self.spec, self.labels, self.net = prepared.name, prepared.spec, prepared.labels, prepared.net
         self.weights = prepared.weights
         self.threads = threads
@@ -321,6 +322,7 @@ def build_with_budget(
     track: Track | None = None,
     min_agreement: float | None = None,
     sign: str | Path | None = None,
+    protocol: str | None = None,
 ) -> Artifact:
     """`edgevid build --precision int8 --max-drop X`: INT8 with the fewest layers kept in float
     (on top of the user's own ``keep_float`` layers, which always stay float)."""
@@ -343,9 +345,10 @@ def build_with_budget(
         return build_artifact(model, target, "int8", weights, calib, calib_size, out, num_classes,
                               options={**options, "max_drop": max_drop, **({"val_data": val_data} if val_data else {}),
                                        **({"val_size": val_size} if val_size else {})},
-                              track=track, sign=sign)
+                              track=track, sign=sign, protocol=protocol)
     started = time.perf_counter()
-    with Workbench(model, target, weights, calib, calib_size, options, val_data, val_size, threads, track) as bench:
+    with Workbench(model, target, weights, calib, calib_size, options, val_data, val_size, threads, track,
+                   protocol) as bench:
         ranking: dict = {"method": "none needed: full INT8 met the budget"}
 
         def rank() -> list[str]:
@@ -390,4 +393,4 @@ def build_with_budget(
 
     return build_artifact(model, target, "int8", weights, calib, calib_size, out,
                           options={**options, "keep_float": list(dict.fromkeys([*user_kept, *kept]))}, track=track,
-                          sign=sign, finish=finish)
+                          sign=sign, finish=finish, protocol=protocol)

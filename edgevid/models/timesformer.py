@@ -28,6 +28,8 @@ interpolation the official model applies at inference when its input size differ
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -116,50 +118,59 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+@dataclass(frozen=True)
+class TimeSformerConfig:
+    """Architecture and input geometry (the official ``TimeSformer`` arguments); defaults are ViT-B/16
+    with divided space-time attention on 8 x 224 clips."""
+
+    img_size: int = 224
+    patch_size: int = 16
+    num_frames: int = 8
+    in_chans: int = 3
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+    drop_path_rate: float = 0.0
+    attention_type: str = "divided_space_time"
+
+    def __post_init__(self):
+        if self.attention_type not in ATTENTION_TYPES:
+            choices = ", ".join(ATTENTION_TYPES)
+            raise ValueError(f"attention_type must be one of {choices}, not {self.attention_type!r}")
+        if self.img_size % self.patch_size or self.embed_dim % self.num_heads:
+            raise ValueError("img_size must be a multiple of patch_size and embed_dim of num_heads")
+
+
 class TimeSformer(nn.Module):
     """TimeSformer classifier: (N, 3, T, H, W) normalised clip -> (N, num_classes) logits."""
 
     classifier_keys = ("head.weight", "head.bias")
 
-    def __init__(
-        self,
-        num_classes: int = 400,
-        img_size: int = 224,
-        patch_size: int = 16,
-        num_frames: int = 8,
-        in_chans: int = 3,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        norm_eps: float = 1e-6,
-        drop_path_rate: float = 0.0,
-        attention_type: str = "divided_space_time",
-    ):
+    def __init__(self, config: TimeSformerConfig, num_classes: int):
         super().__init__()
-        if attention_type not in ATTENTION_TYPES:
-            choices = ", ".join(ATTENTION_TYPES)
-            raise ValueError(f"attention_type must be one of {choices}, not {attention_type!r}")
-        if img_size % patch_size or embed_dim % num_heads:
-            raise ValueError("img_size must be a multiple of patch_size and embed_dim of num_heads")
+        self.config = config
+        embed_dim, num_frames, attention_type = config.embed_dim, config.num_frames, config.attention_type
         self.attention_type = attention_type
         self.num_classes = num_classes
         self.num_frames = num_frames
         self.embed_dim = embed_dim
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed(config.img_size, config.patch_size, config.in_chans, embed_dim)
         self.num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, embed_dim))
         if attention_type != "space_only":
             self.time_embed = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear decay rule
+        depth = config.depth
+        rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear decay rule
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, self.num_patches, num_frames, mlp_ratio, qkv_bias, rates[i], norm_eps,
-                  attention_type)
+            Block(embed_dim, config.num_heads, self.num_patches, num_frames, config.mlp_ratio, config.qkv_bias,
+                  rates[i], config.norm_eps, attention_type)
             for i in range(depth)
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.norm = nn.LayerNorm(embed_dim, eps=config.norm_eps)
         self.head = nn.Linear(embed_dim, num_classes)
         self.reset_parameters()
 
@@ -313,6 +324,7 @@ def _spec(name: str, frames: int, stride: int, crop: int, gflops: float, top1: f
         ),
         checkpoint_url=url,
         checkpoint_layouts=_LAYOUTS,
+        transformer=True,
     )
 
 
@@ -321,37 +333,42 @@ _URL_B = _DROPBOX + "g5t24we9gl5yk88/TimeSformer_divST_8x32_224_K400.pyth"
 _URL_HR = _DROPBOX + "6f0x172lpqy3oxt/TimeSformer_divST_16x16_448_K400.pyth"
 _URL_L = _DROPBOX + "r1iuxahif3sgimo/TimeSformer_divST_96x4_224_K400.pyth"
 
+B_CONFIG = TimeSformerConfig(img_size=224, num_frames=8)
+HR_CONFIG = TimeSformerConfig(img_size=448, num_frames=16)
+L_CONFIG = TimeSformerConfig(img_size=224, num_frames=96)
+SYNTH_CONFIG = TimeSformerConfig(img_size=64, patch_size=8, num_frames=8, embed_dim=96, depth=4, num_heads=3)
+
+
+def _build(config: TimeSformerConfig, num_classes: int, overrides: dict) -> TimeSformer:
+    """The variant's config with ``overrides`` (any ``TimeSformerConfig`` field) applied."""
+    return TimeSformer(replace(config, **overrides), num_classes)
+
 
 @register_model(
     _spec("timesformer_b", 8, 32, 224, 590 / 3, 77.9, _URL_B, 121.57),
     aliases=("timesformer", "timesformer_8x224"),
 )
-def timesformer_b(num_classes: int = 400, **kwargs) -> TimeSformer:
+def timesformer_b(num_classes: int = 400, **overrides) -> TimeSformer:
     """TimeSformer (ViT-B/16, divided space-time), 8 frames x 224, sampling rate 32."""
-    return TimeSformer(num_classes=num_classes, img_size=224, num_frames=8, **kwargs)
+    return _build(B_CONFIG, num_classes, overrides)
 
 
 @register_model(
     _spec("timesformer_hr", 16, 16, 448, 5110 / 3, 79.6, _URL_HR, 122.02),
     aliases=("timesformer_16x448",),
 )
-def timesformer_hr(num_classes: int = 400, **kwargs) -> TimeSformer:
+def timesformer_hr(num_classes: int = 400, **overrides) -> TimeSformer:
     """TimeSformer-HR: 16 frames x 448, sampling rate 16."""
-    return TimeSformer(num_classes=num_classes, img_size=448, num_frames=16, **kwargs)
+    return _build(HR_CONFIG, num_classes, overrides)
 
 
 @register_model(
     _spec("timesformer_l", 96, 4, 224, 7140 / 3, 80.6, _URL_L, 121.63),
     aliases=("timesformer_96x224",),
 )
-def timesformer_l(num_classes: int = 400, **kwargs) -> TimeSformer:
+def timesformer_l(num_classes: int = 400, **overrides) -> TimeSformer:
     """TimeSformer-L: 96 frames x 224, sampling rate 4."""
-    return TimeSformer(num_classes=num_classes, img_size=224, num_frames=96, **kwargs)
-
-
-SYNTH_CONFIG = dict(
-    img_size=64, patch_size=8, num_frames=8, embed_dim=96, depth=4, num_heads=3, mlp_ratio=4.0
-)
+    return _build(L_CONFIG, num_classes, overrides)
 
 
 @register_model(
@@ -364,8 +381,9 @@ SYNTH_CONFIG = dict(
         num_classes=8,
         label_set="synthmotion",
         published=Published(source="edgevid reference model"),
+        transformer=True,
     )
 )
-def timesformer_synth(num_classes: int = 8, **kwargs) -> TimeSformer:
+def timesformer_synth(num_classes: int = 8, **overrides) -> TimeSformer:
     """Tiny divided space-time TimeSformer for the synthetic motion set (8x112, trains on a CPU)."""
-    return TimeSformer(num_classes=num_classes, **{**SYNTH_CONFIG, **kwargs})
+    return _build(SYNTH_CONFIG, num_classes, overrides)

@@ -425,6 +425,7 @@ def _spec(name: str, top1: float, params_m: float | None, measured_params_m: flo
             source=f"{_PAPER}, Kinetics-400 top-1 with 4x3 views",
         ),
         checkpoint_layouts=("unofficial",),
+        transformer=True,
     )
 
 
@@ -460,6 +461,7 @@ def tubevit_l(num_classes: int = 400, **overrides) -> TubeViT:
         label_set="synthmotion",
         published=Published(source="edgevid reference model"),
         checkpoint_layouts=("unofficial",),
+        transformer=True,
     )
 )
 def tubevit_synth(num_classes: int = 8, **overrides) -> TubeViT:

@@ -41,6 +41,7 @@ checkpoints; activation checkpointing (a training feature).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -51,7 +52,8 @@ from .layers import DropPath, Mlp
 from .registry import register_model
 
 __all__ = [
-    "UniFormerV2", "LocalUniBlock", "GlobalUniBlock", "LocalMHRA", "LayerNorm", "QuickGELU",
+    "UniFormerV2", "UniFormerV2Config", "B16_CONFIG", "L14_CONFIG", "B16_SSV2_CONFIG", "SYNTH_CONFIG",
+    "LocalUniBlock", "GlobalUniBlock", "LocalMHRA", "LayerNorm", "QuickGELU",
     "uniformerv2_b16", "uniformerv2_l14", "uniformerv2_b16_ssv2", "uniformerv2_synth",
     "convert_official", "convert_mmaction2",
 ]
@@ -223,66 +225,74 @@ def _linspace(stop: float, n: int) -> list[float]:
     return [stop * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
 
 
-class UniFormerV2(nn.Module):
-    """UniFormerV2 video classifier; input (N, 3, T, H, W) with T = ``t_size``, H = W =
-    ``input_resolution``; output logits (N, num_classes).
+@dataclass(frozen=True)
+class UniFormerV2Config:
+    """Architecture and input geometry, under the official names; defaults are the Kinetics-400 B/16.
 
-    Arguments carry the official names. ``t_size`` is the number of input frames (halved inside
-    when ``temporal_downsample``). ``return_list`` names the backbone layers followed by a global
-    UniBlock (``n_layers`` of them, applied in layer order). ``mlp_dropout`` is one rate per global
-    block (or one for all). ``n_dim`` must equal ``width``, as in every official configuration.
-    Defaults are the Kinetics-400 B/16 configuration.
+    ``t_size`` is the number of input frames (halved inside when ``temporal_downsample``).
+    ``return_list`` names the backbone layers followed by a global UniBlock (``n_layers`` of them,
+    applied in layer order). ``mlp_dropout`` is one rate per global block (or one for all).
+    ``n_dim`` must equal ``width``, as in every official configuration.
     """
 
-    classifier_keys = ("head.weight", "head.bias")
+    input_resolution: int = 224
+    patch_size: int = 16
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    t_size: int = 8
+    kernel_size: int = 3
+    temporal_downsample: bool = False
+    dw_reduction: float = 1.5
+    no_lmhra: bool = True
+    double_lmhra: bool = True
+    return_list: tuple[int, ...] = (8, 9, 10, 11)
+    n_layers: int = 4
+    n_dim: int = 768
+    n_head: int = 12
+    mlp_factor: float = 4.0
+    backbone_drop_path_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    mlp_dropout: float | tuple[float, ...] = 0.5
+    cls_dropout: float = 0.5
 
-    def __init__(
-        self,
-        num_classes: int = 400,
-        input_resolution: int = 224,
-        patch_size: int = 16,
-        width: int = 768,
-        layers: int = 12,
-        heads: int = 12,
-        t_size: int = 8,
-        kernel_size: int = 3,
-        temporal_downsample: bool = False,
-        dw_reduction: float = 1.5,
-        no_lmhra: bool = True,
-        double_lmhra: bool = True,
-        return_list: Sequence[int] = (8, 9, 10, 11),
-        n_layers: int = 4,
-        n_dim: int = 768,
-        n_head: int = 12,
-        mlp_factor: float = 4.0,
-        backbone_drop_path_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-        mlp_dropout: float | Sequence[float] = 0.5,
-        cls_dropout: float = 0.5,
-    ) -> None:
-        super().__init__()
-        if input_resolution % patch_size:
-            raise ValueError(f"input_resolution {input_resolution} is not a multiple of patch_size {patch_size}")
-        if n_dim != width:
-            raise ValueError(f"n_dim ({n_dim}) must equal width ({width}): global blocks read backbone tokens")
+    def __post_init__(self):
+        object.__setattr__(self, "return_list", tuple(self.return_list))
+        if not isinstance(self.mlp_dropout, (int, float)):
+            object.__setattr__(self, "mlp_dropout", tuple(self.mlp_dropout))
+        return_list, n_layers, layers = self.return_list, self.n_layers, self.layers
+        if self.input_resolution % self.patch_size:
+            raise ValueError(f"input_resolution {self.input_resolution} is not a multiple of patch_size {self.patch_size}")
+        if self.n_dim != self.width:
+            raise ValueError(f"n_dim ({self.n_dim}) must equal width ({self.width}): global blocks read backbone tokens")
         if len(return_list) != n_layers or len(set(return_list)) != n_layers:
             raise ValueError(f"return_list {list(return_list)} must hold n_layers={n_layers} distinct layers")
         if not all(0 <= i < layers for i in return_list):
             raise ValueError(f"return_list {list(return_list)} names layers outside 0..{layers - 1}")
+        _per_layer(self.mlp_dropout, n_layers, "mlp_dropout")
 
+
+class UniFormerV2(nn.Module):
+    """UniFormerV2 video classifier; input (N, 3, T, H, W) with T = ``t_size``, H = W =
+    ``input_resolution`` of its ``UniFormerV2Config``; output logits (N, num_classes)."""
+
+    classifier_keys = ("head.weight", "head.bias")
+
+    def __init__(self, config: UniFormerV2Config, num_classes: int) -> None:
+        super().__init__()
+        self.config = c = config
         self.num_classes = num_classes
-        self.in_frames = t_size
-        self.input_resolution = input_resolution
-        grid = input_resolution // patch_size
-        if temporal_downsample:
-            pad = (kernel_size - 1) // 2
-            self.patch_embed = nn.Conv3d(3, width, (kernel_size, patch_size, patch_size),
-                                         stride=(2, patch_size, patch_size), padding=(pad, 0, 0), bias=False)
-            t = (t_size + 2 * pad - kernel_size) // 2 + 1
+        self.in_frames = c.t_size
+        self.input_resolution = c.input_resolution
+        width, patch, grid = c.width, c.patch_size, c.input_resolution // c.patch_size
+        if c.temporal_downsample:
+            pad = (c.kernel_size - 1) // 2
+            self.patch_embed = nn.Conv3d(3, width, (c.kernel_size, patch, patch),
+                                         stride=(2, patch, patch), padding=(pad, 0, 0), bias=False)
+            t = (c.t_size + 2 * pad - c.kernel_size) // 2 + 1
         else:
-            self.patch_embed = nn.Conv3d(3, width, (1, patch_size, patch_size),
-                                         stride=(1, patch_size, patch_size), bias=False)
-            t = t_size
+            self.patch_embed = nn.Conv3d(3, width, (1, patch, patch), stride=(1, patch, patch), bias=False)
+            t = c.t_size
         self.grid = (t, grid, grid)
 
         scale = width ** -0.5
@@ -290,27 +300,27 @@ class UniFormerV2(nn.Module):
         self.pos_embed = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
         self.norm_pre = LayerNorm(width)
 
-        backbone_dpr = _linspace(backbone_drop_path_rate, layers)
+        backbone_dpr = _linspace(c.backbone_drop_path_rate, c.layers)
         self.blocks = nn.ModuleList(
-            LocalUniBlock(width, heads, t, grid, grid, drop_path=backbone_dpr[i], lmhra=not no_lmhra,
-                          double_lmhra=double_lmhra, dw_reduction=dw_reduction)
-            for i in range(layers)
+            LocalUniBlock(width, c.heads, t, grid, grid, drop_path=backbone_dpr[i], lmhra=not c.no_lmhra,
+                          double_lmhra=c.double_lmhra, dw_reduction=c.dw_reduction)
+            for i in range(c.layers)
         )
 
         # The official code numbers global blocks in layer order, whatever order return_list has.
-        self.global_after = {layer: j for j, layer in enumerate(sorted(return_list))}
-        dropouts = _per_layer(mlp_dropout, n_layers, "mlp_dropout")
-        global_dpr = _linspace(drop_path_rate, n_layers)
-        self.global_query = nn.Parameter(torch.zeros(1, 1, n_dim))
+        self.global_after = {layer: j for j, layer in enumerate(sorted(c.return_list))}
+        dropouts = _per_layer(c.mlp_dropout, c.n_layers, "mlp_dropout")
+        global_dpr = _linspace(c.drop_path_rate, c.n_layers)
+        self.global_query = nn.Parameter(torch.zeros(1, 1, c.n_dim))
         self.global_blocks = nn.ModuleList(
-            GlobalUniBlock(n_dim, n_head, t, grid, grid, mlp_factor=mlp_factor, dropout=dropouts[j],
+            GlobalUniBlock(c.n_dim, c.n_head, t, grid, grid, mlp_factor=c.mlp_factor, dropout=dropouts[j],
                            drop_path=global_dpr[j])
-            for j in range(n_layers)
+            for j in range(c.n_layers)
         )
-        self.balance = nn.Parameter(torch.zeros(n_dim))
-        self.fc_norm = LayerNorm(n_dim)
-        self.head_drop = nn.Dropout(cls_dropout)
-        self.head = nn.Linear(n_dim, num_classes)
+        self.balance = nn.Parameter(torch.zeros(c.n_dim))
+        self.fc_norm = LayerNorm(c.n_dim)
+        self.head_drop = nn.Dropout(c.cls_dropout)
+        self.head = nn.Linear(c.n_dim, num_classes)
         self._init_weights()
 
     @torch.no_grad()
@@ -374,27 +384,31 @@ _ZOO = "https://pjlab-gvm-data.oss-cn-shanghai.aliyuncs.com/uniformerv2"
 _SOURCE = "OpenGVLab/UniFormerV2 MODEL_ZOO.md (top-1); MMAction2 UniFormerV2 model card (params, FLOPs)"
 _LAYOUTS = ("official", "mmaction2")
 
-B16_K400 = dict(
+B16_CONFIG = UniFormerV2Config(
     input_resolution=224, patch_size=16, width=768, layers=12, heads=12, t_size=8,
     temporal_downsample=False, no_lmhra=True, double_lmhra=True, dw_reduction=1.5,
     return_list=(8, 9, 10, 11), n_layers=4, n_dim=768, n_head=12, mlp_factor=4.0,
     mlp_dropout=(0.5,) * 4, cls_dropout=0.5,
 )
-L14_K400 = dict(
-    B16_K400, patch_size=14, width=1024, layers=24, heads=16,
+L14_CONFIG = replace(
+    B16_CONFIG, patch_size=14, width=1024, layers=24, heads=16,
     return_list=(20, 21, 22, 23), n_dim=1024, n_head=16,
 )
-B16_SSV2 = dict(
-    B16_K400, t_size=16, temporal_downsample=True, no_lmhra=False, double_lmhra=True,
+B16_SSV2_CONFIG = replace(
+    B16_CONFIG, t_size=16, temporal_downsample=True, no_lmhra=False, double_lmhra=True,
     return_list=tuple(range(4, 12)), n_layers=8, mlp_dropout=(0.5,) * 8,
     backbone_drop_path_rate=0.2, drop_path_rate=0.4,
 )
-SYNTH = dict(
+SYNTH_CONFIG = UniFormerV2Config(
     input_resolution=112, patch_size=16, width=96, layers=6, heads=4, t_size=8,
     temporal_downsample=True, no_lmhra=False, double_lmhra=True, dw_reduction=1.5,
     return_list=(2, 3, 4, 5), n_layers=4, n_dim=96, n_head=4, mlp_factor=4.0,
     mlp_dropout=0.0, cls_dropout=0.2,
 )
+
+#: what the backends' INT8 recipes read (ModelSpec fields): attention blocks; SmoothQuant off (on the trained
+#: uniformerv2_synth it cost 5.5 top-1 points on OpenVINO, see ModelSpec.smooth_quant)
+_INT8_FACTS = dict(transformer=True, smooth_quant=False)
 
 
 def _kinetics_spec(name: str, params_m: float, gflops: float, flops_note: str, top1: float,
@@ -413,11 +427,13 @@ def _kinetics_spec(name: str, params_m: float, gflops: float, flops_note: str, t
                             dataset="Kinetics-400", source=_SOURCE),
         checkpoint_url=url,
         checkpoint_layouts=_LAYOUTS,
+        **_INT8_FACTS,
     )
 
 
-def _build(config: dict, num_classes: int, overrides: dict) -> UniFormerV2:
-    return UniFormerV2(num_classes=num_classes, **{**config, **overrides})
+def _build(config: UniFormerV2Config, num_classes: int, overrides: dict) -> UniFormerV2:
+    """The variant's config with ``overrides`` (any ``UniFormerV2Config`` field) applied."""
+    return UniFormerV2(replace(config, **overrides), num_classes)
 
 
 @register_model(
@@ -429,14 +445,14 @@ def _build(config: dict, num_classes: int, overrides: dict) -> UniFormerV2:
     ),
     aliases=("uniformerv2_b",),
 )
-def uniformerv2_b16(num_classes: int = 400, **kwargs) -> UniFormerV2:
+def uniformerv2_b16(num_classes: int = 400, **overrides) -> UniFormerV2:
     """UniFormerV2-B/16, Kinetics-400 8x224 (CLIP-400M): global UniBlocks on layers 8-11 only,
     no Local MHRA, no temporal downsampling.
 
     The official loader samples the 8 frames sparsely over the whole video (one per segment);
     the ClipSpec stride is the config's SAMPLING_RATE (16).
     """
-    return _build(B16_K400, num_classes, kwargs)
+    return _build(B16_CONFIG, num_classes, overrides)
 
 
 @register_model(
@@ -448,11 +464,11 @@ def uniformerv2_b16(num_classes: int = 400, **kwargs) -> UniFormerV2:
     ),
     aliases=("uniformerv2_l",),
 )
-def uniformerv2_l14(num_classes: int = 400, **kwargs) -> UniFormerV2:
+def uniformerv2_l14(num_classes: int = 400, **overrides) -> UniFormerV2:
     """UniFormerV2-L/14, Kinetics-400 8x224 (CLIP-400M + K710): global UniBlocks on layers 20-23,
     no Local MHRA, no temporal downsampling. Frame sampling as for ``uniformerv2_b16``.
     """
-    return _build(L14_K400, num_classes, kwargs)
+    return _build(L14_CONFIG, num_classes, overrides)
 
 
 @register_model(
@@ -470,16 +486,17 @@ def uniformerv2_l14(num_classes: int = 400, **kwargs) -> UniFormerV2:
                             source="OpenGVLab/UniFormerV2 MODEL_ZOO.md"),
         checkpoint_url=f"{_ZOO}/sthv2/sthv2_uniformerv2_b16_16x224.pyth",
         checkpoint_layouts=_LAYOUTS,
+        **_INT8_FACTS,
     ),
 )
-def uniformerv2_b16_ssv2(num_classes: int = 174, **kwargs) -> UniFormerV2:
+def uniformerv2_b16_ssv2(num_classes: int = 174, **overrides) -> UniFormerV2:
     """UniFormerV2-B/16, Something-Something V2 16x224 (CLIP-400M): temporal downsampling stem,
     Local UniBlocks with double Local MHRA in all 12 layers, global UniBlocks on layers 4-11.
 
     The official sth loader takes one frame from each of 16 equal segments of the video; the
     ClipSpec stride approximates that for a typical SSv2 clip.
     """
-    return _build(B16_SSV2, num_classes, kwargs)
+    return _build(B16_SSV2_CONFIG, num_classes, overrides)
 
 
 @register_model(
@@ -492,15 +509,16 @@ def uniformerv2_b16_ssv2(num_classes: int = 174, **kwargs) -> UniFormerV2:
         num_classes=8,
         label_set="synthmotion",
         published=Published(dataset="SynthMotion", source="edgevid reference model"),
+        **_INT8_FACTS,
     )
 )
-def uniformerv2_synth(num_classes: int = 8, **kwargs) -> UniFormerV2:
+def uniformerv2_synth(num_classes: int = 8, **overrides) -> UniFormerV2:
     """Tiny UniFormerV2 for the synthetic motion set (8x112, trains from scratch on a CPU).
 
     Same architecture as the SSv2 variant: temporal-downsampling stem (8 -> 4 steps), 6 Local
     UniBlocks of width 96 with double Local MHRA, global UniBlocks on layers 2-5.
     """
-    return _build(SYNTH, num_classes, kwargs)
+    return _build(SYNTH_CONFIG, num_classes, overrides)
 
 
 # --------------------------------------------------------------------------------------------

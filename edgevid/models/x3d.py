@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -49,8 +50,9 @@ from ..spec import KINETICS_NORM, ClipSpec, ModelSpec, Published
 from .checkpoint import StateDict, register_layout
 from .registry import register_model
 
-__all__ = ["X3D", "X3DBlock", "X3DHead", "SqueezeExcite", "round_width", "head_pool_size", "average_positions",
-           "TRAIN_CROPS", "x3d_xs", "x3d_s", "x3d_m", "x3d_l", "x3d_synth"]
+__all__ = ["X3D", "X3DConfig", "X3DBlock", "X3DHead", "SqueezeExcite", "round_width", "head_pool_size",
+           "average_positions", "TRAIN_CROPS", "XS_CONFIG", "S_CONFIG", "M_CONFIG", "L_CONFIG", "SYNTH_CONFIG",
+           "x3d_xs", "x3d_s", "x3d_m", "x3d_l", "x3d_synth"]
 
 
 def round_width(width: float, multiplier: float = 1.0, min_width: int = 8, divisor: int = 8) -> int:
@@ -116,6 +118,11 @@ PositionAverage = Literal["logits", "softmax"]
 POSITION_AVERAGES = ("logits", "softmax")
 
 
+def _check_position_average(average: str) -> None:
+    if average not in POSITION_AVERAGES:
+        raise ValueError(f"position_average must be one of {', '.join(POSITION_AVERAGES)}, got {average!r}")
+
+
 def head_pool_size(frames: int, train_crop: int, spatial_stride: int = 32) -> tuple[int, int, int]:
     """The official head's pooling window: all training frames, ``ceil(train_crop / 32)`` pixels
     (SlowFast ``video_model_builder.X3D``: ``spat_sz = ceil(TRAIN_CROP_SIZE / 32.0)``)."""
@@ -149,9 +156,7 @@ class X3DHead(nn.Module):
                  dropout: float, pool_size: tuple[int, int, int] | None = None,
                  position_average: PositionAverage = "logits") -> None:
         super().__init__()
-        if position_average not in POSITION_AVERAGES:
-            raise ValueError(f"position_average must be one of {', '.join(POSITION_AVERAGES)},"
-                             f" got {position_average!r}")
+        _check_position_average(position_average)
         self.pool_size = None if pool_size is None else tuple(int(k) for k in pool_size)
         self.position_average = position_average
         self.conv = nn.Conv3d(in_width, conv_width, kernel_size=1, bias=False)
@@ -190,6 +195,36 @@ class X3DHead(nn.Module):
         return average_positions(self.classifier(x.flatten(2).transpose(1, 2)), self.position_average)
 
 
+@dataclass(frozen=True)
+class X3DConfig:
+    """Architecture of one X3D (SlowFast's ``MODEL`` / ``X3D`` settings); every layer size comes from it.
+
+    Defaults are X3D-XS/S/M's network (they differ only in their clip) with a global head pool.
+    """
+
+    stem_width: int = 24
+    stage_widths: tuple[int, ...] = (24, 48, 96, 192)
+    stage_depths: tuple[int, ...] = (3, 5, 11, 7)
+    bottleneck_factor: float = 2.25
+    se_ratio: float = 0.0625
+    head_conv_width: int | None = None  # None: bottleneck_factor x the last stage's width
+    head_fc_width: int = 2048
+    stem_temporal_kernel: int = 5
+    dropout: float = 0.5
+    in_channels: int = 3
+    head_pool_size: tuple[int, int, int] | None = None  # the official window (``head_pool_size``); None: global
+    position_average: PositionAverage = "logits"
+
+    def __post_init__(self):
+        object.__setattr__(self, "stage_widths", tuple(self.stage_widths))
+        object.__setattr__(self, "stage_depths", tuple(self.stage_depths))
+        if self.head_pool_size is not None:
+            object.__setattr__(self, "head_pool_size", tuple(int(k) for k in self.head_pool_size))
+        if len(self.stage_widths) != len(self.stage_depths):
+            raise ValueError("stage_widths and stage_depths must have the same length")
+        _check_position_average(self.position_average)
+
+
 class X3D(nn.Module):
     """X3D network on clips of shape (N, 3, T, H, W); returns logits (N, num_classes).
 
@@ -200,48 +235,33 @@ class X3D(nn.Module):
 
     classifier_keys = ("head.classifier.weight", "head.classifier.bias")
 
-    def __init__(
-        self,
-        num_classes: int = 400,
-        stem_width: int = 24,
-        stage_widths: tuple[int, ...] = (24, 48, 96, 192),
-        stage_depths: tuple[int, ...] = (3, 5, 11, 7),
-        bottleneck_factor: float = 2.25,
-        se_ratio: float = 0.0625,
-        head_conv_width: int | None = None,
-        head_fc_width: int = 2048,
-        stem_temporal_kernel: int = 5,
-        dropout: float = 0.5,
-        in_channels: int = 3,
-        head_pool_size: tuple[int, int, int] | None = None,
-        position_average: PositionAverage = "logits",
-    ) -> None:
+    def __init__(self, config: X3DConfig, num_classes: int) -> None:
         super().__init__()
-        if len(stage_widths) != len(stage_depths):
-            raise ValueError("stage_widths and stage_depths must have the same length")
+        self.config = config
         self.num_classes = num_classes
+        stem_width = config.stem_width
         self.stem = nn.Sequential(OrderedDict(
-            spatial=nn.Conv3d(in_channels, stem_width, kernel_size=(1, 3, 3), stride=(1, 2, 2),
+            spatial=nn.Conv3d(config.in_channels, stem_width, kernel_size=(1, 3, 3), stride=(1, 2, 2),
                               padding=(0, 1, 1), bias=False),
-            temporal=nn.Conv3d(stem_width, stem_width, kernel_size=(stem_temporal_kernel, 1, 1),
-                               padding=(stem_temporal_kernel // 2, 0, 0), groups=stem_width, bias=False),
+            temporal=nn.Conv3d(stem_width, stem_width, kernel_size=(config.stem_temporal_kernel, 1, 1),
+                               padding=(config.stem_temporal_kernel // 2, 0, 0), groups=stem_width, bias=False),
             norm=nn.BatchNorm3d(stem_width),
             act=nn.ReLU(),
         ))
         stages, width = [], stem_width
-        for out_width, depth in zip(stage_widths, stage_depths):
-            inner = int(bottleneck_factor * out_width)
+        for out_width, depth in zip(config.stage_widths, config.stage_depths):
+            inner = int(config.bottleneck_factor * out_width)
             blocks = [
                 X3DBlock(width if i == 0 else out_width, inner, out_width, spatial_stride=2 if i == 0 else 1,
-                         se_ratio=se_ratio if i % 2 == 0 else 0.0)
+                         se_ratio=config.se_ratio if i % 2 == 0 else 0.0)
                 for i in range(depth)
             ]
             stages.append(nn.Sequential(*blocks))
             width = out_width
         self.stages = nn.Sequential(*stages)
-        head_conv_width = head_conv_width or int(bottleneck_factor * width)
-        self.head = X3DHead(width, head_conv_width, head_fc_width, num_classes, dropout,
-                            pool_size=head_pool_size, position_average=position_average)
+        head_conv_width = config.head_conv_width or int(config.bottleneck_factor * width)
+        self.head = X3DHead(width, head_conv_width, config.head_fc_width, num_classes, config.dropout,
+                            pool_size=config.head_pool_size, position_average=config.position_average)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -297,6 +317,7 @@ def _kinetics_spec(name: str, frames: int, stride: int, crop: int, params_m: flo
         ),
         checkpoint_url=f"{_ZOO}/{name}.pyth",
         checkpoint_layouts=_LAYOUTS,
+        transformer=False,
     )
 
 
@@ -308,29 +329,43 @@ _DEPTHS_L = (5, 10, 25, 15)  # ceil(5.0 * (1, 2, 5, 3))
 TRAIN_CROPS = {"x3d_xs": 160, "x3d_s": 160, "x3d_m": 224, "x3d_l": 312, "x3d_synth": 80}
 
 
-def _official_head(name: str, frames: int, kwargs: dict) -> dict:
-    kwargs.setdefault("head_pool_size", head_pool_size(frames, TRAIN_CROPS[name]))
-    return kwargs
+def _official(name: str, frames: int, **fields) -> X3DConfig:
+    """A variant's network with the official head window of its training clip (``frames`` x train crop)."""
+    return X3DConfig(head_pool_size=head_pool_size(frames, TRAIN_CROPS[name]), **fields)
+
+
+XS_CONFIG = _official("x3d_xs", 4, stage_depths=_DEPTHS_XS_S_M)
+S_CONFIG = _official("x3d_s", 13, stage_depths=_DEPTHS_XS_S_M)
+M_CONFIG = _official("x3d_m", 16, stage_depths=_DEPTHS_XS_S_M)
+L_CONFIG = _official("x3d_l", 16, stage_depths=_DEPTHS_L)
+#: X3D-XS widths, depths (1, 2, 3, 2), a 512-wide head; trained at its test crop (80), so the window is
+#: the whole 3x3 map: one position
+SYNTH_CONFIG = _official("x3d_synth", 8, stage_depths=(1, 2, 3, 2), head_fc_width=512, dropout=0.2)
+
+
+def _build(config: X3DConfig, num_classes: int, overrides: dict) -> X3D:
+    """The variant's config with ``overrides`` (any ``X3DConfig`` field) applied."""
+    return X3D(replace(config, **overrides), num_classes)
 
 
 @register_model(_kinetics_spec("x3d_xs", 4, 12, 182, 3.8, 0.60, TRAIN_CROPS["x3d_xs"], 0.91, 69.5, 3.79))
-def x3d_xs(num_classes: int = 400, **kwargs) -> X3D:
-    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **_official_head("x3d_xs", 4, kwargs))
+def x3d_xs(num_classes: int = 400, **overrides) -> X3D:
+    return _build(XS_CONFIG, num_classes, overrides)
 
 
 @register_model(_kinetics_spec("x3d_s", 13, 6, 182, 3.8, 1.96, TRAIN_CROPS["x3d_s"], 2.96, 73.5, 3.79))
-def x3d_s(num_classes: int = 400, **kwargs) -> X3D:
-    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **_official_head("x3d_s", 13, kwargs))
+def x3d_s(num_classes: int = 400, **overrides) -> X3D:
+    return _build(S_CONFIG, num_classes, overrides)
 
 
 @register_model(_kinetics_spec("x3d_m", 16, 5, 256, 3.8, 4.73, TRAIN_CROPS["x3d_m"], 6.72, 76.2, 3.79))
-def x3d_m(num_classes: int = 400, **kwargs) -> X3D:
-    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_XS_S_M, **_official_head("x3d_m", 16, kwargs))
+def x3d_m(num_classes: int = 400, **overrides) -> X3D:
+    return _build(M_CONFIG, num_classes, overrides)
 
 
 @register_model(_kinetics_spec("x3d_l", 16, 5, 356, 6.2, 18.37, TRAIN_CROPS["x3d_l"], 26.64, 77.5, 6.15))
-def x3d_l(num_classes: int = 400, **kwargs) -> X3D:
-    return X3D(num_classes=num_classes, stage_depths=_DEPTHS_L, **_official_head("x3d_l", 16, kwargs))
+def x3d_l(num_classes: int = 400, **overrides) -> X3D:
+    return _build(L_CONFIG, num_classes, overrides)
 
 
 SYNTH_SPEC = ModelSpec(
@@ -342,19 +377,15 @@ SYNTH_SPEC = ModelSpec(
     num_classes=8,
     label_set="synthmotion",
     published=Published(dataset="SynthMotion", source="edgevid reference model"),
+    transformer=False,
 )
 
 
 @register_model(SYNTH_SPEC)
-def x3d_synth(num_classes: int = 8, **kwargs) -> X3D:
-    """Small X3D for the synthetic motion set: X3D-XS widths, depths (1, 2, 3, 2), 512-wide head.
-
-    Temporal receptive field: 5 (stem) + 2 per block x 8 blocks = 21 frames, more than a clip.
-    Trained at its test crop (80), so its head window covers the whole 3x3 map: one position.
-    """
-    config = dict(stage_depths=(1, 2, 3, 2), head_fc_width=512, dropout=0.2)
-    config.update(kwargs)
-    return X3D(num_classes=num_classes, **_official_head("x3d_synth", SYNTH_SPEC.clip.frames, config))
+def x3d_synth(num_classes: int = 8, **overrides) -> X3D:
+    """Small X3D for the synthetic motion set (``SYNTH_CONFIG``). Temporal receptive field: 5 (stem)
+    + 2 per block x 8 blocks = 21 frames, more than a clip."""
+    return _build(SYNTH_CONFIG, num_classes, overrides)
 
 
 # --------------------------------------------------------------------------------------------

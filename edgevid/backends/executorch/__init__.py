@@ -25,6 +25,7 @@ import numpy as np
 
 from ...errors import DataError, EdgevidError, first_line
 from ..base import Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from .options import ExecuTorchOptions
 
 from .runner import ExecuTorchRunner
 
@@ -37,6 +38,7 @@ DELEGATION_FILE = "delegation.json"
 
 class ExecuTorchBackend(Backend):
     name = "executorch"
+    options_model = ExecuTorchOptions
     requirements = {"executorch": "executorch==1.4.1", "torch": "torch==2.13.0"}
     build_requirements = {"torchao": "torchao"}
     extra = "executorch"
@@ -78,16 +80,20 @@ class ExecuTorchBackend(Backend):
         for left in rewritten.frames.left_3d:
             notes.append(f"{left['op']} in module {left['module'] or '(root)'} stays 3-D ({left['reason']}):"
                          " it runs outside XNNPACK on the portable kernels")
-        log.info("rewrite: %s", json.dumps(rewritten.summary(), default=str))
+        summary = rewritten.summary()
+        log.info("rewrite: %s", {k: v for k, v in summary.items() if k != "conv3d_decisions"})
+        log.debug("rewrite decisions (build.log): %s", json.dumps(summary.get("conv3d_decisions"), default=str))
         with request.stages.stage("export"):
             program = xnn.export(rewritten.graph_module, example)
 
         if request.precision == "int8":
             clips = _calibration_batches(request.calib, example.shape)
-            program = xnn.quantize(program, example, clips, keep_float, request.stages)
+            observer = options.get("activation_observer", "histogram")
+            program = xnn.quantize(program, example, clips, keep_float, request.stages, observer)
             quant = {
                 "scheme": "PT2E static INT8 (XNNPACKQuantizer): per-channel symmetric int8 weights,"
-                          " per-tensor affine int8 activations (histogram observer)",
+                          f" per-tensor affine int8 activations ({observer} observer)",
+                "activation_observer": observer,
                 "calibration_clips": len(request.calib or []),
                 "kept_float": keep_float,
                 "float_ops": "LayerNorm (decomposed, in " + (", ".join(rewritten.float_modules) or "no module") + "),"

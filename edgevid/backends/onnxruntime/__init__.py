@@ -9,13 +9,18 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...errors import EdgevidError
 from .._onnx import (  # noqa: F401  (re-exported: the ONNX Runtime backend's runner and Q/DQ tools)
     CalibrationReader, OnnxRuntimeRunner, activation_matmuls, calibrate, calibration_chunk, pre_process, quantizable_nodes,
     quantize_qdq, session_options,
 )
-from ..base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, Int8Plan, QuantLayer, Runner
+from ..base import Backend, BuildRequest, BuildResult, Int8Plan, QuantLayer, Runner
+from .options import OnnxRuntimeOptions
+
+if TYPE_CHECKING:
+    from ...spec import ModelSpec
 
 log = logging.getLogger("edgevid")
 
@@ -27,10 +32,10 @@ def _excluded(options: dict) -> list[str]:
     return list(dict.fromkeys([*options.get("nodes_to_exclude", ()), *options.get("keep_float", ())]))
 
 
-def _float_activation_matmuls(options: dict, family: str) -> bool:
-    """Target option ``float_activation_matmuls``; by default on for the attention families (on the trained
-    uniformerv2_synth, INT8 attention products cost agreement: 96.0% with them, vs 97% required)."""
-    value = options.get("float_activation_matmuls", family in TRANSFORMER_FAMILIES)
+def _float_activation_matmuls(options: dict, spec: "ModelSpec") -> bool:
+    """Target option ``float_activation_matmuls``; by default on for transformers (``spec.transformer``: on the
+    trained uniformerv2_synth, INT8 attention products cost agreement: 96.0% with them, vs 97% required)."""
+    value = options.get("float_activation_matmuls", spec.transformer)
     if not isinstance(value, bool):
         raise EdgevidError(f"option float_activation_matmuls={value!r}: write true or false")
     return value
@@ -53,7 +58,7 @@ class OrtInt8Plan(Int8Plan):
         if self._layers is None:
             self._layers = quantizable_nodes(
                 self.prepared, self.options.get("op_types_to_quantize"), self.exported,
-                _float_activation_matmuls(self.options, self.request.spec.family))
+                _float_activation_matmuls(self.options, self.request.spec))
         return self._layers
 
     def build(self, keep_float, out_dir: Path) -> BuildResult:
@@ -64,7 +69,7 @@ class OrtInt8Plan(Int8Plan):
             calibrate_method=options.get("calibrate_method", "entropy"),
             nodes_to_exclude=_excluded(options), calibration_cache=self.cache, pre_processed=True,
             per_channel=bool(options.get("per_channel", True)),
-            float_activation_matmuls=_float_activation_matmuls(options, self.request.spec.family),
+            float_activation_matmuls=_float_activation_matmuls(options, self.request.spec),
             stages=self.request.stages,
         )
         return self.backend.result(quant)
@@ -75,6 +80,7 @@ class OrtInt8Plan(Int8Plan):
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    options_model = OnnxRuntimeOptions
     requirements = {"onnxruntime": "onnxruntime"}
     build_requirements = {"torch": "torch==2.13.0", "onnx": "onnx", "onnxscript": "onnxscript"}
     extra = "onnxruntime"
@@ -107,7 +113,7 @@ class OnnxRuntimeBackend(Backend):
                     calibrate_method=options.get("calibrate_method", "entropy"),
                     nodes_to_exclude=_excluded(options),
                     per_channel=bool(options.get("per_channel", True)),
-                    float_activation_matmuls=_float_activation_matmuls(options, request.spec.family),
+                    float_activation_matmuls=_float_activation_matmuls(options, request.spec),
                     stages=request.stages,
                 )
         import onnx
@@ -141,7 +147,7 @@ class OnnxRuntimeBackend(Backend):
             prepared = pre_process(exported, Path(tmp) / "prepared.onnx")
             options = {**request.target.options, **request.options}
             return quantizable_nodes(prepared, options.get("op_types_to_quantize"), exported,
-                                     _float_activation_matmuls(options, request.spec.family))
+                                     _float_activation_matmuls(options, request.spec))
 
     def int8_plan(self, request: BuildRequest) -> Int8Plan:
         return OrtInt8Plan(self, request)

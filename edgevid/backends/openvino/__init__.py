@@ -1,8 +1,8 @@
 """OpenVINO on Intel CPU / GPU / NPU: an IR converted from a ``torch.export`` program.
 
 Precisions: FP32, FP16 (weights compressed to FP16 in the IR) and INT8 (NNCF post-training
-quantization with per-family settings; with ``max_drop``, NNCF's accuracy-control quantization
-against a labelled validation split, recording which layers it kept in float).
+quantization with settings from the model's spec; with ``max_drop``, NNCF's accuracy-control
+quantization against a labelled validation split, recording which layers it kept in float).
 
 The artifact carries ``runtime.json`` (device, threads, inference precision) next to
 ``model.xml/.bin``. Running needs only numpy + openvino: nothing on the run path imports torch.
@@ -14,18 +14,22 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from ...errors import ArtifactError, DataError, EdgevidError
 from ...stages import BuildStages, Ticking
-from ..base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from ..base import Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from .options import OpenVINOOptions
 
 from .runner import (  # noqa: F401  (the run side, re-exported for the build and for callers)
     HINTS, VIRTUAL_DEVICES, DeviceUnavailable, OpenVINORunner, available_devices, default_inference_precision,
     device_present, require_device, runtime_config,
 )
+
+if TYPE_CHECKING:
+    from ...spec import ModelSpec
 
 log = logging.getLogger("edgevid")
 
@@ -33,10 +37,6 @@ MODEL_XML = "model.xml"
 MODEL_BIN = "model.bin"
 RUNTIME_FILE = "runtime.json"
 OUTPUT_NAME = "logits"
-#: transformer families whose default recipe switches SmoothQuant off, with the measurement behind it:
-#: on the trained uniformerv2_synth (200 val clips) SmoothQuant cost 5.5 points (top-1 88.0 vs FP32 93.5,
-#: agreement 91.5%, SQNR 12.3 dB); without it, 1.0 point (92.5, agreement 98.5%, SQNR 25.7 dB)
-SMOOTH_QUANT_OFF = {"uniformerv2"}
 #: ops whose inputs NNCF quantizes: a layer runs INT8 when its activation input is a FakeQuantize
 WEIGHTED_OPS = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData", "GroupConvolutionBackpropData"}
 # --- build -------------------------------------------------------------------------------------
@@ -133,13 +133,13 @@ def nncf_target_device(device: str):
         kind, nncf.TargetDevice.ANY)
 
 
-def quantization_settings(family: str, device: str, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """NNCF keyword arguments for ``family`` on ``device``, and a description for the manifest.
+def quantization_settings(spec: "ModelSpec", device: str, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """NNCF keyword arguments for the model of ``spec`` on ``device``, and a description for the manifest.
 
-    Transformers (UniFormerV2, TimeSformer, TubeViT): ``ModelType.TRANSFORMER`` (SmoothQuant;
-    LayerNorm / softmax / GELU / elementwise stay float), MIXED preset; SmoothQuant off for the
-    families in ``SMOOTH_QUANT_OFF``, where it measurably costs accuracy. Convolutional nets (X3D and
-    the rest): MIXED preset (symmetric per-channel weights, asymmetric activations, for SiLU
+    Transformers (``spec.transformer``: UniFormerV2, TimeSformer, TubeViT): ``ModelType.TRANSFORMER``
+    (SmoothQuant; LayerNorm / softmax / GELU / elementwise stay float), MIXED preset; SmoothQuant off
+    where the spec says so (``spec.smooth_quant``: UniFormerV2, where it measurably costs accuracy).
+    Convolutional nets (X3D and the rest): MIXED preset (symmetric per-channel weights, asymmetric activations, for SiLU
     outputs), full bias correction, which matters for the many small depthwise convolutions.
     Target options ``fast_bias_correction`` / ``preset`` / ``subset_size`` / ``smooth_quant_alpha``
     override.
@@ -148,11 +148,11 @@ def quantization_settings(family: str, device: str, options: dict[str, Any]) -> 
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters, AdvancedSmoothQuantParameters, QuantizationParameters)
 
-    transformer = family in TRANSFORMER_FAMILIES
+    transformer = spec.transformer
     preset = getattr(nncf.QuantizationPreset, str(options.get("preset", "mixed")).upper())
     fast_bias = bool(options.get("fast_bias_correction", transformer))
     advanced = AdvancedQuantizationParameters(weights_quantization_params=QuantizationParameters(per_channel=True))
-    alpha = options.get("smooth_quant_alpha", -1 if family in SMOOTH_QUANT_OFF else None)
+    alpha = options.get("smooth_quant_alpha", None if spec.smooth_quant else -1)
     if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
         raise EdgevidError(f"option smooth_quant_alpha={alpha!r}: give a number in [0, 1], or -1 to switch SmoothQuant off")
     if alpha is not None:  # -1 switches SmoothQuant off
@@ -167,7 +167,7 @@ def quantization_settings(family: str, device: str, options: dict[str, Any]) -> 
     )
     described = {
         "tool": "nncf.quantize (post-training, OpenVINO backend)",
-        "family": family,
+        "family": spec.family,
         "model_type": "TRANSFORMER (LayerNorm/softmax/GELU/elementwise float)" if transformer else "default",
         "preset": preset.value,
         "target_device": kwargs["target_device"].value,
@@ -211,7 +211,7 @@ def top1_validator(compiled, items) -> tuple[float, list[float]]:
     return (float(np.mean(correct)) if correct else 0.0), correct
 
 
-def quantize_int8(ov_model, calib: Sequence[np.ndarray], family: str, device: str, options: dict[str, Any],
+def quantize_int8(ov_model, calib: Sequence[np.ndarray], spec: "ModelSpec", device: str, options: dict[str, Any],
                   validation: Sequence[tuple[np.ndarray, int]] | None = None, max_drop: float | None = None,
                   stages: BuildStages | None = None):
     """INT8 ``ov.Model`` and the manifest's description of it.
@@ -223,7 +223,7 @@ def quantize_int8(ov_model, calib: Sequence[np.ndarray], family: str, device: st
     import nncf
     import openvino as ov
 
-    kwargs, described = quantization_settings(family, device, options)
+    kwargs, described = quantization_settings(spec, device, options)
     advanced = kwargs.pop("advanced")
     keep_float = keep_float_names(ov_model, options.get("keep_float"))
     if keep_float:
@@ -300,6 +300,7 @@ def _accuracy_config() -> dict[str, str]:
 
 class OpenVINOBackend(Backend):
     name = "openvino"
+    options_model = OpenVINOOptions
     requirements = {"openvino": "openvino"}
     build_requirements = {"torch": "torch==2.13.0", "nncf": "nncf"}
     extra = "openvino"
@@ -338,7 +339,7 @@ class OpenVINOBackend(Backend):
             if max_drop is not None and not validation:
                 raise DataError("--max-drop needs labelled validation clips; pass --val-data FOLDER_OR_CSV")
             reference = ov_model.clone()
-            final, quant = quantize_int8(ov_model, request.calib, spec.family, device, options, validation, max_drop,
+            final, quant = quantize_int8(ov_model, request.calib, spec, device, options, validation, max_drop,
                                          request.stages)
             with request.stages.stage("check"):
                 quant["calibration_check"] = output_agreement(reference, final, request.calib[:4])

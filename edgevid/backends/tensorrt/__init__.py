@@ -29,7 +29,8 @@ import numpy as np
 
 from ...errors import ArtifactError, BackendUnavailable, EdgevidError, first_line
 from ...stages import BuildStages
-from ..base import TRANSFORMER_FAMILIES, Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from ..base import Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from .options import TensorRTOptions
 from .._onnx import activation_matmuls
 
 log = logging.getLogger("edgevid")
@@ -55,7 +56,7 @@ DEVICE_EXTRA = "install TensorRT's Python package (desktop: pip install tensorrt
 
 @dataclass
 class QuantPolicy:
-    """What ModelOpt quantizes for one model family, and what stays in float."""
+    """What ModelOpt quantizes for one kind of model, and what stays in float."""
 
     kind: str  # "cnn" | "transformer"
     op_types_to_quantize: list[str] | None = None  # None: ModelOpt's TensorRT-guided placement
@@ -72,8 +73,9 @@ class QuantPolicy:
         return "cnn: ModelOpt's TensorRT-guided Q/DQ placement (adds and pools INT8 too), weights per-channel"
 
 
-def quant_policy(family: str, model, placement: str = "weighted") -> QuantPolicy:
-    """Family-aware exclusions; an unknown family with Softmax/LayerNorm is treated as a transformer.
+def quant_policy(transformer: bool, model, placement: str = "weighted") -> QuantPolicy:
+    """Exclusions for the ONNX ``model``: the transformer policy when the spec says ``transformer`` or the
+    graph has Softmax/LayerNorm (a model registered elsewhere is still recognised), else the CNN one.
 
     CNNs default to ``weighted`` placement too: on x3d_synth (SynthMotion val-200, 300 calibration
     clips, max calibration) it gave 19.7 dB SQNR / 0.5 pt top-1 drop against 18.6 dB / 2.5 pt for
@@ -83,7 +85,7 @@ def quant_policy(family: str, model, placement: str = "weighted") -> QuantPolicy
     if placement not in ("weighted", "modelopt"):
         raise EdgevidError(f"target option qdq_placement: {placement!r} is not weighted or modelopt")
     ops = {n.op_type for n in model.graph.node}
-    if family in TRANSFORMER_FAMILIES or ops & {"Softmax", "LayerNormalization"}:
+    if transformer or ops & {"Softmax", "LayerNormalization"}:
         return QuantPolicy(
             kind="transformer",
             op_types_to_quantize=list(WEIGHTED_OPS),
@@ -264,7 +266,7 @@ def quantize_int8_qdq(
     fp32_path: Path,
     out_path: Path,
     clips: Sequence[np.ndarray],
-    family: str,
+    transformer: bool,
     input_name: str = "input",
     calibrate_method: str = "max",
     high_precision: str = "fp16",
@@ -282,6 +284,7 @@ def quantize_int8_qdq(
     ``keep_float`` names extra nodes to leave unquantized (e.g. from a sensitivity sweep);
     ``keep_high_precision`` (``tensorrt.check.high_precision_nodes``) the nodes TensorRT cannot run
     in INT8, each with its reason (both stay out of INT8; the manifest lists them apart).
+    ``transformer``: the spec's field (``quant_policy``).
     """
     import onnx
 
@@ -291,7 +294,7 @@ def quantize_int8_qdq(
         raise EdgevidError(f"target option calibrate_method: {calibrate_method!r} is not entropy or max")
     if tool not in ("modelopt", "ort"):
         raise EdgevidError(f"target option qdq_tool: {tool!r} is not modelopt or ort")
-    policy = quant_policy(family, onnx.load(str(fp32_path), load_external_data=False), placement)
+    policy = quant_policy(transformer, onnx.load(str(fp32_path), load_external_data=False), placement)
     policy.nodes_to_exclude += [name for name in keep_float if name not in policy.nodes_to_exclude]
     quant: dict[str, Any] = {
         "scheme": "explicit INT8 Q/DQ for TensorRT: symmetric, per-channel weights, per-tensor activations",
@@ -326,11 +329,12 @@ def quantize_int8_qdq(
     return quant
 
 
-def autocast_fp16(fp32_path: Path, out_path: Path, family: str) -> dict[str, Any]:
-    """FP16 by ModelOpt AutoCast (strongly typed: the ONNX carries the precision), FP32 I/O."""
+def autocast_fp16(fp32_path: Path, out_path: Path, transformer: bool) -> dict[str, Any]:
+    """FP16 by ModelOpt AutoCast (strongly typed: the ONNX carries the precision), FP32 I/O;
+    ``transformer`` (the spec's field) keeps LayerNorm in FP32 (``quant_policy``)."""
     import onnx
 
-    policy = quant_policy(family, onnx.load(str(fp32_path), load_external_data=False))
+    policy = quant_policy(transformer, onnx.load(str(fp32_path), load_external_data=False))
     try:
         _run_modelopt({"mode": "fp16", "fp32": str(fp32_path), "out": str(out_path), "keep_fp32_ops": policy.keep_fp32_ops,
                        "external_data": Path(fp32_path).stat().st_size > 1.8e9})
@@ -489,8 +493,10 @@ def _require_engine_support(what: str) -> None:
 def _final_path(request: BuildRequest) -> Path:
     """Where build_artifact will rename the staging folder to (for the finish-on-device command)."""
     from ...artifact import artifact_name
+    from ...spec import protocol_name
 
-    return request.out_dir.parent / artifact_name(request.spec.name, request.target.name, request.precision)
+    return request.out_dir.parent / artifact_name(request.spec.name, request.target.name, request.precision,
+                                                  protocol_name(request.spec))
 
 
 def _reusable_timing_cache(artifact_dir: Path, here: dict[str, Any]) -> bytes | None:
@@ -540,6 +546,7 @@ PENDING_REQUIREMENTS = {"onnxruntime": "onnxruntime"}
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    options_model = TensorRTOptions
     # An engine needs TensorRT (the device's own package) and pycuda; nothing else.
     requirements = {"tensorrt": "tensorrt", "pycuda": "pycuda"}
     build_requirements = {"torch": "torch==2.13.0", "onnx": "onnx", "onnxscript": "onnxscript",
@@ -626,7 +633,7 @@ class TensorRTBackend(Backend):
 
             if request.precision == "int8":
                 quant = quantize_int8_qdq(
-                    fp32, out, request.calib or [], spec.family, INPUT_NAME,
+                    fp32, out, request.calib or [], transformer=spec.transformer, input_name=INPUT_NAME,
                     calibrate_method=options.get("calibrate_method", "max"),
                     high_precision=options.get("high_precision", "fp16"),
                     tool=options.get("qdq_tool", "modelopt"),
@@ -637,7 +644,7 @@ class TensorRTBackend(Backend):
                 )
             else:
                 with request.stages.stage("quantize"):
-                    quant = autocast_fp16(fp32, out, spec.family)
+                    quant = autocast_fp16(fp32, out, transformer=spec.transformer)
             # the device's TensorRT line, and 11.x too for desktop targets ("10" = 10.x or 11.x)
             lines = [trt_line(target.options.get("tensorrt"))]
             if not target.options.get("jetpack") and "11" not in lines:
@@ -701,7 +708,7 @@ class TensorRTBackend(Backend):
             fp32 = Path(tmp) / "fp32.onnx"
             export_onnx(request.model, torch.zeros(request.spec.input_shape(policy.batch)), fp32)
             graph = onnx.load(str(fp32), load_external_data=False)
-            excluded = set(quant_policy(request.spec.family, graph).nodes_to_exclude)
+            excluded = set(quant_policy(request.spec.transformer, graph).nodes_to_exclude)
             excluded |= {k["node"] for k in high_precision_nodes(graph)}  # never INT8 on TensorRT: no candidates
             return [layer for layer in quantizable_nodes(fp32, WEIGHTED_OPS, fp32) if layer.name not in excluded]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..base import Backend, BuildRequest, BuildResult, Runner
+from .options import TorchEagerOptions
 
 WEIGHTS_FILE = "weights.pt"
 
@@ -28,6 +29,7 @@ class TorchEagerRunner(Runner):
 
 class TorchEagerBackend(Backend):
     name = "torch_eager"
+    options_model = TorchEagerOptions
     requirements = {"torch": "torch==2.13.0"}
     extra = "build"
     precisions = ("fp32",)

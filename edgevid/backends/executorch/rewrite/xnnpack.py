@@ -158,13 +158,22 @@ def share_qparams(model: fx.GraphModule, ops=SHARED_QPARAM_OPS) -> None:
                                                              output_qspec=shared, _annotated=True)
 
 
-def xnnpack_quantizer(keep_float: Sequence[str] = ()):
+ACTIVATION_OBSERVERS = ("histogram", "minmax")
+"""How calibration picks each activation's range: ``histogram`` (XNNPACKQuantizer's default, the
+range minimising the L2 quantization error of a histogram of every value seen) or ``minmax`` (the
+observed extremes: several times cheaper per calibration forward, less robust to outliers)."""
+
+
+def xnnpack_quantizer(keep_float: Sequence[str] = (), activation_observer: str = "histogram"):
     """``XNNPACKQuantizer`` (per-channel symmetric) that also shares qparams through slices and
-    skips float-kept nodes."""
+    skips float-kept nodes; ``activation_observer`` one of ``ACTIVATION_OBSERVERS``."""
+    import dataclasses
+
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
+    from torchao.quantization.pt2e import MinMaxObserver
 
     class Quantizer(XNNPACKQuantizer):
         def annotate(self, model):
@@ -172,13 +181,20 @@ def xnnpack_quantizer(keep_float: Sequence[str] = ()):
             share_qparams(model)
             return model
 
-    quantizer = Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    if activation_observer not in ACTIVATION_OBSERVERS:
+        raise ValueError(f"activation_observer {activation_observer!r}: choose one of {', '.join(ACTIVATION_OBSERVERS)}")
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    if activation_observer == "minmax":
+        observer = MinMaxObserver.with_args(eps=2**-12)  # the eps XNNPACK's default config gives its observer
+        spec = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer)
+        config = dataclasses.replace(config, input_activation=spec, output_activation=spec)
+    quantizer = Quantizer().set_global(config)
     quantizer.set_filter_function(keep_float_filter(keep_float))
     return quantizer
 
 
 def quantize(program, example: torch.Tensor, calib: Sequence[torch.Tensor], keep_float: Sequence[str] = (),
-             stages=None):
+             stages=None, activation_observer: str = "histogram"):
     """PT2E static INT8 for XNNPACK: per-channel symmetric weights, per-tensor activations."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -188,7 +204,7 @@ def quantize(program, example: torch.Tensor, calib: Sequence[torch.Tensor], keep
     if not len(calib):
         raise ValueError("no calibration clips")
     with stages.stage("calibration", total=len(calib)) as stage:
-        prepared = prepare_pt2e(program.module(), xnnpack_quantizer(keep_float))
+        prepared = prepare_pt2e(program.module(), xnnpack_quantizer(keep_float, activation_observer))
         with torch.no_grad():
             for clip in calib:
                 prepared(clip)

@@ -1,0 +1,18 @@
+"""Options of the OpenVINO backend (validated before any export; torch- and runtime-free)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ..options import CommonOptions
+
+
+class OpenVINOOptions(CommonOptions):
+    device: str | None = None
+    inference_precision: str | None = None
+    preset: Literal["mixed", "performance"] | None = None
+    fast_bias_correction: bool | None = None
+    smooth_quant_alpha: float | None = None
+    subset_size: int | None = Field(None, ge=1)
