@@ -279,21 +279,26 @@ def test_a_released_session_frees_its_buffers_at_once(artifacts):
         pool.close()
 
 
+def benched_copy(artifact: Path, folder: Path, p50_ms: float) -> Path:
+    """A copy of ``artifact`` whose report holds an `edgevid bench` figure at 1 thread."""
+    import json
+
+    copy = folder / artifact.name
+    shutil.copytree(artifact, copy)
+    (copy / "report.json").write_text(json.dumps({"bench": {"threads": 1, "runs": {"artifact": {"p50_ms": p50_ms}}}}))
+    return copy
+
+
 def test_stats_hint_chart_and_bench_figure(artifacts, tmp_path):
     """The hint follows the ticked artifacts; the chart has only the session's series and starts
     at its first point; the bench figure comes from the artifact's report."""
-    import json
-    import shutil as sh
-
     from edgevid.data.synthmotion import FPS, generate_clip
 
     demo = load_demo()
     assert "Pick one or more artifacts" in demo.stats_html(None, selected=[])
     ticked = demo.stats_html(None, selected=[a.name for a in artifacts])
     assert "Pick one" not in ticked and all(a.name in ticked for a in artifacts)
-    copy = tmp_path / artifacts[1].name
-    sh.copytree(artifacts[1], copy)
-    (copy / "report.json").write_text(json.dumps({"bench": {"threads": 1, "runs": {"artifact": {"p50_ms": 4.0}}}}))
+    copy = benched_copy(artifacts[1], tmp_path, p50_ms=4.0)
     pool = demo.RunnerPool(threads=1)
     session = demo.Session(pool, [copy])
     frames = generate_clip(1_000_000)[0]
@@ -317,9 +322,6 @@ def test_demo_model_only_fps_is_benchs_own_measurement(artifacts, tmp_path, monk
     """The demo's model-only FPS and `edgevid bench`'s are one measurement (``bench.time_runner``: bench's
     input, warm-up, stopping rule and p50), not the in-stream median, which a paced source slows down.
     The clock is replaced by fixed samples so the figures are exact; the runners are real."""
-    import json
-    import shutil as sh
-
     import numpy as np
 
     import edgevid.bench as bench
@@ -333,9 +335,7 @@ def test_demo_model_only_fps_is_benchs_own_measurement(artifacts, tmp_path, monk
 
     monkeypatch.setattr(bench, "time_callable", fixed_clock)
     demo = load_demo()
-    copy = tmp_path / artifacts[1].name
-    sh.copytree(artifacts[1], copy)
-    (copy / "report.json").write_text(json.dumps({"bench": {"threads": 1, "runs": {"artifact": {"p50_ms": 2.0}}}}))
+    copy = benched_copy(artifacts[1], tmp_path, p50_ms=2.0)
     pool = demo.RunnerPool(threads=1)
     session = demo.Session(pool, [copy])
     frames = generate_clip(1_000_000)[0]
