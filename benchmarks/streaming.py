@@ -3,9 +3,10 @@
     python benchmarks/streaming.py [--artifact PATH] [--frames 100000] [--threads N] [--json FILE]
 
 Streams an H.264 file of ``--frames`` SynthMotion frames (clips of the test split back to back,
-15 fps) through ``edgevid.streaming.StreamClassifier`` as fast as it goes: decode each frame,
-sample at the model's training interval, preprocess into the ring, classify every sampled frame
-(window stride 1), smooth. Reported, all from that one run:
+15 fps) through ``edgevid.streaming.StreamClassifier`` as fast as it goes: decode the frames
+(all but the non-reference ones the sampler does not keep, as ``edgevid eval``'s decoder), sample
+at the model's training interval, preprocess into the ring, classify every sampled frame (window
+stride 1), smooth. Reported, all from that one run:
 
 - model-only FPS = windows/s of the runner alone on a fixed clip (1000 / p50 ms, as ``edgevid
   bench``: its input, its statistics), timed *side by side* with the stream: the stream pauses
@@ -157,7 +158,8 @@ def stream_once(artifact, runner, clip, video: Path, frame_labels: np.ndarray, p
     paused = paused_cpu = 0.0
     first_cpu: list[float] = []
     started = time.perf_counter()
-    for index, (frame, seconds, decode_ms) in enumerate(iter_video_frames(video, lazy=True)):
+    frames = iter_video_frames(video, lazy=True, sample_every=[stream.sampler.interval])  # decode what the sampler needs
+    for index, (frame, seconds, decode_ms) in enumerate(frames):
         if background is not None:
             background.push(frame, seconds, decode_ms)
         elif (result := stream.push(frame, seconds, decode_ms)) is not None:

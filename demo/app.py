@@ -689,7 +689,7 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
     import gradio as gr
 
     from edgevid.errors import EdgevidError
-    from edgevid.streaming import iter_video_frames, too_short_message
+    from edgevid.streaming import SkippedFrame, iter_video_frames, too_short_message
 
     pool = RunnerPool(threads) if pool is None else pool
     registry = SessionRegistry() if registry is None else registry  # (an empty registry is falsy: no `or`)
@@ -790,11 +790,13 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
                     gr.Warning(message.replace(str(path), name))
             # lazy: each classifier converts only the frames it keeps, scaled to its short side inside libswscale
             # (as edgevid eval converts a file); a full-size picture is made only for the frame shown
-            for frame, seconds, decode_ms in iter_video_frames(path, realtime=realtime, lazy=True):
+            # and frames no target's sampler keeps are decoded only when other frames refer to them
+            intervals = [classifier.sampler.interval for classifier in session.classifiers.values()]
+            for frame, seconds, decode_ms in iter_video_frames(path, realtime=realtime, lazy=True, sample_every=intervals):
                 if session.closed or not session.playing:
                     return
                 session.push(frame, seconds, decode_ms)
-                if time.monotonic() - shown >= 0.1:
+                if time.monotonic() - shown >= 0.1 and not isinstance(frame, SkippedFrame):
                     shown = time.monotonic()
                     yield [frame(), *outputs(session, selected)]
         except (EdgevidError, OSError, ValueError) as exc:

@@ -12,9 +12,15 @@ Each kept frame is resized, cropped and normalised straight into a preallocated 
 order into a preallocated clip and classified, and the class probabilities are smoothed over
 windows (EMA or a moving average).
 
-Nothing on the per-frame path allocates (after the first frame of a new size); per window only
-the runner's output and the small result object do. Memory is therefore flat over any stream
-length: ``benchmarks/streaming.py`` measures it.
+A file is read as ``edgevid eval`` reads it (``iter_video_frames(lazy=True, sample_every=...)``):
+a kept frame is scaled to the model's short side inside libswscale while converting, then only
+cropped and normalised; a frame no sampler keeps is never converted, and not even decoded when
+no other frame refers to it (a non-reference B-frame). ``BackgroundClassifier`` classifies on a
+worker thread from two clip buffers, so the worker goes from one window straight to the next.
+
+Nothing on the per-frame path allocates arrays (after the first frame of a new size); per window
+only the runner's output and the small result object do. Memory is therefore flat over any
+stream length: ``benchmarks/streaming.py`` measures it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
@@ -562,19 +568,28 @@ class BackgroundClassifier:
 
 
 def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool = False,
-                      short_side: int | None = None) -> Iterator[tuple[np.ndarray, float, float]]:
+                      short_side: int | None = None,
+                      sample_every: Iterable[float] = ()) -> Iterator[tuple[np.ndarray, float, float]]:
     """Decode a video file one frame at a time: ``(rgb uint8 [H, W, 3], stream seconds, decode ms)``.
 
     Frames come as displayed (rotated by the display matrix, as ``edgevid eval`` reads them);
     ``short_side`` scales them inside libswscale while converting. With ``realtime`` the frames are
     paced at the file's frame rate, as a camera would deliver them. With ``lazy`` the first item is
-    a callable that converts the decoded frame to RGB when called (a ``StreamClassifier`` calls it
-    only for the frames it keeps; ``decode ms`` is then the decoding alone, and the conversion
-    counts as preprocessing). A file that stops decoding part-way (truncated) ends the iteration
-    with a logged warning; one that decodes nothing raises ``DataError``.
-    One decoder thread by default: a stream wants each frame as soon as it is decoded, and frame
-    threading adds frames of delay (and, for camera-sized frames, is slower: measured 2 vs 4 ms a
-    160x128 frame here).
+    a ``DecodedFrame`` that converts to RGB when called (a ``StreamClassifier`` converts only the
+    frames it keeps, scaled to its short side; ``decode ms`` is then the decoding alone, and the
+    conversion counts as preprocessing).
+
+    ``sample_every`` (lazy only): the sampling intervals (seconds) of the classifiers this stream
+    feeds (``StreamClassifier.sampler.interval``). Every frame still comes, in order, but one that
+    no ``FrameSampler`` at those intervals keeps and that no other frame is predicted from
+    (a non-reference B-frame) is not decoded: it comes as a ``SkippedFrame`` (its timestamp, no
+    pixels), as ``edgevid eval``'s decoder skips the frames it does not need. The frames the
+    samplers keep are exactly those of a full decode (the same rule on the same timestamps).
+
+    A file that stops decoding part-way (truncated) ends the iteration with a logged warning; one
+    that decodes nothing raises ``DataError``. One decoder thread by default: a stream wants each
+    frame as soon as it is decoded, and frame threading adds frames of delay (and, for camera-sized
+    frames, is slower: measured 2 vs 4 ms a 160x128 frame here).
     """
     import logging
 
@@ -584,6 +599,9 @@ def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool
     from .errors import DataError
 
     path = Path(path)
+    intervals = sorted(set(sample_every))
+    if intervals and not lazy:
+        raise ValueError("sample_every needs lazy=True (skipped frames have no pixels)")
     container = _open(path)
     index = 0
     try:
@@ -594,7 +612,8 @@ def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool
         stream.codec_context.thread_count = threads
         converters = _Converters(path, short_side)
         start_wall, first = time.monotonic(), None
-        decoder = container.decode(stream)
+        plan = _skip_plan(path, stream, intervals) if intervals else None
+        decoder = container.decode(stream) if plan is None else _decode_skipping(container, stream, *plan)
         while True:
             decode_started = time.perf_counter()
             try:
@@ -612,13 +631,16 @@ def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool
                     logging.getLogger("edgevid").warning(
                         "%s: only %d of the %d frames the container claims decode (truncated?)", path, index, stream.frames)
                 return
-            image = DecodedFrame(frame, converters) if lazy else converters[None](frame)
+            if isinstance(frame, SkippedFrame):
+                image, seconds = frame, frame.time
+            else:
+                image = DecodedFrame(frame, converters) if lazy else converters[None](frame)
+                if frame.time is not None:
+                    seconds = float(frame.time)
+                else:  # no timestamps: count frames at the stream's rate
+                    rate = float(stream.average_rate or 30)
+                    seconds = index / rate
             decode_ms = (time.perf_counter() - decode_started) * 1e3
-            if frame.time is not None:
-                seconds = float(frame.time)
-            else:  # no timestamps: count frames at the stream's rate
-                rate = float(stream.average_rate or 30)
-                seconds = index / rate
             first = seconds if first is None else first
             if realtime:
                 delay = (seconds - first) - (time.monotonic() - start_wall)
@@ -628,6 +650,54 @@ def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool
             yield image, seconds - first, decode_ms
     finally:
         container.close()
+
+
+def _skip_plan(path: Path, stream, intervals: list[float]) -> tuple[np.ndarray, set[int]] | None:
+    """(every frame's pts in display order, the pts some sampler keeps), from the demuxer alone; None
+    without timestamps. The samplers see the seconds ``iter_video_frames`` yields (the same expression)."""
+    from .data.video import read_meta
+
+    meta = read_meta(path)
+    if not meta.has_pts or not stream.time_base:
+        return None
+    seconds = [float(int(p) * stream.time_base) for p in meta.pts]
+    kept: set[int] = set()
+    for interval in intervals:
+        sampler = FrameSampler(interval)
+        kept.update(int(p) for p, t in zip(meta.pts, seconds) if sampler.take(t - seconds[0]))
+    return meta.pts, kept
+
+
+def _decode_skipping(container, stream, pts: np.ndarray, kept: set[int]):
+    """Decoded frames in display order, with a ``SkippedFrame`` for each frame not decoded: packets
+    of frames no sampler keeps are decoded with ``skip_frame = NONREF`` (the decoder drops them when
+    nothing refers to them). The decoder gives frames in display order, so a frame sent that way
+    that has not come out before a later one never will."""
+    codec = stream.codec_context
+    time_base = stream.time_base
+    sent_nonref: set[int] = set()
+    position = 0  # into pts: the next frame in display order
+
+    def skipped_before(limit: int | None):
+        nonlocal position
+        while position < len(pts) and (limit is None or pts[position] < limit):
+            stamp = int(pts[position])
+            position += 1
+            if stamp in sent_nonref:
+                yield SkippedFrame(float(stamp * time_base))
+
+    for packet in container.demux(stream):
+        wanted = packet.pts is None or packet.is_keyframe or packet.pts in kept
+        if not wanted:
+            sent_nonref.add(int(packet.pts))
+        codec.skip_frame = "DEFAULT" if wanted else "NONREF"
+        for frame in codec.decode(packet):
+            if frame.pts is not None:
+                yield from skipped_before(frame.pts)
+                if position < len(pts) and pts[position] == frame.pts:
+                    position += 1
+            yield frame
+    yield from skipped_before(None)
 
 
 class _Converters(dict):
@@ -667,3 +737,17 @@ class DecodedFrame:
             image = self._done[short_side] = self._converters[short_side](self._frame)
         return image
 
+
+
+class SkippedFrame(DecodedFrame):
+    """A frame ``iter_video_frames(sample_every=...)`` did not decode (no sampler keeps it): its
+    timestamp (``time``, stream seconds as the decoder states them), no pixels."""
+
+    __slots__ = ("time",)
+
+    def __init__(self, seconds: float):
+        super().__init__(None, None)
+        self.time = seconds
+
+    def scaled(self, short_side: int | None) -> np.ndarray:
+        raise RuntimeError("this frame was not decoded (iter_video_frames skipped it: no sampler keeps it)")

@@ -323,3 +323,31 @@ def test_a_lazily_streamed_file_holds_evals_pixels(tmp_path):
     for k, clip in enumerate(recorder.inputs):
         expected = crop_normalize(decoded, where[None, k:k + 8], offsets, SPEC.clip.crop, _tables(SPEC))[0]
         assert np.array_equal(clip[0], expected), k
+
+
+def test_frames_no_sampler_keeps_are_not_decoded_and_windows_are_unchanged(tmp_path):
+    """With ``sample_every``, frames that no classifier's sampler keeps and that nothing refers to
+    (non-reference B-frames) are not decoded; every frame still comes, in order, with its time, and
+    the classified windows are those of a full decode, bit for bit."""
+    from edgevid.data.video import write_video
+    from edgevid.streaming import SkippedFrame
+
+    frames = np.concatenate([generate_clip(seed)[0] for seed in (1_000_011, 1_000_012, 1_000_013)])
+    path = write_video(tmp_path / "clip.mp4", frames, FPS)
+    full, skipping = Recorder(), Recorder()
+    full_stream, skip_stream = StreamClassifier(full, SPEC, LABELS), StreamClassifier(skipping, SPEC, LABELS)
+    every = list(iter_video_frames(path, lazy=True))
+    some = list(iter_video_frames(path, lazy=True, sample_every=[skip_stream.sampler.interval]))
+    assert [t for _, t, _ in some] == [t for _, t, _ in every] and len(some) == len(frames) == 96
+    skipped = [i for i, (frame, _, _) in enumerate(some) if isinstance(frame, SkippedFrame)]
+    assert skipped and all(i % 3 for i in skipped)  # some frames skipped, never a kept one (every 3rd at 15 fps)
+    for (a, t, ms), (b, _, _) in zip(every, some):
+        full_stream.push(a, t, ms)
+        skip_stream.push(b, t, ms)
+    assert skip_stream.stats.frames == full_stream.stats.frames and skip_stream.stats.sampled == full_stream.stats.sampled
+    assert len(skipping.inputs) == len(full.inputs) == 32 - 8 + 1
+    assert all(np.array_equal(x, y) for x, y in zip(skipping.inputs, full.inputs))
+    with pytest.raises(RuntimeError, match="not decoded"):
+        some[skipped[0]][0]()
+    with pytest.raises(ValueError, match="lazy"):
+        next(iter_video_frames(path, sample_every=[0.2]))
