@@ -11,13 +11,17 @@ Sessions live in a server-side ``SessionRegistry`` keyed by Gradio's session has
 ``MAX_SESSIONS`` at once, released (worker threads stopped, buffers dropped) as soon as the tab
 closes (Gradio's unload event; the ``gr.State`` delete callback as a second line).
 
-FPS: *model-only* = windows per second of inference alone (1000 / median runner ms of the last
-30 windows, as ``edgevid bench`` reports its p50); *end-to-end* = steady-state windows per second
-of the whole per-window work: decoding the frames (the browser's JPEG for the webcam, H.264 for
-files), sampling, preprocessing, inference and smoothing. The first window (which needs every
-frame that fills it) is the *warm-up*, shown apart. Time spent waiting for the camera or for
-another stream's inference is not counted, so both say what the pipeline can sustain, not the
-camera's rate (shown separately).
+FPS (windows per second): *model-only* = the runner alone, timed with ``edgevid bench``'s own code
+(``edgevid.bench.time_runner``: its input, warm-up, back-to-back runs, 1000 / p50) in this server
+when the runner opens, at the demo's threads: the figure that agrees with bench's (shown beside
+it from the artifact's report). *In-stream inference* = 1000 / median runner ms of the last 30
+windows of the stream: paced by the source (a 15 fps file or camera leaves the runner idle between
+windows: cold caches, a sleeping thread pool) and sharing the cores with decoding and the page
+updates, so lower than back-to-back timing. *End-to-end* = steady-state windows per second of the
+whole per-window work: decoding the frames (the browser's JPEG for the webcam, H.264 for files),
+sampling, preprocessing, inference and smoothing. The first window (which needs every frame that
+fills it) is the *warm-up*, shown apart. Time spent waiting for the camera or for another stream's
+inference is not counted, so neither is capped by the camera's rate (shown separately).
 
 Run it with ``edgevid demo [ARTIFACT ...]`` (binds to 127.0.0.1; ``--host``/``--share`` opt in).
 """
@@ -55,6 +59,7 @@ CHART_EVERY = 1.0
 CHART_SECONDS = 60.0
 SERVER_EVERY = 2.0  # seconds between refreshes of the server line (live sessions, RSS, threads)
 BENCH_TOLERANCE = 0.10  # the demo's model-only FPS should be within this of `edgevid bench` at the same threads
+MODEL_TIMING_SECONDS = 1.0  # timing each runner alone when it opens (bench's code, shorter: at most 3x this)
 
 
 # --- artifacts and shared runners -------------------------------------------------------------------
@@ -90,17 +95,21 @@ class PooledRunner:
     lock: threading.Lock  # one inference at a time on this runner (sessions share it)
     manifest: object
     threads: int
+    timing: object = None  # edgevid.bench.Timing: the runner alone, timed as `edgevid bench` does, when it opened
 
 
 def _open_runner(path: Path, threads: int) -> PooledRunner:
-    """Open (hash-checked) and warm up the runner of ``path``: first-run compilation out of the stream."""
+    """Open (hash-checked) and warm up the runner of ``path`` (first-run compilation out of the stream),
+    then time it alone with ``edgevid bench``'s own code (``time_runner``) before any stream uses it."""
     from edgevid.artifact import Artifact
     from edgevid.backends import open_runner
+    from edgevid.bench import time_runner
 
     artifact = Artifact(path)
     runner = open_runner(artifact, threads=threads, mode="latency")
     runner(np.zeros(artifact.manifest.input_shape, np.float32))
-    return PooledRunner(runner, threading.Lock(), artifact.manifest, threads)
+    timing = time_runner(runner, artifact.manifest.input_shape, min_seconds=MODEL_TIMING_SECONDS)
+    return PooledRunner(runner, threading.Lock(), artifact.manifest, threads, timing)
 
 
 class RunnerPool:
@@ -248,13 +257,14 @@ class Session:
         self.threads = threads or chosen
         if threads:
             self.threads_why = "given"
-        self.classifiers, self.manifests, self.streams = {}, {}, {}
+        self.classifiers, self.manifests, self.streams, self.timings = {}, {}, {}, {}
         try:
             for path in self.selected:
                 pooled = pool.get(path, self.threads)
                 classifier = StreamClassifier(pooled.runner, pooled.manifest.spec, pooled.manifest.labels, smoothing=smoothing,
                                               lock=pooled.lock)
                 self.classifiers[path], self.manifests[path] = classifier, pooled.manifest
+                self.timings[path] = pooled.timing
                 self.streams[path] = BackgroundClassifier(classifier, "drop", lambda result, path=path: self._record(path, result),
                                                           name=f"edgevid-{path.name}")
         except BaseException:
@@ -276,7 +286,8 @@ class Session:
     def matches(self, selected: list[Path], smoothing: str) -> bool:
         return self.selected == list(selected) and self.smoothing == smoothing
 
-    def push(self, pixels: np.ndarray, timestamp: float, decode_ms: float) -> None:
+    def push(self, pixels, timestamp: float, decode_ms: float) -> None:
+        """One frame (RGB uint8 array, or a lazily converted ``DecodedFrame``) into every selected target."""
         if self.closed:  # released (tab closed, replaced) while a frame was on its way
             return
         self.frames += 1
@@ -458,6 +469,7 @@ TABLE_CSS = """
 #edgevid-stats table { width: 100%; table-layout: auto; border-collapse: collapse; font-size: 0.82em; margin: 0 0 0.4em 0; }
 #edgevid-stats th, #edgevid-stats td { padding: 2px 5px; overflow-wrap: anywhere; vertical-align: top; text-align: left; }
 #edgevid-stats td.num, #edgevid-stats th.num { text-align: right; white-space: nowrap; }
+#edgevid-stats th.num { white-space: normal; overflow-wrap: normal; }  /* headers wrap between words (FPS kinds side by side), figures do not */
 #edgevid-stats caption { text-align: left; font-weight: 600; font-size: 0.85em; }
 #edgevid-stats .ok { color: #15803d; } #edgevid-stats .off { color: #b45309; }
 #edgevid-stats p { font-size: 0.8em; margin: 0.2em 0; }
@@ -507,6 +519,12 @@ def bench_cell(pool: RunnerPool, path: Path, threads: int, model_fps: float | No
             attrs + f" data-agree='{int(within)}'")
 
 
+def model_only_fps(timing) -> float | None:
+    """Windows/s of a runner alone from its ``edgevid.bench.Timing`` (1000 / p50 ms, as bench reports it)."""
+    p50 = getattr(timing, "p50_ms", None)
+    return 1e3 / p50 if p50 else None
+
+
 def stats_html(session: Session | None, latest: dict | None = None, selected: Iterable[str] = ()) -> str:
     """The per-target table, the latency breakdown and the source line (one ``latest`` snapshot)."""
     if session is None or not session.classifiers:
@@ -517,7 +535,8 @@ def stats_html(session: Session | None, latest: dict | None = None, selected: It
         m = session.manifests[path]
         result = latest.get(path)
         stats = classifier.stats
-        model_fps, e2e_fps = stats.model_fps(recent=True), stats.e2e_fps(recent=True)
+        model_fps = model_only_fps(session.timings.get(path))
+        stream_fps, e2e_fps = stats.model_fps(recent=True), stats.e2e_fps(recent=True)
         label, score = (result.top_k[0] if result else ("(filling the window)", 0.0))
         if session.error(path):
             label = f"error: {session.error(path)}"
@@ -528,8 +547,10 @@ def stats_html(session: Session | None, latest: dict | None = None, selected: It
             f"<tr data-artifact='{html.escape(path.name)}'><td data-label='target' title='{html.escape(m.backend)}'>{name}</td>"
             f"<td class='top1' data-label='top-1'>{html.escape(label)}</td><td class='num p' data-label='p'>{score:.2f}</td>"
             f"<td class='num fps-model' data-label='model-only FPS' data-value='{model_fps or 0:.3f}'>{_fmt(model_fps)}</td>"
-            f"<td class='num fps-e2e' data-label='end-to-end FPS' data-value='{e2e_fps or 0:.3f}'>{_fmt(e2e_fps)}</td>"
             f"<td class='num bench' data-label='bench FPS' {bench_attrs}>{bench}</td>"
+            f"<td class='num fps-stream' data-label='in-stream inference FPS' data-value='{stream_fps or 0:.3f}'>"
+            f"{_fmt(stream_fps)}</td>"
+            f"<td class='num fps-e2e' data-label='end-to-end FPS' data-value='{e2e_fps or 0:.3f}'>{_fmt(e2e_fps)}</td>"
             f"<td class='num windows' data-label='windows' data-dropped='{dropped}'>{stats.windows}</td>"
             f"<td class='num sampled' data-label='sampled / frames'>{stats.sampled}/{stats.frames}</td></tr>")
         b = stats.breakdown(recent=True) or {}
@@ -547,7 +568,11 @@ def stats_html(session: Session | None, latest: dict | None = None, selected: It
         f"<div id='edgevid-stats' data-state='streaming' data-source-fps='{source or 0:.2f}' data-threads='{session.threads}'>"
         "<div class='scroll'><table class='main'><thead><tr><th>target</th><th>top-1</th>"
         "<th class='num' title='smoothed probability of the top-1 label'>p</th>"
-        "<th class='num'>model-only FPS</th><th class='num'>end-to-end FPS</th><th class='num'>bench FPS</th>"
+        "<th class='num' title='the runner alone, timed as edgevid bench times it, in this server'>model-only FPS</th>"
+        "<th class='num' title='edgevid bench, from the artifact&#39;s report'>bench FPS</th>"
+        "<th class='num' title='in-stream inference: median runner time of the last 30 windows of this stream'>"
+        "in-stream FPS</th>"
+        "<th class='num'>end-to-end FPS</th>"
         "<th class='num'>windows</th><th class='num'>sampled / frames</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></div>"
         "<div class='scroll'><table class='breakdown'><caption>latency per window, ms (mean of the last 30)</caption>"
@@ -561,22 +586,27 @@ def stats_html(session: Session | None, latest: dict | None = None, selected: It
         f"{first.sampler.interval:.3f} s (stride {first.spec.clip.stride} at {first.train_fps:g} fps training) &middot; "
         f"window {first.frames} frames &middot; <span class='threads'>threads per runner: {session.threads} "
         f"({html.escape(session.threads_why)})</span>{truth}</p>"
-        "<p><small>FPS = windows per second. <b>p</b>: smoothed probability of the top-1 label. <b>model-only</b>: "
-        "inference alone (median of the last 30 windows, as edgevid bench's p50). <b>end-to-end</b>: steady state, decode "
-        "+ sampling + preprocessing + inference + smoothing per window; the first window (filling it) is the warm-up, "
-        "shown apart; waiting for frames excluded. <b>bench</b>: edgevid bench's model-only figure from the artifact's "
-        f"report (✓: the demo agrees within {BENCH_TOLERANCE:.0%} at the same threads). A window that comes due while its "
-        "model is busy is dropped, so a slow target never holds up the others.</small></p></div>")
+        "<p><small>FPS = windows per second. <b>p</b>: smoothed probability of the top-1 label. <b>model-only</b>: the "
+        "runner alone, timed in this server with edgevid bench's own code (its input, warm-up, back-to-back runs, p50) "
+        "when the runner opened, at the threads shown: the figure to compare with <b>bench</b>, edgevid bench's "
+        f"model-only figure from the artifact's report (✓: within {BENCH_TOLERANCE:.0%} at the same threads). "
+        "<b>in-stream inference</b>: the runner inside this stream (median of the last 30 windows). A source played at "
+        "its frame rate leaves the runner idle between windows (caches cold, its thread pool asleep) and the server's "
+        "decoding and page updates share the cores, so it reads lower than back-to-back timing; it is what this stream "
+        "gets. <b>end-to-end</b>: steady state, decode + sampling + preprocessing + inference + smoothing per window; "
+        "the first window (filling it) is the warm-up, shown apart; waiting for frames excluded, so neither is capped "
+        "by the source's frame rate (shown above). A window that comes due while its model is busy is dropped, so a "
+        "slow target never holds up the others.</small></p></div>")
 
 
-KINDS = ("model-only", "end-to-end")
+KINDS = ("in-stream inference", "end-to-end")
 
 
 def series_name(manifest) -> str:
     return f"{manifest.target} {manifest.precision}"
 
 
-def chart_frame(session: Session | None, kind: str = "model-only"):
+def chart_frame(session: Session | None, kind: str = "in-stream inference"):
     """The ``kind`` FPS history of the session's targets as a DataFrame (None before the first window).
 
     One chart per kind keeps the legend to one short entry per ticked target (Gradio draws it in
@@ -590,7 +620,7 @@ def chart_frame(session: Session | None, kind: str = "model-only"):
         return None
     with session.lock:
         history = list(session.history)
-    column = 2 if kind == "model-only" else 3
+    column = 2 if kind == "in-stream inference" else 3
     rows = [{"t": round(item[0], 2), "fps": item[column], "series": series_name(session.manifests[item[1]])}
             for item in history if item[column]]
     if not rows:
@@ -659,7 +689,7 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
     import gradio as gr
 
     from edgevid.errors import EdgevidError
-    from edgevid.streaming import iter_video_frames, too_short_message
+    from edgevid.streaming import SkippedFrame, iter_video_frames, too_short_message
 
     pool = RunnerPool(threads) if pool is None else pool
     registry = SessionRegistry() if registry is None else registry  # (an empty registry is falsy: no `or`)
@@ -758,13 +788,17 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
             for manifest in {m.model: m for m in session.manifests.values()}.values():  # too short for a window: say so
                 if (message := too_short_message(path, manifest.spec)):
                     gr.Warning(message.replace(str(path), name))
-            for pixels, seconds, decode_ms in iter_video_frames(path, realtime=realtime):
+            # lazy: each classifier converts only the frames it keeps, scaled to its short side inside libswscale
+            # (as edgevid eval converts a file); a full-size picture is made only for the frame shown
+            # and frames no target's sampler keeps are decoded only when other frames refer to them
+            intervals = [classifier.sampler.interval for classifier in session.classifiers.values()]
+            for frame, seconds, decode_ms in iter_video_frames(path, realtime=realtime, lazy=True, sample_every=intervals):
                 if session.closed or not session.playing:
                     return
-                session.push(pixels, seconds, decode_ms)
-                if time.monotonic() - shown >= 0.1:
+                session.push(frame, seconds, decode_ms)
+                if time.monotonic() - shown >= 0.1 and not isinstance(frame, SkippedFrame):
                     shown = time.monotonic()
-                    yield [pixels, *outputs(session, selected)]
+                    yield [frame(), *outputs(session, selected)]
         except (EdgevidError, OSError, ValueError) as exc:
             raise user_error(file_error(exc, path, name)) from None
         except Exception as exc:  # PyAV's decoding errors (av.FFmpegError and kin)
@@ -837,7 +871,7 @@ def build_app(artifacts: list[Path], threads: int | None = None, pool: RunnerPoo
                 labels = [gr.Label(num_top_classes=3, label=f"target {i + 1}", visible=i < len(default), elem_id=f"topk-{i}")
                           for i in range(MAX_TARGETS)]
                 charts = [gr.LinePlot(None, x="t", y="fps", color="series", title=f"{kind} FPS (windows/s), last 60 s",
-                                      x_title="seconds", y_title="FPS", color_title="target", elem_id=f"fps-chart-{kind}")
+                                      x_title="seconds", y_title="FPS", color_title="target", elem_id=f"fps-chart-{kind.split()[0]}")
                           for kind in KINDS]
         stats = gr.HTML(hint_html(default), elem_id="stats", css_template=TABLE_CSS)
         server = gr.HTML(server_html(registry), elem_id="server")

@@ -12,9 +12,15 @@ Each kept frame is resized, cropped and normalised straight into a preallocated 
 order into a preallocated clip and classified, and the class probabilities are smoothed over
 windows (EMA or a moving average).
 
-Nothing on the per-frame path allocates (after the first frame of a new size); per window only
-the runner's output and the small result object do. Memory is therefore flat over any stream
-length: ``benchmarks/streaming.py`` measures it.
+A file is read as ``edgevid eval`` reads it (``iter_video_frames(lazy=True, sample_every=...)``):
+a kept frame is scaled to the model's short side inside libswscale while converting, then only
+cropped and normalised; a frame no sampler keeps is never converted, and not even decoded when
+no other frame refers to it (a non-reference B-frame). ``BackgroundClassifier`` classifies on a
+worker thread from two clip buffers, so the worker goes from one window straight to the next.
+
+Nothing on the per-frame path allocates arrays (after the first frame of a new size); per window
+only the runner's output and the small result object do. Memory is therefore flat over any
+stream length: ``benchmarks/streaming.py`` measures it.
 """
 
 from __future__ import annotations
@@ -22,10 +28,9 @@ from __future__ import annotations
 import time
 from collections import deque
 from contextlib import nullcontext
-from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
@@ -49,7 +54,8 @@ class FramePreprocessor:
     Equal, bit for bit, to ``edgevid.data.views.preprocess_frames`` (short side to
     ``short_side`` with numpy bilinear, centre crop, table normalisation), but only the cropped
     output pixels are interpolated, channel-planar, and every buffer is allocated once per
-    input size.
+    input size. A frame whose short side already is ``short_side`` (a file's frames, scaled
+    inside libswscale while converting: ``DecodedFrame.scaled``) is only cropped and normalised.
     """
 
     def __init__(self, spec: "ModelSpec"):
@@ -58,6 +64,7 @@ class FramePreprocessor:
         levels = np.arange(256, dtype=np.float64) / 255.0
         self._tables = [((levels - m) / s).astype(np.float32) for m, s in zip(spec.norm.mean, spec.norm.std)]
         self._size: tuple[int, int] | None = None
+        self._crop_only: tuple[int, int] | None = None
         size = (3, self.crop, self.crop)
         self._corners = [np.empty(size, np.uint8) for _ in range(4)]
         self._floats = [np.empty(size, np.float32) for _ in range(3)]
@@ -69,6 +76,11 @@ class FramePreprocessor:
         if self.crop > out_h or self.crop > out_w:
             raise ValueError(f"crop {self.crop} does not fit frames of {out_h}x{out_w}")
         top, left = -(-(out_h - self.crop) // 2), -(-(out_w - self.crop) // 2)
+        self._size = (height, width)
+        # a frame already at the short side: the taps are the identity (weights 0), so the result is the crop itself
+        self._crop_only = (top, left) if (out_h, out_w) == (height, width) else None
+        if self._crop_only is not None:
+            return
         r0, r1, wy = (a[top:top + self.crop] for a in _bilinear_taps(height, out_h))
         c0, c1, wx = (a[left:left + self.crop] for a in _bilinear_taps(width, out_w))
         # full-size weights: a broadcast operand would make the ufuncs allocate buffers
@@ -78,13 +90,17 @@ class FramePreprocessor:
         channel = np.arange(3)[:, None, None]
         # offsets into the frame's bytes of the four bilinear neighbours, channel-planar [3, crop, crop]
         self._offsets = [channel + 3 * (r[None, :, None] * width + c[None, None, :]) for r in (r0, r1) for c in (c0, c1)]
-        self._size = (height, width)
 
     def __call__(self, frame: np.ndarray, out: np.ndarray) -> np.ndarray:
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"expected an RGB uint8 frame [H, W, 3], got {frame.dtype} {frame.shape}")
         if frame.shape[:2] != self._size:
             self._prepare(*frame.shape[:2])
+        if self._crop_only is not None:  # already at the short side (scaled while decoding): crop + normalise
+            top, left = self._crop_only
+            window = frame[top:top + self.crop, left:left + self.crop]
+            np.copyto(self._pixels, window.transpose(2, 0, 1), casting="unsafe")
+            return self._normalise(out)
         flat = np.ascontiguousarray(frame).reshape(-1)
         for offsets, corner in zip(self._offsets, self._corners):
             np.take(flat, offsets, out=corner, mode="clip")  # 'clip': unbuffered (offsets are in range)
@@ -102,6 +118,9 @@ class FramePreprocessor:
         np.add(left, right, out=right)
         np.rint(right, out=right)  # bilinear weights lie in [0, 1]: already within 0..255, no clip needed
         np.copyto(self._pixels, right, casting="unsafe")
+        return self._normalise(out)
+
+    def _normalise(self, out: np.ndarray) -> np.ndarray:
         for channel, table in enumerate(self._tables):
             np.take(table, self._pixels[channel], out=out[channel], mode="clip")
         return out
@@ -332,8 +351,8 @@ class StreamClassifier:
     ``snapshot`` (copy the window, in order, into the clip buffer) and ``classify`` (run the model
     on the snapshot, smooth). A live source calls the first two on its intake thread and
     ``classify`` on a worker, so a slow model drops windows instead of camera frames; ``feed``
-    may run while ``classify`` does, ``snapshot`` must not (take it only when the worker is idle,
-    as demo/app.py does).
+    may run while ``classify`` does, and so may ``snapshot`` into the other of the two clip
+    buffers (``BackgroundClassifier`` does this).
     """
 
     def __init__(
@@ -363,7 +382,9 @@ class StreamClassifier:
         crop = spec.clip.crop
         self._ring = np.zeros((3, self.frames, crop, crop), np.float32)  # slot = sampled % frames
         shape = tuple(runner.input_shape) if getattr(runner, "input_shape", None) else spec.input_shape(1)
-        self._clip = np.zeros(shape, np.float32)  # batch row 0 holds the window (others stay zero)
+        # two clip buffers (batch row 0 holds the window, others stay zero): a worker classifies one while the
+        # intake snapshots the next window into the other
+        self._clips = (np.zeros(shape, np.float32), np.zeros(shape, np.float32))
         self._probs = np.zeros(len(self.labels), np.float32)
         self.smoother = Smoother(len(self.labels), smoothing, alpha, average)
         self.stats = StreamStats()
@@ -371,8 +392,8 @@ class StreamClassifier:
         self._pending_decode_ms = 0.0  # of which decoding, as reported by the caller
         self._pending_frames = 0  # frames fed since the last snapshot
         self._last_frame = (-1, 0.0)  # (index, timestamp) of the last fed frame
-        # (frame index, timestamp, intake ms, decode ms, frames, perf_counter when taken) of the window in the clip buffer
-        self._snapshot = (-1, 0.0, 0.0, 0.0, 0, 0.0)
+        # per clip buffer: (frame index, timestamp, intake ms, decode ms, frames, perf_counter when taken) of its window
+        self._snapshots = [(-1, 0.0, 0.0, 0.0, 0, 0.0), (-1, 0.0, 0.0, 0.0, 0, 0.0)]
 
     def reset(self) -> None:
         """Forget the stream (keeps the buffers)."""
@@ -396,7 +417,11 @@ class StreamClassifier:
         repeats = self.sampler.take(self._last_frame[1])
         if repeats:
             slot = stats.sampled % self.frames
-            self.preprocess(frame() if callable(frame) else frame, self._ring[:, slot])
+            if isinstance(frame, DecodedFrame):  # scaled to the short side while converting
+                frame = frame.scaled(self.preprocess.short_side)
+            elif callable(frame):
+                frame = frame()
+            self.preprocess(frame, self._ring[:, slot])
             for extra in range(1, min(repeats, self.frames)):  # a slow source: the frame serves several samples
                 np.copyto(self._ring[:, (slot + extra) % self.frames], self._ring[:, slot])
             if repeats > self.frames:  # the whole window is this frame: keep the ring's phase
@@ -410,27 +435,27 @@ class StreamClassifier:
         self._pending_frames += 1
         return due
 
-    def snapshot(self) -> None:
-        """Copy the last ``frames`` sampled frames, oldest first, into the clip buffer."""
+    def snapshot(self, buffer: int = 0) -> None:
+        """Copy the last ``frames`` sampled frames, oldest first, into clip buffer ``buffer`` (0 or 1)."""
         started = time.perf_counter()
         oldest = self.stats.sampled % self.frames
-        window = self._clip[0]
+        window = self._clips[buffer][0]
         np.copyto(window[:, : self.frames - oldest], self._ring[:, oldest:])
         np.copyto(window[:, self.frames - oldest:], self._ring[:, :oldest])
         taken = time.perf_counter()
         intake_ms = self._pending_ms + (taken - started) * 1e3
-        self._snapshot = (*self._last_frame, intake_ms, self._pending_decode_ms, self._pending_frames, taken)
+        self._snapshots[buffer] = (*self._last_frame, intake_ms, self._pending_decode_ms, self._pending_frames, taken)
         self._pending_ms = self._pending_decode_ms = 0.0
         self._pending_frames = 0
 
-    def classify(self) -> WindowResult:
-        """Run the model on the snapshot and smooth; the window's result."""
+    def classify(self, buffer: int = 0) -> WindowResult:
+        """Run the model on the snapshot in clip buffer ``buffer`` and smooth; the window's result."""
         started = time.perf_counter()
-        frame_index, timestamp, intake_ms, decode_ms, frames_fed, taken = self._snapshot
+        frame_index, timestamp, intake_ms, decode_ms, frames_fed, taken = self._snapshots[buffer]
         asked = time.perf_counter()
         with self.lock:
             acquired = time.perf_counter()
-            logits = self.runner(self._clip)
+            logits = self.runner(self._clips[buffer])
             model_ms = (time.perf_counter() - acquired) * 1e3
         started += acquired - asked  # time spent waiting for another stream's inference is not ours
         probs = _softmax(np.asarray(logits, np.float32)[0], self._probs)
@@ -461,9 +486,11 @@ class BackgroundClassifier:
 
     ``policy``: ``"drop"`` (live sources) skips a window that comes due while the model is still
     busy, and counts it in ``dropped``, so the source is never held up; ``"wait"`` (files,
-    benchmarks) waits for the model instead, so every window is classified. ``on_result`` is
-    called on the worker thread with each ``WindowResult``; an exception in the model is kept in
-    ``error`` (and re-raised by ``drain``).
+    benchmarks) classifies every window: one more window may wait for the worker in the second
+    clip buffer, so the worker goes from one window straight to the next (no hand-off back to
+    the intake thread in between), and the intake waits only when it is a further window ahead.
+    ``on_result`` is called on the worker thread with each ``WindowResult``; an exception in the
+    model is kept in ``error`` (and re-raised by ``drain``).
     """
 
     POLICIES = ("drop", "wait")
@@ -471,71 +498,110 @@ class BackgroundClassifier:
     def __init__(self, classifier: StreamClassifier, policy: str = "drop", on_result=None, name: str = "edgevid-stream"):
         if policy not in self.POLICIES:
             raise ValueError(f"policy {policy!r}: choose drop or wait")
-        from concurrent.futures import ThreadPoolExecutor
+        import threading
 
         self.classifier, self.policy, self.on_result = classifier, policy, on_result
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix=name)
-        self._busy = None
         self.dropped = 0
         self.error: BaseException | None = None
+        self._ready = threading.Condition()
+        self._queued: int | None = None  # clip buffer of the window waiting for the worker
+        self._running: int | None = None  # clip buffer being classified
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name=name, daemon=True)
+        self._worker.start()
 
     def push(self, frame, timestamp: float | None = None, decode_ms: float = 0.0) -> bool:
-        """Feed one frame; True when it started the classification of a window."""
+        """Feed one frame; True when it queued the classification of a window."""
         if not self.classifier.feed(frame, timestamp, decode_ms):
             return False
-        if self._busy is not None and not self._busy.done():
-            if self.policy == "drop":
+        with self._ready:
+            if self.policy == "drop" and (self._running is not None or self._queued is not None):
                 self.dropped += 1
                 return False
-            self._busy.exception()  # wait for the worker
-        self.classifier.snapshot()  # the worker is idle: the clip buffer is free
-        self._busy = self._worker.submit(self._classify)
+            while self._queued is not None and not self._closed:  # "wait": a window already waits for the worker
+                self._ready.wait()
+            if self._closed:
+                raise RuntimeError("cannot classify after close")
+            buffer = 1 - self._running if self._running is not None else 0
+        self.classifier.snapshot(buffer)  # a buffer the worker does not touch until it is queued
+        with self._ready:
+            self._queued = buffer
+            self._ready.notify_all()
         return True
 
-    def _classify(self) -> None:
-        try:
-            result = self.classifier.classify()
-        except BaseException as exc:
-            self.error = exc
-            raise
-        on_result = self.on_result  # None once closed
-        if on_result is not None:
-            on_result(result)
+    def _work(self) -> None:
+        ready = self._ready
+        while True:
+            with ready:
+                while self._queued is None and not self._closed:
+                    ready.wait()
+                if self._closed:
+                    return
+                self._running, self._queued = self._queued, None
+                ready.notify_all()  # an intake waiting for the queue slot
+                buffer = self._running
+            try:
+                result = self.classifier.classify(buffer)
+            except BaseException as exc:  # kept for drain; the stream goes on
+                self.error = exc
+            else:
+                on_result = self.on_result  # None once closed
+                if on_result is not None:
+                    on_result(result)
+            with ready:
+                self._running = None
+                ready.notify_all()
 
     def drain(self) -> None:
-        """Wait until the submitted window is classified; raise the model's error if it failed."""
-        if self._busy is not None:
-            self._busy.exception()
+        """Wait until the queued windows are classified; raise the model's error if one failed."""
+        with self._ready:
+            while (self._queued is not None or self._running is not None) and not self._closed:
+                self._ready.wait()
         if self.error is not None:
             raise self.error
 
     def close(self) -> None:
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        """Stop the worker (after the window it is classifying, if any); a queued window is dropped."""
+        with self._ready:
+            self._closed, self._queued = True, None
+            self._ready.notify_all()
 
 
 def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool = False,
-                      short_side: int | None = None) -> Iterator[tuple[np.ndarray, float, float]]:
+                      short_side: int | None = None,
+                      sample_every: Iterable[float] = ()) -> Iterator[tuple[np.ndarray, float, float]]:
     """Decode a video file one frame at a time: ``(rgb uint8 [H, W, 3], stream seconds, decode ms)``.
 
     Frames come as displayed (rotated by the display matrix, as ``edgevid eval`` reads them);
     ``short_side`` scales them inside libswscale while converting. With ``realtime`` the frames are
     paced at the file's frame rate, as a camera would deliver them. With ``lazy`` the first item is
-    a callable that converts the decoded frame to RGB when called (a ``StreamClassifier`` calls it
-    only for the frames it keeps; ``decode ms`` is then the decoding alone, and the conversion
-    counts as preprocessing). A file that stops decoding part-way (truncated) ends the iteration
-    with a logged warning; one that decodes nothing raises ``DataError``.
-    One decoder thread by default: a stream wants each frame as soon as it is decoded, and frame
-    threading adds frames of delay (and, for camera-sized frames, is slower: measured 2 vs 4 ms a
-    160x128 frame here).
+    a ``DecodedFrame`` that converts to RGB when called (a ``StreamClassifier`` converts only the
+    frames it keeps, scaled to its short side; ``decode ms`` is then the decoding alone, and the
+    conversion counts as preprocessing).
+
+    ``sample_every`` (lazy only): the sampling intervals (seconds) of the classifiers this stream
+    feeds (``StreamClassifier.sampler.interval``). Every frame still comes, in order, but one that
+    no ``FrameSampler`` at those intervals keeps and that no other frame is predicted from
+    (a non-reference B-frame) is not decoded: it comes as a ``SkippedFrame`` (its timestamp, no
+    pixels), as ``edgevid eval``'s decoder skips the frames it does not need. The frames the
+    samplers keep are exactly those of a full decode (the same rule on the same timestamps).
+
+    A file that stops decoding part-way (truncated) ends the iteration with a logged warning; one
+    that decodes nothing raises ``DataError``. One decoder thread by default: a stream wants each
+    frame as soon as it is decoded, and frame threading adds frames of delay (and, for camera-sized
+    frames, is slower: measured 2 vs 4 ms a 160x128 frame here).
     """
     import logging
 
     import av
 
-    from .data.video import FrameConverter, _check_still, _open, _reason
+    from .data.video import _check_still, _open, _reason
     from .errors import DataError
 
     path = Path(path)
+    intervals = sorted(set(sample_every))
+    if intervals and not lazy:
+        raise ValueError("sample_every needs lazy=True (skipped frames have no pixels)")
     container = _open(path)
     index = 0
     try:
@@ -544,9 +610,10 @@ def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool
         if threads > 1:
             stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
-        convert = FrameConverter(path, short_side)
+        converters = _Converters(path, short_side)
         start_wall, first = time.monotonic(), None
-        decoder = container.decode(stream)
+        plan = _skip_plan(path, stream, intervals) if intervals else None
+        decoder = container.decode(stream) if plan is None else _decode_skipping(container, stream, *plan)
         while True:
             decode_started = time.perf_counter()
             try:
@@ -564,13 +631,16 @@ def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool
                     logging.getLogger("edgevid").warning(
                         "%s: only %d of the %d frames the container claims decode (truncated?)", path, index, stream.frames)
                 return
-            image = partial(convert, frame) if lazy else convert(frame)
+            if isinstance(frame, SkippedFrame):
+                image, seconds = frame, frame.time
+            else:
+                image = DecodedFrame(frame, converters) if lazy else converters[None](frame)
+                if frame.time is not None:
+                    seconds = float(frame.time)
+                else:  # no timestamps: count frames at the stream's rate
+                    rate = float(stream.average_rate or 30)
+                    seconds = index / rate
             decode_ms = (time.perf_counter() - decode_started) * 1e3
-            if frame.time is not None:
-                seconds = float(frame.time)
-            else:  # no timestamps: count frames at the stream's rate
-                rate = float(stream.average_rate or 30)
-                seconds = index / rate
             first = seconds if first is None else first
             if realtime:
                 delay = (seconds - first) - (time.monotonic() - start_wall)
@@ -582,6 +652,102 @@ def iter_video_frames(path, realtime: bool = False, threads: int = 1, lazy: bool
         container.close()
 
 
-def _to_rgb(reformat, frame) -> np.ndarray:
-    """RGB uint8 ``[H, W, 3]`` of a decoded frame, through a reused converter."""
-    return reformat(frame).to_ndarray()
+def _skip_plan(path: Path, stream, intervals: list[float]) -> tuple[np.ndarray, set[int]] | None:
+    """(every frame's pts in display order, the pts some sampler keeps), from the demuxer alone; None
+    without timestamps. The samplers see the seconds ``iter_video_frames`` yields (the same expression)."""
+    from .data.video import read_meta
+
+    meta = read_meta(path)
+    if not meta.has_pts or not stream.time_base:
+        return None
+    seconds = [float(int(p) * stream.time_base) for p in meta.pts]
+    kept: set[int] = set()
+    for interval in intervals:
+        sampler = FrameSampler(interval)
+        kept.update(int(p) for p, t in zip(meta.pts, seconds) if sampler.take(t - seconds[0]))
+    return meta.pts, kept
+
+
+def _decode_skipping(container, stream, pts: np.ndarray, kept: set[int]):
+    """Decoded frames in display order, with a ``SkippedFrame`` for each frame not decoded: packets
+    of frames no sampler keeps are decoded with ``skip_frame = NONREF`` (the decoder drops them when
+    nothing refers to them). The decoder gives frames in display order, so a frame sent that way
+    that has not come out before a later one never will."""
+    codec = stream.codec_context
+    time_base = stream.time_base
+    sent_nonref: set[int] = set()
+    position = 0  # into pts: the next frame in display order
+
+    def skipped_before(limit: int | None):
+        nonlocal position
+        while position < len(pts) and (limit is None or pts[position] < limit):
+            stamp = int(pts[position])
+            position += 1
+            if stamp in sent_nonref:
+                yield SkippedFrame(float(stamp * time_base))
+
+    for packet in container.demux(stream):
+        wanted = packet.pts is None or packet.is_keyframe or packet.pts in kept
+        if not wanted:
+            sent_nonref.add(int(packet.pts))
+        codec.skip_frame = "DEFAULT" if wanted else "NONREF"
+        for frame in codec.decode(packet):
+            if frame.pts is not None:
+                yield from skipped_before(frame.pts)
+                if position < len(pts) and pts[position] == frame.pts:
+                    position += 1
+            yield frame
+    yield from skipped_before(None)
+
+
+class _Converters(dict):
+    """``FrameConverter`` per short side (None: the size ``iter_video_frames`` was asked for), made on first use."""
+
+    def __init__(self, path: Path, short_side: int | None):
+        super().__init__()
+        self.path, self.short_side = path, short_side
+
+    def __missing__(self, short_side: int | None):
+        from .data.video import FrameConverter
+
+        converter = self[short_side] = FrameConverter(self.path, self.short_side if short_side is None else short_side)
+        return converter
+
+
+class DecodedFrame:
+    """A decoded video frame, converted to RGB uint8 ``[H, W, 3]`` only when asked (``iter_video_frames(lazy=True)``).
+
+    ``frame()``: at the size the iterator was asked for; ``frame.scaled(short_side)``: the short side scaled to
+    ``short_side`` inside libswscale while converting, as ``edgevid eval`` converts a file's frames (so a
+    streamed file's windows hold eval's pixels, and no full-size RGB frame is made). Each size is converted
+    once per frame, however many classifiers ask for it.
+    """
+
+    __slots__ = ("_frame", "_converters", "_done")
+
+    def __init__(self, frame, converters: _Converters):
+        self._frame, self._converters, self._done = frame, converters, {}
+
+    def __call__(self) -> np.ndarray:
+        return self.scaled(None)
+
+    def scaled(self, short_side: int | None) -> np.ndarray:
+        image = self._done.get(short_side)
+        if image is None:
+            image = self._done[short_side] = self._converters[short_side](self._frame)
+        return image
+
+
+
+class SkippedFrame(DecodedFrame):
+    """A frame ``iter_video_frames(sample_every=...)`` did not decode (no sampler keeps it): its
+    timestamp (``time``, stream seconds as the decoder states them), no pixels."""
+
+    __slots__ = ("time",)
+
+    def __init__(self, seconds: float):
+        super().__init__(None, None)
+        self.time = seconds
+
+    def scaled(self, short_side: int | None) -> np.ndarray:
+        raise RuntimeError("this frame was not decoded (iter_video_frames skipped it: no sampler keeps it)")

@@ -279,21 +279,26 @@ def test_a_released_session_frees_its_buffers_at_once(artifacts):
         pool.close()
 
 
+def benched_copy(artifact: Path, folder: Path, p50_ms: float) -> Path:
+    """A copy of ``artifact`` whose report holds an `edgevid bench` figure at 1 thread."""
+    import json
+
+    copy = folder / artifact.name
+    shutil.copytree(artifact, copy)
+    (copy / "report.json").write_text(json.dumps({"bench": {"threads": 1, "runs": {"artifact": {"p50_ms": p50_ms}}}}))
+    return copy
+
+
 def test_stats_hint_chart_and_bench_figure(artifacts, tmp_path):
     """The hint follows the ticked artifacts; the chart has only the session's series and starts
     at its first point; the bench figure comes from the artifact's report."""
-    import json
-    import shutil as sh
-
     from edgevid.data.synthmotion import FPS, generate_clip
 
     demo = load_demo()
     assert "Pick one or more artifacts" in demo.stats_html(None, selected=[])
     ticked = demo.stats_html(None, selected=[a.name for a in artifacts])
     assert "Pick one" not in ticked and all(a.name in ticked for a in artifacts)
-    copy = tmp_path / artifacts[1].name
-    sh.copytree(artifacts[1], copy)
-    (copy / "report.json").write_text(json.dumps({"bench": {"threads": 1, "runs": {"artifact": {"p50_ms": 4.0}}}}))
+    copy = benched_copy(artifacts[1], tmp_path, p50_ms=4.0)
     pool = demo.RunnerPool(threads=1)
     session = demo.Session(pool, [copy])
     frames = generate_clip(1_000_000)[0]
@@ -311,6 +316,42 @@ def test_stats_hint_chart_and_bench_figure(artifacts, tmp_path):
     assert "smoothed probability of the top-1 label" in page and "warm-up" in page
     session.close()
     pool.close()
+
+
+def test_demo_model_only_fps_is_benchs_own_measurement(artifacts, tmp_path, monkeypatch):
+    """The demo's model-only FPS and `edgevid bench`'s are one measurement (``bench.time_runner``: bench's
+    input, warm-up, stopping rule and p50), not the in-stream median, which a paced source slows down.
+    The clock is replaced by fixed samples so the figures are exact; the runners are real."""
+    import numpy as np
+
+    import edgevid.bench as bench
+    from edgevid.data.synthmotion import FPS, generate_clip
+
+    timed = []
+
+    def fixed_clock(fn, **options):  # what bench's timing loop would call, run once; fixed 2.0 ms samples
+        timed.append(np.asarray(fn()))
+        return bench.summarize([2.0] * 20)
+
+    monkeypatch.setattr(bench, "time_callable", fixed_clock)
+    demo = load_demo()
+    copy = benched_copy(artifacts[1], tmp_path, p50_ms=2.0)
+    pool = demo.RunnerPool(threads=1)
+    session = demo.Session(pool, [copy])
+    frames = generate_clip(1_000_000)[0]
+    for i in range(32):
+        session.push(frames[i], i / FPS, 0.0)
+    session.drain()
+    page = demo.stats_html(session)
+    model = re.search(r"class='num fps-model'[^>]*data-value='([0-9.]+)'", page).group(1)
+    stream = re.search(r"class='num fps-stream'[^>]*data-value='([0-9.]+)'", page).group(1)
+    assert model == "500.000" and float(stream) > 0  # 1000 / p50 of bench's timing, and the stream's own figure apart
+    assert "data-ratio='1.000'" in page and "data-agree='1'" in page and "in-stream inference" in page
+    session.close()
+    pool.close()
+    worker = bench._worker("artifact", str(copy), 1, 0.1)  # what `edgevid bench` runs in its subprocess
+    assert worker["p50_ms"] == 2.0 and len(timed) == 2
+    assert timed[0].shape == timed[1].shape and np.array_equal(timed[0], timed[1])  # same runner, same input
 
 
 def test_a_broken_file_is_named_by_its_own_name(tmp_path):

@@ -280,6 +280,7 @@ def test_queue_wait_is_measured_apart_from_end_to_end():
     background = BackgroundClassifier(StreamClassifier(Recorder(), SPEC, LABELS, lock=lock), "wait", on_result=results.append)
     for i, frame in enumerate(frames[:25]):  # two windows: 8th and 9th sampled frames
         if i == 24:
+            background.drain()  # the first window is classified (a worker may not have started it yet on one core)
             lock.acquire()
             threading.Timer(0.3, lock.release).start()
         background.push(frame, i / FPS)
@@ -300,3 +301,53 @@ def test_streamed_frames_equal_read_video(tmp_path):
     lazy = [convert() for convert, _, _ in iter_video_frames(path, lazy=True)]
     assert len(streamed) == len(decoded) == 32
     assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(decoded, streamed, lazy))
+
+
+def test_a_lazily_streamed_file_holds_evals_pixels(tmp_path):
+    """A file's kept frames are scaled to the short side inside libswscale while converting, as
+    edgevid eval's decoder does, then only cropped and normalised: each window is, bit for bit,
+    eval's centre view of the same frames (no full-size RGB frame, no numpy resize)."""
+    from edgevid.data.video import decode_frames, read_meta, write_video
+    from edgevid.data.views import _offsets, _tables, crop_normalize
+
+    frames, _ = generate_clip(1_000_010)
+    path = write_video(tmp_path / "clip.mp4", frames, FPS)
+    recorder = Recorder()
+    stream = StreamClassifier(recorder, SPEC, LABELS)
+    for frame, seconds, decode_ms in iter_video_frames(path, lazy=True):
+        stream.push(frame, seconds, decode_ms)
+    sampled = np.arange(0, 32, 3)  # 15 fps file, stride 3 at 15 fps
+    decoded, where, _, _ = decode_frames(read_meta(path), sampled, SPEC.clip.short_side)
+    assert min(decoded.shape[1:3]) == SPEC.clip.short_side and len(recorder.inputs) == len(sampled) - 8 + 1
+    offsets = _offsets(*decoded.shape[1:3], SPEC.clip.crop, 1)
+    for k, clip in enumerate(recorder.inputs):
+        expected = crop_normalize(decoded, where[None, k:k + 8], offsets, SPEC.clip.crop, _tables(SPEC))[0]
+        assert np.array_equal(clip[0], expected), k
+
+
+def test_frames_no_sampler_keeps_are_not_decoded_and_windows_are_unchanged(tmp_path):
+    """With ``sample_every``, frames that no classifier's sampler keeps and that nothing refers to
+    (non-reference B-frames) are not decoded; every frame still comes, in order, with its time, and
+    the classified windows are those of a full decode, bit for bit."""
+    from edgevid.data.video import write_video
+    from edgevid.streaming import SkippedFrame
+
+    frames = np.concatenate([generate_clip(seed)[0] for seed in (1_000_011, 1_000_012, 1_000_013)])
+    path = write_video(tmp_path / "clip.mp4", frames, FPS)
+    full, skipping = Recorder(), Recorder()
+    full_stream, skip_stream = StreamClassifier(full, SPEC, LABELS), StreamClassifier(skipping, SPEC, LABELS)
+    every = list(iter_video_frames(path, lazy=True))
+    some = list(iter_video_frames(path, lazy=True, sample_every=[skip_stream.sampler.interval]))
+    assert [t for _, t, _ in some] == [t for _, t, _ in every] and len(some) == len(frames) == 96
+    skipped = [i for i, (frame, _, _) in enumerate(some) if isinstance(frame, SkippedFrame)]
+    assert skipped and all(i % 3 for i in skipped)  # some frames skipped, never a kept one (every 3rd at 15 fps)
+    for (a, t, ms), (b, _, _) in zip(every, some):
+        full_stream.push(a, t, ms)
+        skip_stream.push(b, t, ms)
+    assert skip_stream.stats.frames == full_stream.stats.frames and skip_stream.stats.sampled == full_stream.stats.sampled
+    assert len(skipping.inputs) == len(full.inputs) == 32 - 8 + 1
+    assert all(np.array_equal(x, y) for x, y in zip(skipping.inputs, full.inputs))
+    with pytest.raises(RuntimeError, match="not decoded"):
+        some[skipped[0]][0]()
+    with pytest.raises(ValueError, match="lazy"):
+        next(iter_video_frames(path, sample_every=[0.2]))

@@ -207,11 +207,18 @@ def check_geometry(path: Path, height: int, width: int) -> None:
 
 class FrameConverter:
     """A decoded ``av.VideoFrame`` to RGB uint8 ``[H, W, 3]`` as displayed: rotated by its display
-    matrix, the short side scaled to ``short_side`` inside libswscale (never a full-size copy)."""
+    matrix, the short side scaled to ``short_side`` inside libswscale (never a full-size copy).
+
+    One ``VideoReformatter`` serves every frame: ``frame.to_ndarray(...)`` makes a new swscale
+    context for each frame (its filter tables built and freed again), which cost 0.64 ms a
+    160x128 frame inside a stream against ~0.1 ms with the context kept (same pixels)."""
 
     def __init__(self, path: Path, short_side: int | None):
+        from av.video.reformatter import VideoReformatter
+
         self.path, self.short_side = path, short_side
         self._key = None
+        self._reformatter = VideoReformatter()
         self.notes: list[str] = []
 
     def _prepare(self, frame) -> None:
@@ -232,7 +239,7 @@ class FrameConverter:
     def __call__(self, frame) -> np.ndarray:
         if (frame.width, frame.height, frame.rotation) != self._key:
             self._prepare(frame)
-        image = frame.to_ndarray(format="rgb24", **self._size)
+        image = self._reformatter.reformat(frame, format="rgb24", **self._size).to_ndarray()
         return np.rot90(image, self._turns) if self._turns else image
 
 
