@@ -195,10 +195,11 @@ def preprocess_frames(frames: np.ndarray, spec: ModelSpec) -> np.ndarray:
     return crop_normalize(frames, np.arange(len(frames))[None], offsets, spec.clip.crop, _tables(spec))[0]
 
 
-def single_clip(path_or_frames, spec: ModelSpec) -> np.ndarray:
+def single_clip(path_or_frames, spec: ModelSpec, threads: int = 0) -> np.ndarray:
     """The single-clip input ``[1, 3, T, crop, crop]`` (the protocol's one-clip choice, short side
-    to ``short_side``, centre crop) that calibration, bench and streaming use."""
-    return _logged(load_views(path_or_frames, spec, "center"), path_or_frames)
+    to ``short_side``, centre crop) that calibration, bench and streaming use (``threads``: decoder
+    threads, 0 = FFmpeg's choice)."""
+    return _logged(load_views(path_or_frames, spec, "center", threads=threads), path_or_frames)
 
 
 def train_clip(frames, spec: ModelSpec, rng: np.random.Generator, flip: bool = False) -> np.ndarray:
