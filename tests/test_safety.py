@@ -186,8 +186,12 @@ def test_signals_during_a_build_leave_nothing(tmp_path, sig):
             "    backend.build = build\n    return backend\n"
             "b.get_backend = slow\n"
             f"sys.argv=['edgevid','build','--model','{hm.TINY}','--target','onnx-cpu','--precision','fp32','--weights','random','--out',{str(tmp_path)!r}]\nmain()")
+    # Ctrl-C in a terminal: the child starts with SIGINT at its default. Under the full suite the
+    # test process can leave SIGINT ignored (something an earlier test loads), and an ignored SIGINT
+    # is inherited, so Python would never raise KeyboardInterrupt (as for a `cmd &` job in a script).
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(tmp_path.glob(".*tmp-*/started")):
         assert time.time() < deadline and proc.poll() is None, proc.communicate()
