@@ -5,7 +5,8 @@
 For each SynthMotion reference model with shipped weights and each target (``onnx-cpu``: ONNX
 Runtime; ``intel-cpu``: OpenVINO; ``android``: ExecuTorch; ``jetson``: the TensorRT Q/DQ ONNX, run
 under ONNX Runtime CPU where there is no GPU): build INT8 with the target's default recipe (reused
-from ``artifacts/accuracy`` when already built), evaluate on the 1,000-clip test split with the
+from ``artifacts/accuracy`` when one built from the same weights, calibration and options is there;
+``--rebuild`` after a recipe change in the code), evaluate on the 1,000-clip test split with the
 model's test views against PyTorch FP32, and write top-1, the drop with its exact McNemar-based 95%
 interval, agreement (Wilson interval) and SQNR to ``benchmarks/results/accuracy_table.{json,md}``
 and between the ``accuracy-table`` markers of the README. A model without weights or a backend
@@ -84,14 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("artifacts/accuracy"))
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README's table")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="rebuild every artifact (a recipe change in the code is not detected as stale)")
     args = parser.parse_args(argv)
 
     from edgevid.artifact import Artifact
-    from edgevid.build import build_artifact
+    from edgevid.bench import ensure_artifact
     from edgevid.data.synthmotion import TABLE_CLIPS, ensure_split, table_split
     from edgevid.errors import EdgevidError
     from edgevid.harness.eval import evaluate
     from edgevid.models.weights import SHIPPED
+    from edgevid.targets import get_target
 
     say = lambda what: print(f"accuracy: {what}", file=sys.stderr, flush=True)  # noqa: E731
     clips = args.clips or TABLE_CLIPS
@@ -102,14 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             rows += [row_for(model, t, None, "no reference weights (scripts/train_reference.py)") for t in args.targets]
             continue
         for target in args.targets:
-            folder = args.out / f"{model}-{target}-int8"
             try:
-                if (folder / "manifest.json").is_file():
-                    artifact = Artifact(folder)
-                    say(f"{model} {target}: reusing {folder}")
-                else:
-                    say(f"{model} {target}: building INT8")
-                    artifact = build_artifact(model, target, "int8", calib_size=args.calib_size, out=args.out)
+                say(f"{model} {target}: INT8 artifact (built unless a current one is there)")
+                path, built = ensure_artifact(model, get_target(target), "int8", args.out, None, None, args.calib_size,
+                                              args.rebuild)
+                artifact = Artifact(path)
+                say(f"{model} {target}: {'built' if built else 'reusing'} {path}")
                 say(f"{model} {target}: evaluating on {clips} test clips")
                 result = evaluate(artifact.path, data, threads=args.threads)
             except (EdgevidError, ImportError) as exc:

@@ -27,8 +27,10 @@ stride 1), smooth. Reported, all from that one run:
 
 Default artifact: the reference model ``x3d_synth`` on OpenVINO INT8 (``intel-cpu``), built into
 ``artifacts/demo`` when missing (reference weights when shipped, else random: speed does not
-depend on them); ONNX Runtime INT8 where OpenVINO is not installed. Default threads: every core
-this process may use.
+depend on them); ONNX Runtime INT8 where OpenVINO is not installed. Default threads: the demo's
+choice (``streaming.stream_runner_threads``: one core left for decoding); when that is fewer than
+the cores, a second runner on every core is timed in the same blocks, and the end-to-end rate is
+also given against it.
 """
 
 from __future__ import annotations
@@ -124,13 +126,15 @@ def time_block(runner, clip, samples: list[float], cpu: list[float]) -> None:
     cpu.append((time.process_time() - cpu_started) * 1e3 / BLOCK_RUNS)
 
 
-def stream_once(artifact, runner, clip, video: Path, frame_labels: np.ndarray, pipelined: bool) -> dict:
+def stream_once(artifact, runner, clip, video: Path, frame_labels: np.ndarray, pipelined: bool, wide=None) -> dict:
     """One pass over the video: serial (decode, sample, preprocess, infer, smooth in turn) or
     pipelined (inference of a window on a worker thread while the next frames are decoded).
 
     Every ``SEGMENT_FRAMES`` frames the stream pauses (the worker drained) for a block of the
     runner alone (``time_block``): the standalone model-only rate is measured side by side with
-    the stream, so a shared machine's drifting load hits both alike. Pauses are not stream time."""
+    the stream, so a shared machine's drifting load hits both alike. Pauses are not stream time.
+    ``wide``: a second runner of the artifact on every core, timed in the same blocks (the model-only
+    rate a user would get from the machine with nothing else running)."""
     from edgevid.bench import summarize
     from edgevid.data.sampling import clip_span
     from edgevid.streaming import BackgroundClassifier, StreamClassifier, iter_video_frames
@@ -155,6 +159,7 @@ def stream_once(artifact, runner, clip, video: Path, frame_labels: np.ndarray, p
     rss_max, rss_series = rss["start"], []
     standalone: list[float] = []
     standalone_cpu: list[float] = []
+    wide_samples: list[float] = []
     paused = paused_cpu = 0.0
     first_cpu: list[float] = []
     started = time.perf_counter()
@@ -175,6 +180,8 @@ def stream_once(artifact, runner, clip, video: Path, frame_labels: np.ndarray, p
             if background is not None:
                 background.drain()
             time_block(runner, clip, standalone, standalone_cpu)
+            if wide is not None:
+                time_block(wide, clip, wide_samples, [])
             paused += time.perf_counter() - pause
             paused_cpu += time.process_time() - pause_cpu
     if background is not None:
@@ -193,6 +200,7 @@ def stream_once(artifact, runner, clip, video: Path, frame_labels: np.ndarray, p
     model_only = summarize(standalone)
     standalone_fps = 1e3 / model_only.p50_ms
     breakdown = stats.breakdown(recent=False)
+    wide_fps = 1e3 / summarize(wide_samples).p50_ms if wide_samples else None
     return {
         "mode": "pipelined" if pipelined else "serial", "frames": stats.frames, "sampled": stats.sampled,
         "windows": stats.windows, "wall_seconds": round(ended - started - paused, 2),
@@ -202,6 +210,7 @@ def stream_once(artifact, runner, clip, video: Path, frame_labels: np.ndarray, p
         "model_only_standalone_fps": standalone_fps, "model_only_in_stream_fps": stats.model_fps(),
         "end_to_end_fps": steady_fps, "demo_e2e_fps": stats.e2e_fps(),
         "e2e_over_standalone": steady_fps / standalone_fps, "e2e_over_in_stream_model": steady_fps / stats.model_fps(),
+        "model_only_all_cores_fps": wide_fps, "e2e_over_all_cores_model": steady_fps / wide_fps if wide_fps else None,
         # CPU ms (all threads) per steady-state window and per standalone runner call: on a loaded machine the
         # wall-clock ratio is mostly the scheduler's; this one is what the stream itself costs
         "cpu_ms_per_window": 1e3 * (ended_cpu - first_cpu[0] - paused_cpu) / max(stats.steady_windows, 1),
@@ -223,14 +232,22 @@ def run(artifact_path: Path, frames: int, threads: int | None) -> dict:
     artifact = Artifact(artifact_path)
     m = artifact.manifest
     video, frame_labels = stream_video(frames)
-    threads = threads or usable_cores()
+    from edgevid.streaming import stream_runner_threads
+
+    cores = usable_cores()
+    threads, why = (threads, "--threads") if threads else stream_runner_threads(cores)
     runner = open_runner(artifact, threads=threads, mode="latency")
+    wide = open_runner(artifact, threads=cores, mode="latency") if threads < cores else None
     clip = model_only_input(m.input_shape)  # bench's model-only input
-    runner(clip)  # first-run compilation is not streaming
-    passes = [stream_once(artifact, runner, clip, video, frame_labels, pipelined) for pipelined in (False, True)]
-    runner.close()
+    for each in (runner, wide):
+        if each is not None:
+            each(clip)  # first-run compilation is not streaming
+    passes = [stream_once(artifact, runner, clip, video, frame_labels, pipelined, wide) for pipelined in (False, True)]
+    for each in (runner, wide):
+        if each is not None:
+            each.close()
     return {"artifact": str(artifact.path), "backend": m.backend, "precision": m.precision, "weights": m.weights.source,
-            "threads": threads, "passes": passes, "machine": machine_info(), "runtime_versions": runtime_versions(),
+            "threads": threads, "threads_why": why, "passes": passes, "machine": machine_info(), "runtime_versions": runtime_versions(),
             "load_average": os.getloadavg()}
 
 
@@ -239,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--artifact", type=Path, help="artifact folder (default: x3d_synth OpenVINO INT8, built if missing)")
     parser.add_argument("--out", type=Path, default=Path("artifacts/demo"), help="where the default artifact is built")
     parser.add_argument("--frames", type=int, default=100_000)
-    parser.add_argument("--threads", type=int, default=None, help="runner threads (default: every usable core)")
+    parser.add_argument("--threads", type=int, default=None, help="runner threads (default: the demo's choice, one core left for decoding)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.artifact is None:  # build (if needed) here, measure in a fresh process: RSS must not hold the build
@@ -250,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(subprocess.run(command).returncode)
     result = run(args.artifact, args.frames, args.threads)
     print(f"streaming {Path(result['artifact']).name} ({result['backend']} {result['precision']}, {result['weights']} weights,"
-          f" threads={result['threads']}) on {result['machine'].get('cpu')}, {result['machine'].get('usable_cores')} usable"
+          f" threads={result['threads']}: {result['threads_why']}) on {result['machine'].get('cpu')}, {result['machine'].get('usable_cores')} usable"
           f" cores, load average {' '.join(f'{x:.2f}' for x in result['load_average'])}; one process, passes back to back:")
     for run_ in result["passes"]:
         ratio_ok, rss_ok = run_["e2e_over_standalone"] >= E2E_GOAL, abs(run_["rss_growth_mb"]) < RSS_GOAL_MB
@@ -264,6 +281,9 @@ def main(argv: list[str] | None = None) -> dict:
               f" ({'meets' if ratio_ok else 'misses'} >= {E2E_GOAL}); inference inside the stream"
               f" {run_['model_only_in_stream_fps']:.1f} windows/s; as the demo computes end-to-end"
               f" {run_['demo_e2e_fps']:.1f} windows/s; {run_['video_frames_per_s']:.0f} video frames/s")
+        if run_["model_only_all_cores_fps"]:
+            print(f"    the runner on all {result['machine'].get('usable_cores')} cores alone, same blocks:"
+                  f" {run_['model_only_all_cores_fps']:.1f} windows/s -> end-to-end {run_['e2e_over_all_cores_model']:.2f}x of it")
         print(f"    CPU (all threads) per steady-state window {run_['cpu_ms_per_window']:.3f} ms, per standalone runner"
               f" call {run_['cpu_ms_per_model_call']:.3f} ms: model share {run_['cpu_ms_per_model_call'] / run_['cpu_ms_per_window']:.2f}")
         if b:

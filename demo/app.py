@@ -132,9 +132,9 @@ class RunnerPool:
         """Threads per runner for ``targets`` selected targets, and why."""
         if self.threads:
             return self.threads, "--threads"
-        cores = usable_cores()
-        chosen = max(1, cores // max(targets, 1))
-        return chosen, f"{cores} core{'s' if cores != 1 else ''} / {targets} target{'s' if targets != 1 else ''}"
+        from edgevid.streaming import stream_runner_threads
+
+        return stream_runner_threads(usable_cores(), targets)
 
     def get(self, path: Path, threads: int | None = None) -> PooledRunner:
         """The runner of ``path`` at ``threads``, opened on first use."""

@@ -480,6 +480,18 @@ class StreamClassifier:
         return self.classify()
 
 
+def stream_runner_threads(cores: int, targets: int = 1) -> tuple[int, str]:
+    """Threads per runner when ``targets`` pipelined streams share ``cores``, and why: one core stays
+    for decoding and preprocessing (the intake thread of ``BackgroundClassifier``) when there are two
+    or more, the rest split evenly. On the 2-core machine, x3d_synth OpenVINO INT8: two runner
+    threads next to the intake made end-to-end slower than one (benchmarks/streaming.py)."""
+    targets = max(targets, 1)
+    if cores < 2:
+        return 1, "1 core"
+    threads = max(1, (cores - 1) // targets)
+    return threads, f"{cores} cores: 1 for decoding, {cores - 1} for {targets} target{'s' if targets != 1 else ''}"
+
+
 class BackgroundClassifier:
     """A ``StreamClassifier`` whose windows are classified on a worker thread, so that decoding and
     preprocessing the next frames overlaps inference of the current window.

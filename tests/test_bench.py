@@ -3,6 +3,8 @@ missing, one table, JSON + Markdown), and bad input. Speed itself is measured by
 
 import json
 import math
+import os
+import time
 
 import numpy as np
 import pytest
@@ -105,6 +107,32 @@ def test_overlapped_throughput_counts_every_clip_and_surfaces_a_failing_decoder(
 
     with pytest.raises(RuntimeError, match="decoder died"):
         overlapped_throughput(broken, seen.append, min_seconds=0.05, model_ms=1.0)
+
+
+def test_decode_process_hands_over_through_shared_memory_the_clips_bench_decodes():
+    """The overlapped run's decode process writes each clip into a shared-memory slot: every clip
+    the runner sees is the one ``single_clip`` decodes, and the clips that can be alive at once (two
+    decoding, two queued, one held, one inferred) lie in distinct slots."""
+    from edgevid.bench import _overlapped_from_decode_process, e2e_video
+    from edgevid.data.views import single_clip
+    from edgevid.models import get_spec
+
+    spec = get_spec("x3d_synth")
+    video = e2e_video(spec)
+    expected = single_clip(video, spec, threads=1)
+    seen, names = [], []
+    rings = lambda: {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}  # noqa: E731
+    before = rings()
+
+    def runner(clip):
+        names.append(clip.__array_interface__["data"][0])  # where in the ring it lies (a view, not a copy)
+        time.sleep(0.002)  # a slow model: the ring fills, the slots get reused
+        seen.append(bool(np.array_equal(clip, expected)))
+
+    result = _overlapped_from_decode_process(str(video), spec, expected.shape, runner, min_seconds=0.05, model_ms=2.0)
+    assert result["clips"] >= 12 and len(seen) >= 12 + 3 and all(seen)
+    assert all(len(set(names[i:i + 6])) == len(names[i:i + 6]) for i in range(len(names)))
+    assert rings() == before  # the ring is unlinked
 
 
 @pytest.mark.parametrize("args,fragments", [

@@ -203,8 +203,17 @@ def test_threads_per_runner_come_from_the_cores_and_the_targets():
     pool = demo.RunnerPool()
     for targets in (1, 2, 3, 4):
         threads, why = pool.threads_for(targets)
-        assert threads == max(1, cores // targets) and f"{cores} core" in why and f"{targets} target" in why
+        assert threads == (max(1, (cores - 1) // targets) if cores > 1 else 1) and f"{cores} core" in why
     assert demo.RunnerPool(threads=3).threads_for(2) == (3, "--threads")
+
+
+def test_streams_keep_a_core_for_decoding():
+    from edgevid.streaming import stream_runner_threads
+
+    assert stream_runner_threads(1, 1) == (1, "1 core")
+    assert stream_runner_threads(2, 1) == (1, "2 cores: 1 for decoding, 1 for 1 target")
+    assert stream_runner_threads(8, 2) == (3, "8 cores: 1 for decoding, 7 for 2 targets")
+    assert stream_runner_threads(4, 4)[0] == 1  # never 0
 
 
 def live_threads(prefix: str = "edgevid-") -> int:

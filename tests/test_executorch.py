@@ -143,6 +143,53 @@ def test_minmax_activation_observer_sets_ranges_from_the_extremes(tmp_path):
         xnnpack_quantizer(activation_observer="mse")
 
 
+def test_int8_adds_false_leaves_every_add_in_float(tmp_path):
+    """``int8_adds=false``: an add (here the Conv3d taps' partial sums) is not requantized to int8 -
+    a partial sum flows in float into the next add; only a sum that feeds an int8 op is quantized,
+    as that op's input. The default quantizes every add's output. The build records which, and runs."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from edgevid.backends.executorch.rewrite.xnnpack import xnnpack_quantizer
+
+    example = torch.from_numpy(_calib(1)[0])
+    program = export(rewrite_for_xnnpack(_tiny(), example, strategy="taps").graph_module, example)
+    add = torch.ops.aten.add.Tensor
+
+    def adds(int8_adds: bool) -> list[tuple[bool, bool]]:
+        """(observed, feeds only adds) of every add of the prepared graph."""
+        prepared = prepare_pt2e(program.module(), xnnpack_quantizer(int8_adds=int8_adds))
+        return [(any(u.op == "call_module" and "activation_post_process" in str(u.target) for u in n.users),
+                 all(u.op == "call_function" and u.target == add for u in n.users))
+                for n in prepared.graph.nodes if n.op == "call_function" and n.target == add]
+
+    default, floating = adds(True), adds(False)
+    assert default and all(observed for observed, _ in default)
+    partial_sums = [observed for observed, feeds_adds in floating if feeds_adds]
+    assert len(floating) == len(default) and partial_sums and not any(partial_sums)
+    folder = tmp_path / "fadds"
+    folder.mkdir()
+    result = _build(folder, precision="int8", calib=_calib(), int8_adds=False, conv3d_strategy="taps")
+    assert result.quantization["adds"] == "float"
+    clip = _calib(1)[0]
+    fp32 = _tiny()(torch.from_numpy(clip)).detach().numpy()[0]
+    int8 = ExecuTorchRunner(folder / MODEL_FILE, (1, 3, 4, 16, 16), threads=1)(clip)[0]
+    assert np.dot(fp32, int8) / (np.linalg.norm(fp32) * np.linalg.norm(int8)) > 0.98
+
+
+def test_int8_default_rewrites_each_temporal_conv_as_one_conv2d(tmp_path):
+    """With no ``conv3d_strategy``, INT8 uses ``channels`` (one requantization per temporal Conv3d,
+    no timing micro-benchmarks); FP32 keeps the timed choice."""
+    from edgevid.backends.executorch import default_conv3d_strategy
+
+    request = BuildRequest(model=_tiny(), spec=SPEC, target=get_target("android"), precision="int8", out_dir=tmp_path,
+                           calib=_calib(), options={})
+    get_backend("executorch").build(request)
+    counts = _report(tmp_path)["rewrite"]["conv3d_by_strategy"]
+    assert counts["channels"] > 0 and counts["taps"] == 0
+    assert "strategy benchmarks" not in request.stages.seconds
+    assert default_conv3d_strategy("fp32") == "auto"
+
+
 def test_quantizable_layers_are_the_modules_keep_float_takes():
     request = BuildRequest(model=_tiny(), spec=SPEC, target=get_target("android"), precision="int8", out_dir=Path("."))
     layers = get_backend("executorch").quantizable_layers(request)

@@ -210,3 +210,24 @@ def test_float_activation_matmuls_option_must_be_a_bool(value):
     assert not _float_activation_matmuls({"float_activation_matmuls": False}, vit)
     with pytest.raises(EdgevidError, match="option float_activation_matmuls=.*write true or false"):
         _float_activation_matmuls({"float_activation_matmuls": value}, cnn)
+
+
+def test_entropy_at_default_bins_is_min_max_and_percentile_clips_the_tail(tmp_path):
+    """Pins what the recipe rests on (``_onnx.calibrator_options``): ORT's entropy calibrator at its
+    default 128 bins has one KL candidate, the full range, so its ranges equal min-max; percentile
+    calibration cuts the tail, the more the lower the percentile."""
+    import edgevid.backends._onnx as ort_backend
+
+    prepared, shape = _tiny_model(tmp_path)
+    rng = np.random.default_rng(1)
+    clips = [rng.standard_t(3, shape).astype(np.float32) for _ in range(6)]  # heavy-tailed activations
+    ranges = {}
+    for name, method, percentile in [("minmax", "minmax", None), ("entropy", "entropy", None),
+                                     ("p99.99", "percentile", 99.99), ("p99.9", "percentile", 99.9)]:
+        cache = tmp_path / f"{name}.json"
+        ort_backend.calibrate(prepared, clips, "x", method, None, cache, tmp_path,
+                              extra_options=ort_backend.calibrator_options(method, percentile))
+        ranges[name] = float(np.abs(_ranges(cache)["h"]).max())  # symmetric: the scale is max |range| / 127
+    assert ranges["entropy"] == ranges["minmax"]
+    assert ranges["p99.9"] < ranges["p99.99"] < ranges["minmax"]
+    assert ort_backend.calibrator_options("percentile") == {"symmetric": True, "percentile": ort_backend.PERCENTILE}

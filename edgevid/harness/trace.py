@@ -432,8 +432,9 @@ def rebuild_executorch(artifact: Artifact, weights_path: str | None = None):
                            f" (`{artifact.rebuild_command()}`)")
     kept = m.quantization.get("kept_float") or []
     observer = m.quantization.get("activation_observer", "histogram")  # not recorded before the option existed
+    int8_adds = m.quantization.get("adds", "int8") == "int8"  # recorded since the int8_adds option
     quantized = xnn.quantize(program, example, _calibration_batches(calib.clips, example.shape), kept,
-                             activation_observer=observer)
+                             activation_observer=observer, int8_adds=int8_adds)
     return program, quantized
 
 

@@ -12,6 +12,8 @@ from ..options import CommonOptions
 class OnnxRuntimeOptions(CommonOptions):
     calibrate_method: Literal["entropy", "minmax", "percentile"] | None = None
     op_types_to_quantize: list[str] | None = Field(None, description="null quantizes every op type")
+    percentile: float | None = Field(None, gt=50, le=100, description="percentile calibration: the kept share of |x| (default 99.98)")
+    histogram_bins: int | None = Field(None, ge=128, le=65536, description="histogram calibrators' bins (ORT's defaults: entropy 128, percentile 2048)")
     per_channel: bool | None = None
     nodes_to_exclude: list[str] | None = None
     float_activation_matmuls: bool | None = None

@@ -141,8 +141,12 @@ def quantization_settings(spec: "ModelSpec", device: str, options: dict[str, Any
     where the spec says so (``spec.smooth_quant``: UniFormerV2, where it measurably costs accuracy).
     Convolutional nets (X3D and the rest): MIXED preset (symmetric per-channel weights, asymmetric activations, for SiLU
     outputs), full bias correction, which matters for the many small depthwise convolutions.
-    Target options ``fast_bias_correction`` / ``preset`` / ``subset_size`` / ``smooth_quant_alpha``
-    override.
+    Every family: NNCF's HISTOGRAM range estimator for activations (1,000 val clips, 32 calibration
+    clips, agreement / logits SQNR against NNCF's default ranges: x3d_synth 99.7% / 26.0 dB vs
+    99.3% / 18.9 dB; uniformerv2_synth 99.5% / 33.7 dB vs 99.0% / 24.6 dB; MEAN_QUANTILE cost x3d_synth
+    3.6 points of agreement).
+    Target options ``fast_bias_correction`` / ``preset`` / ``subset_size`` / ``smooth_quant_alpha`` /
+    ``activation_range`` (NNCF's activation range estimator) override.
     """
     import nncf
     from nncf.quantization.advanced_parameters import (
@@ -157,6 +161,11 @@ def quantization_settings(spec: "ModelSpec", device: str, options: dict[str, Any
         raise EdgevidError(f"option smooth_quant_alpha={alpha!r}: give a number in [0, 1], or -1 to switch SmoothQuant off")
     if alpha is not None:  # -1 switches SmoothQuant off
         advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(matmul=float(alpha))
+    activation_range = options.get("activation_range", "histogram")
+    if activation_range != "default":
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+        advanced.activations_range_estimator_params = getattr(RangeEstimatorParametersSet, activation_range.upper())
     kwargs = dict(
         preset=preset,
         target_device=nncf_target_device(device),
@@ -173,6 +182,7 @@ def quantization_settings(spec: "ModelSpec", device: str, options: dict[str, Any
         "target_device": kwargs["target_device"].value,
         "weights": "int8 symmetric per-channel",
         "bias_correction": "fast" if fast_bias else "full",
+        "activation_range": "NNCF default" if activation_range == "default" else activation_range,
     }
     if transformer:
         described["smooth_quant_alpha"] = advanced.smooth_quant_alphas.matmul

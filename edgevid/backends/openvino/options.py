@@ -16,3 +16,7 @@ class OpenVINOOptions(CommonOptions):
     fast_bias_correction: bool | None = None
     smooth_quant_alpha: float | None = None
     subset_size: int | None = Field(None, ge=1)
+    activation_range: Literal["histogram", "default", "minmax", "mean_minmax", "median_minmax", "mean_no_outliers_minmax",
+                              "mean_quantile"] | None = Field(
+        None, description="NNCF's range estimator for activations (RangeEstimatorParametersSet): histogram (edgevid's"
+                          " default), default (NNCF's own choice) or another set")

@@ -164,9 +164,15 @@ range minimising the L2 quantization error of a histogram of every value seen) o
 observed extremes: several times cheaper per calibration forward, less robust to outliers)."""
 
 
-def xnnpack_quantizer(keep_float: Sequence[str] = (), activation_observer: str = "histogram"):
+ADD_OPS = (_aten.add.Tensor, _aten.add_.Tensor)
+
+
+def xnnpack_quantizer(keep_float: Sequence[str] = (), activation_observer: str = "histogram", int8_adds: bool = True):
     """``XNNPACKQuantizer`` (per-channel symmetric) that also shares qparams through slices and
-    skips float-kept nodes; ``activation_observer`` one of ``ACTIVATION_OBSERVERS``."""
+    skips float-kept nodes; ``activation_observer`` one of ``ACTIVATION_OBSERVERS``; ``int8_adds``
+    False leaves every tensor add (residual sums, the Conv3d taps' partial sums) unannotated, as
+    ``keep_float`` does: it runs in float on its producers' dequantized outputs, and only a sum
+    that feeds an int8 op is quantized, as that op's input."""
     import dataclasses
 
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -189,12 +195,13 @@ def xnnpack_quantizer(keep_float: Sequence[str] = (), activation_observer: str =
         spec = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer)
         config = dataclasses.replace(config, input_activation=spec, output_activation=spec)
     quantizer = Quantizer().set_global(config)
-    quantizer.set_filter_function(keep_float_filter(keep_float))
+    keep = keep_float_filter(keep_float)
+    quantizer.set_filter_function(keep if int8_adds else (lambda node: node.target not in ADD_OPS and keep(node)))
     return quantizer
 
 
 def quantize(program, example: torch.Tensor, calib: Sequence[torch.Tensor], keep_float: Sequence[str] = (),
-             stages=None, activation_observer: str = "histogram"):
+             stages=None, activation_observer: str = "histogram", int8_adds: bool = True):
     """PT2E static INT8 for XNNPACK: per-channel symmetric weights, per-tensor activations."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -204,7 +211,7 @@ def quantize(program, example: torch.Tensor, calib: Sequence[torch.Tensor], keep
     if not len(calib):
         raise ValueError("no calibration clips")
     with stages.stage("calibration", total=len(calib)) as stage:
-        prepared = prepare_pt2e(program.module(), xnnpack_quantizer(keep_float, activation_observer))
+        prepared = prepare_pt2e(program.module(), xnnpack_quantizer(keep_float, activation_observer, int8_adds))
         with torch.no_grad():
             for clip in calib:
                 prepared(clip)
