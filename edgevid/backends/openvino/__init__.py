@@ -221,6 +221,21 @@ def top1_validator(compiled, items) -> tuple[float, list[float]]:
     return (float(np.mean(correct)) if correct else 0.0), correct
 
 
+class _RangeRollbacks(logging.Filter):
+    """Counts (and keeps off the console) NNCF's one warning per quantizer that the histogram range
+    estimator falls back to min-max for a per-channel activation quantizer."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Rollback to RangeEstimatorParametersSet.MINMAX" in record.getMessage():
+            self.count += 1
+            return False
+        return True
+
+
 def quantize_int8(ov_model, calib: Sequence[np.ndarray], spec: "ModelSpec", device: str, options: dict[str, Any],
                   validation: Sequence[tuple[np.ndarray, int]] | None = None, max_drop: float | None = None,
                   stages: BuildStages | None = None):
@@ -231,7 +246,6 @@ def quantize_int8(ov_model, calib: Sequence[np.ndarray], spec: "ModelSpec", devi
     intermediate model with the result.
     """
     import nncf
-    import openvino as ov
 
     kwargs, described = quantization_settings(spec, device, options)
     advanced = kwargs.pop("advanced")
@@ -241,6 +255,33 @@ def quantize_int8(ov_model, calib: Sequence[np.ndarray], spec: "ModelSpec", devi
     kwargs["subset_size"] = min(kwargs["subset_size"], len(calib))
     stages = stages or BuildStages()
     reverted: list[str] = []
+    rollbacks = _RangeRollbacks()
+    nncf_log = logging.getLogger("nncf")
+    nncf_log.addFilter(rollbacks)
+    try:
+        quantized = _nncf_quantize(ov_model, calib, kwargs, advanced, validation, max_drop, stages, described, reverted)
+    finally:
+        nncf_log.removeFilter(rollbacks)
+    if rollbacks.count:
+        log.info("NNCF: %d per-channel activation quantizers use min-max ranges (its histogram estimator is"
+                 " per-tensor only)", rollbacks.count)
+    int8_layers, float_layers = layer_precisions(quantized)
+    described.update(
+        kept_float=keep_float,
+        calibration_clips=kwargs["subset_size"],
+        layers_int8=len(int8_layers),
+        layers_float=float_layers,
+        kept_float_by_accuracy_control=reverted,
+    )
+    return quantized, described
+
+
+def _nncf_quantize(ov_model, calib, kwargs, advanced, validation, max_drop, stages, described, reverted):
+    """``nncf.quantize`` on ``calib``, or with ``max_drop`` its accuracy control on ``validation``
+    (fills ``described["accuracy_control"]`` and the ``reverted`` layers)."""
+    import nncf
+    import openvino as ov
+
     if max_drop is None:
         with stages.stage("calibration", total=kwargs["subset_size"]) as stage:
             calib_ds = nncf.Dataset(Ticking(list(calib), stage))
@@ -258,7 +299,7 @@ def quantize_int8(ov_model, calib: Sequence[np.ndarray], spec: "ModelSpec", devi
                 **kwargs,
             )
             plain = quantized_ops(ov.Core().read_model(str(Path(tmp) / "intermediate_model.xml")))
-        reverted = sorted(plain - quantized_ops(quantized))
+        reverted[:] = sorted(plain - quantized_ops(quantized))
         core = ov.Core()
         fp32_top1, _ = top1_validator(core.compile_model(ov_model, "CPU", _accuracy_config()), validation)
         int8_top1, _ = top1_validator(core.compile_model(quantized, "CPU", _accuracy_config()), validation)
@@ -270,15 +311,7 @@ def quantize_int8(ov_model, calib: Sequence[np.ndarray], spec: "ModelSpec", devi
             "int8_top1": round(100 * int8_top1, 2),
             "reached": (fp32_top1 - int8_top1) * 100 <= max_drop + 1e-9,
         }
-    int8_layers, float_layers = layer_precisions(quantized)
-    described.update(
-        kept_float=keep_float,
-        calibration_clips=kwargs["subset_size"],
-        layers_int8=len(int8_layers),
-        layers_float=float_layers,
-        kept_float_by_accuracy_control=reverted,
-    )
-    return quantized, described
+    return quantized
 
 
 def quantizable_ops(ov_model) -> list[QuantLayer]:
