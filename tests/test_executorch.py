@@ -248,6 +248,66 @@ def test_every_family_is_fully_delegated(name, precision):
     assert report["delegated_subgraphs"] == 1
 
 
+class PassBait(nn.Module):
+    """2-D ops that the XNNPACK delegate's conditional passes look for: a standalone BatchNorm,
+    a single-weight PReLU, max-pool, bilinear upsampling, a 1-D conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.prelu = nn.PReLU()
+        self.conv1d = nn.Conv1d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = self.bn(torch.relu(self.conv(x)))
+        y = nn.functional.max_pool2d(self.prelu(y), 2, 2, 0)  # explicit stride: the partitioner reads args[2]
+        y = nn.functional.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.conv1d(y.flatten(2)).mean(-1)
+
+
+def _plain_pte(program) -> bytes:
+    """ExecuTorch's own lowering, without edgevid's build-time levers."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+
+
+def test_lowering_levers_leave_the_pte_byte_identical(caplog):
+    """``lower``/``pte_bytes`` share provenance objects and skip XNNPACK passes with nothing to
+    rewrite; the .pte must be the one ExecuTorch writes without them, whether passes are skipped
+    (the rewritten INT8 Tiny: no BN/PReLU/pool indices/upsample/1-D conv left) or needed (PassBait)."""
+    import logging
+
+    from torch.fx.traceback import NodeSource
+
+    from edgevid.backends.executorch.rewrite.xnnpack import pte_bytes
+
+    example = torch.randn(1, 3, 4, 16, 16)
+    tiny = export(rewrite_for_xnnpack(_tiny(), example, strategy="taps").graph_module, example)
+    tiny = quantize(tiny, example, [example])
+    torch.manual_seed(0)
+    bait_model = PassBait().eval()
+    with torch.no_grad():
+        bait_model.bn.running_mean.uniform_(-1, 1), bait_model.bn.running_var.uniform_(0.5, 2)
+    bait = export(bait_model, torch.randn(1, 3, 8, 8))
+    skipped = {}
+    for name, program in (("tiny", tiny), ("bait", bait)):
+        with caplog.at_level(logging.DEBUG, logger="edgevid"):
+            caplog.clear()
+            ours = pte_bytes(lower(program))
+        skipped[name] = {r.getMessage().split()[2] for r in caplog.records if "skipped" in r.getMessage()}
+        assert ours == _plain_pte(program), name
+        assert "__deepcopy__" not in NodeSource.__dict__  # the sharing ends with the lowering
+    assert {"FuseBatchNormPass", "DecomposeBatchNorm", "PReLUReshapePass", "RemoveGetItemPass",
+            "Conv1dUnsqueezePass", "ConvertToUpsampleBilinear2d", "ConvertToSDPAPass"} == skipped["tiny"]
+    # PassBait's BN, 1-D conv and upsampling reach the delegate as the ops these passes rewrite (its
+    # PReLU and max-pool stay whole: prelu.default, max_pool2d.default, nothing for the other two)
+    assert {"FuseBatchNormPass", "DecomposeBatchNorm", "Conv1dUnsqueezePass",
+            "ConvertToUpsampleBilinear2d"}.isdisjoint(skipped["bait"])
+
+
 def test_strategy_chooser_measures_once_and_caches(tmp_path, monkeypatch):
     spec = Conv3dSpec.of((1, 4, 4, 8, 8), (4, 1, 3, 3, 3), padding=1, groups=4)
     chooser = StrategyChooser("fp32", threads=1, path=tmp_path / "cache.json")
