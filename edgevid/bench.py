@@ -317,6 +317,7 @@ def _overlapped_from_decode_process(video: str, spec, shape: tuple, runner, min_
     """``overlapped_throughput`` with a spawned decode process writing each clip straight into a
     shared-memory ring (``SHARED_SLOTS`` clips): the inference process receives a slot number, not
     a pickled 5 MB array, so none of its core goes into copying input."""
+    import itertools
     import multiprocessing
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
@@ -328,7 +329,7 @@ def _overlapped_from_decode_process(video: str, spec, shape: tuple, runner, min_
     spec_json = spec.model_dump_json()
     try:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as decoder:
-            turn = iter(range(1 << 62))
+            turn = itertools.count()
             submit = lambda: decoder.submit(_decode_into_slot, video, spec_json, shape, ring.name,  # noqa: E731
                                             next(turn) % SHARED_SLOTS)
             pending = deque(submit() for _ in range(2))

@@ -483,8 +483,8 @@ class StreamClassifier:
 def stream_runner_threads(cores: int, targets: int = 1) -> tuple[int, str]:
     """Threads per runner when ``targets`` pipelined streams share ``cores``, and why: one core stays
     for decoding and preprocessing (the intake thread of ``BackgroundClassifier``) when there are two
-    or more, the rest split evenly. On the 2-core machine, x3d_synth OpenVINO INT8: two runner
-    threads next to the intake made end-to-end slower than one (benchmarks/streaming.py)."""
+    or more, the rest split evenly, so the runners never compete with the decoder for a core
+    (``benchmarks/streaming.py`` reports end-to-end against this runner and one on every core)."""
     targets = max(targets, 1)
     if cores < 2:
         return 1, "1 core"
