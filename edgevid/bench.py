@@ -340,9 +340,12 @@ def _overlapped_from_decode_process(video: str, spec, shape: tuple, runner, min_
 
             return overlapped_throughput(next_clip, runner, min_seconds, model_ms=model_ms)
     finally:
-        del slots
-        ring.close()
-        ring.unlink()
+        slots = None  # drop the ring's view before its mapping closes
+        ring.unlink()  # first: the name never outlives the run
+        try:
+            ring.close()
+        except BufferError:  # a clip view still referenced somewhere: the mapping goes when it does
+            pass
 
 
 def _decode_into_slot(video: str, spec_json: str, shape: tuple, ring_name: str, slot: int) -> int:
