@@ -92,3 +92,13 @@ def test_options_validate_without_torch_or_any_runtime():
             f" print([m for m in {RUNTIMES!r} if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_a_calibrator_setting_the_chosen_method_ignores_is_a_one_line_error():
+    assert validate_options("onnxruntime", {"percentile": 99.9}) == {"percentile": 99.9}  # the default method reads it
+    with pytest.raises(EdgevidError, match=r"^--option: percentile is read by calibrate_method=percentile only \(this is"
+                                           r" minmax\)$"):
+        validate_options("onnxruntime", {"calibrate_method": "minmax", "percentile": 99.9})
+    with pytest.raises(EdgevidError, match="histogram_bins is read by the histogram calibrators"):
+        validate_options("onnxruntime", {"calibrate_method": "minmax", "histogram_bins": 2048})
+    assert validate_options("onnxruntime", {"calibrate_method": "entropy", "histogram_bins": 2048})

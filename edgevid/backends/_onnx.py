@@ -108,12 +108,12 @@ def quantize_qdq(
 
     stages = stages or BuildStages()
     method = _calibration_method(calibrate_method)
+    calibrator = calibrator_options(calibrate_method, percentile, histogram_bins)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(fp32_path) if pre_processed else pre_process(fp32_path, Path(tmp) / "prepared.onnx")
         cache = Path(calibration_cache) if calibration_cache else Path(tmp) / "calibration.json"
         if not cache.is_file():
-            calibrate(prepared, clips, input_name, calibrate_method, op_types, cache, Path(tmp), stages,
-                      calibrator_options(calibrate_method, percentile, histogram_bins))
+            calibrate(prepared, clips, input_name, calibrate_method, op_types, cache, Path(tmp), stages, calibrator)
         if float_activation_matmuls:
             attention = activation_matmuls(onnx.load(str(prepared), load_external_data=False))
             nodes_to_exclude = list(dict.fromkeys([*nodes_to_exclude, *attention]))
@@ -137,7 +137,7 @@ def quantize_qdq(
         "scheme": "static INT8 Q/DQ, symmetric activations, "
                   + ("per-channel" if per_channel else "per-tensor") + " symmetric weights",
         "calibrate_method": calibrate_method,
-        **{k: v for k, v in calibrator_options(calibrate_method, percentile, histogram_bins).items() if k != "symmetric"},
+        **{k: v for k, v in calibrator.items() if k != "symmetric"},
         "op_types": list(op_types) if op_types else "all supported",
         "activation_matmuls": "float" if float_activation_matmuls else "int8",
         "kept_float": list(nodes_to_exclude),

@@ -47,6 +47,8 @@ def validate_options(backend: str, options: dict[str, Any], where: str = "--opti
         checked = model.model_validate(options)
     except ValidationError as exc:
         error = exc.errors()[0]
+        if not error["loc"]:  # a check across options (the model's validators)
+            raise EdgevidError(f"{where}: {error['msg'].removeprefix('Value error, ')}") from None
         key = ".".join(str(p) for p in error["loc"])
         raise EdgevidError(f"{where} {key}={options.get(error['loc'][0])!r}: {error['msg']}") from None
     return checked.model_dump(exclude_unset=True, mode="json")

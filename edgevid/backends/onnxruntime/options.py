@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..options import CommonOptions
 
@@ -17,3 +17,13 @@ class OnnxRuntimeOptions(CommonOptions):
     per_channel: bool | None = None
     nodes_to_exclude: list[str] | None = None
     float_activation_matmuls: bool | None = None
+
+    @model_validator(mode="after")
+    def _settings_of_the_chosen_method(self):
+        """A calibrator setting the chosen method would not read is a mistake, not a no-op."""
+        method = self.calibrate_method or "percentile"  # the backend's default
+        if self.percentile is not None and method != "percentile":
+            raise ValueError(f"percentile is read by calibrate_method=percentile only (this is {method})")
+        if self.histogram_bins is not None and method == "minmax":
+            raise ValueError("histogram_bins is read by the histogram calibrators (percentile, entropy), not minmax")
+        return self

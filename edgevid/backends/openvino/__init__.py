@@ -254,17 +254,19 @@ def quantize_int8(ov_model, calib: Sequence[np.ndarray], spec: "ModelSpec", devi
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=keep_float)
     kwargs["subset_size"] = min(kwargs["subset_size"], len(calib))
     stages = stages or BuildStages()
-    reverted: list[str] = []
     rollbacks = _RangeRollbacks()
     nncf_log = logging.getLogger("nncf")
     nncf_log.addFilter(rollbacks)
     try:
-        quantized = _nncf_quantize(ov_model, calib, kwargs, advanced, validation, max_drop, stages, described, reverted)
+        quantized, reverted, accuracy_control = _nncf_quantize(ov_model, calib, kwargs, advanced, validation, max_drop,
+                                                               stages)
     finally:
         nncf_log.removeFilter(rollbacks)
     if rollbacks.count:
         log.info("NNCF: %d per-channel activation quantizers use min-max ranges (its histogram estimator is"
                  " per-tensor only)", rollbacks.count)
+    if accuracy_control is not None:
+        described["accuracy_control"] = accuracy_control
     int8_layers, float_layers = layer_precisions(quantized)
     described.update(
         kept_float=keep_float,
@@ -276,42 +278,41 @@ def quantize_int8(ov_model, calib: Sequence[np.ndarray], spec: "ModelSpec", devi
     return quantized, described
 
 
-def _nncf_quantize(ov_model, calib, kwargs, advanced, validation, max_drop, stages, described, reverted):
-    """``nncf.quantize`` on ``calib``, or with ``max_drop`` its accuracy control on ``validation``
-    (fills ``described["accuracy_control"]`` and the ``reverted`` layers)."""
+def _nncf_quantize(ov_model, calib, kwargs, advanced, validation, max_drop, stages):
+    """``nncf.quantize`` on ``calib``, or with ``max_drop`` its accuracy control on ``validation``:
+    (INT8 model, the layers accuracy control reverted to float, its summary or None)."""
     import nncf
     import openvino as ov
 
     if max_drop is None:
         with stages.stage("calibration", total=kwargs["subset_size"]) as stage:
             calib_ds = nncf.Dataset(Ticking(list(calib), stage))
-            quantized = nncf.quantize(ov_model, calib_ds, advanced_parameters=advanced, **kwargs)
-    else:
-        calib_ds = nncf.Dataset(list(calib))
-        from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+            return nncf.quantize(ov_model, calib_ds, advanced_parameters=advanced, **kwargs), [], None
+    calib_ds = nncf.Dataset(list(calib))
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-        val_ds = nncf.Dataset(list(validation), lambda item: item[0])
-        with tempfile.TemporaryDirectory() as tmp:
-            quantized = nncf.quantize_with_accuracy_control(
-                ov_model, calib_ds, val_ds, top1_validator, max_drop=max_drop / 100.0,
-                drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=advanced,
-                advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(intermediate_model_dir=tmp),
-                **kwargs,
-            )
-            plain = quantized_ops(ov.Core().read_model(str(Path(tmp) / "intermediate_model.xml")))
-        reverted[:] = sorted(plain - quantized_ops(quantized))
-        core = ov.Core()
-        fp32_top1, _ = top1_validator(core.compile_model(ov_model, "CPU", _accuracy_config()), validation)
-        int8_top1, _ = top1_validator(core.compile_model(quantized, "CPU", _accuracy_config()), validation)
-        described["accuracy_control"] = {
-            "tool": "nncf.quantize_with_accuracy_control",
-            "max_drop_points": max_drop,
-            "validation_clips": len(validation),
-            "fp32_top1": round(100 * fp32_top1, 2),
-            "int8_top1": round(100 * int8_top1, 2),
-            "reached": (fp32_top1 - int8_top1) * 100 <= max_drop + 1e-9,
-        }
-    return quantized
+    val_ds = nncf.Dataset(list(validation), lambda item: item[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        quantized = nncf.quantize_with_accuracy_control(
+            ov_model, calib_ds, val_ds, top1_validator, max_drop=max_drop / 100.0,
+            drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=advanced,
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(intermediate_model_dir=tmp),
+            **kwargs,
+        )
+        plain = quantized_ops(ov.Core().read_model(str(Path(tmp) / "intermediate_model.xml")))
+    reverted = sorted(plain - quantized_ops(quantized))
+    core = ov.Core()
+    fp32_top1, _ = top1_validator(core.compile_model(ov_model, "CPU", _accuracy_config()), validation)
+    int8_top1, _ = top1_validator(core.compile_model(quantized, "CPU", _accuracy_config()), validation)
+    summary = {
+        "tool": "nncf.quantize_with_accuracy_control",
+        "max_drop_points": max_drop,
+        "validation_clips": len(validation),
+        "fp32_top1": round(100 * fp32_top1, 2),
+        "int8_top1": round(100 * int8_top1, 2),
+        "reached": (fp32_top1 - int8_top1) * 100 <= max_drop + 1e-9,
+    }
+    return quantized, reverted, summary
 
 
 def quantizable_ops(ov_model) -> list[QuantLayer]:
