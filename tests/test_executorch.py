@@ -122,11 +122,11 @@ def test_minmax_activation_observer_sets_ranges_from_the_extremes(tmp_path):
     from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    from edgevid.backends.executorch.rewrite.xnnpack import xnnpack_quantizer
+    from edgevid.backends.executorch.rewrite.xnnpack import bincount_histogram_observer, xnnpack_quantizer
 
     example = torch.from_numpy(_calib(1)[0])
     program = export(rewrite_for_xnnpack(_tiny(), example, strategy="taps").graph_module, example)
-    for name, kind in (("minmax", MinMaxObserver), ("histogram", HistogramObserver)):
+    for name, kind in (("minmax", MinMaxObserver), ("histogram", bincount_histogram_observer())):
         prepared = prepare_pt2e(program.module(), xnnpack_quantizer(activation_observer=name))
         observers = [m for m in prepared.modules() if isinstance(m, (MinMaxObserver, HistogramObserver))]
         activations = [m for m in observers if m.qscheme == torch.per_tensor_affine]
@@ -141,6 +141,33 @@ def test_minmax_activation_observer_sets_ranges_from_the_extremes(tmp_path):
     assert np.dot(fp32, int8) / (np.linalg.norm(fp32) * np.linalg.norm(int8)) > 0.98
     with pytest.raises(ValueError, match="activation_observer 'mse'"):
         xnnpack_quantizer(activation_observer="mse")
+
+
+def test_bincount_histogram_observer_equals_pt2e_histogram_observer():
+    """The histogram observer calibration uses (``bincount`` instead of ``torch.histc``) keeps
+    PT2E's ``HistogramObserver`` state exactly - range, every bin's count, merges of ranges that
+    grow call after call - so it picks the same scale and zero point."""
+    from torchao.quantization.pt2e import HistogramObserver
+
+    from edgevid.backends.executorch.rewrite.xnnpack import bincount_histogram_observer
+
+    kwargs = dict(eps=2**-12, dtype=torch.qint8, qscheme=torch.per_tensor_affine, quant_min=-128, quant_max=127)
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(8):
+        reference, fast = HistogramObserver(**kwargs), bincount_histogram_observer()(**kwargs)
+        for call in range(6):
+            x = torch.randn(20_000, generator=generator) * (1 + 0.3 * call) ** (trial % 3) + 0.1 * trial
+            if trial % 2:
+                x = torch.nn.functional.gelu(x)
+            x[:: 997] *= 1 + trial  # outliers
+            reference(x), fast(x)
+            assert torch.equal(reference.min_val, fast.min_val) and torch.equal(reference.max_val, fast.max_val)
+            assert torch.equal(reference.histogram, fast.histogram), (trial, call)
+        assert all(torch.equal(a, b) for a, b in zip(reference.calculate_qparams(), fast.calculate_qparams()))
+    constant = bincount_histogram_observer()(**kwargs)
+    for _ in range(2):
+        constant(torch.full((100,), 0.5))  # one value: an empty range goes through torch.histc
+    assert constant.histogram.sum() == 200
 
 
 def test_int8_adds_false_leaves_every_add_in_float(tmp_path):

@@ -12,6 +12,7 @@ and weights per output channel (symmetric, int8 in [-127, 127]).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -161,11 +162,52 @@ def share_qparams(model: fx.GraphModule, ops=SHARED_QPARAM_OPS) -> None:
 
 ACTIVATION_OBSERVERS = ("histogram", "minmax")
 """How calibration picks each activation's range: ``histogram`` (XNNPACKQuantizer's default, the
-range minimising the L2 quantization error of a histogram of every value seen) or ``minmax`` (the
+range minimising the L2 quantization error of a histogram of every value seen; counted with
+``bincount_histogram_observer``) or ``minmax`` (the
 observed extremes: several times cheaper per calibration forward, less robust to outliers)."""
 
 
 ADD_OPS = (_aten.add.Tensor, _aten.add_.Tensor)
+
+
+@functools.cache
+def bincount_histogram_observer():
+    """``HistogramObserver`` whose per-call histogram is a ``bincount`` of the bin indices instead
+    of ``torch.histc``: 2.5x faster on CPU (``torch.histc`` was 3.6 of the 8.6 s a UniFormerV2-B
+    calibration forward took on one core, 40% of an android build) and equal to it count for
+    count: the index is histc's own (``(x - min) * bins / (max - min)`` in float32, truncated, the
+    top edge in the last bin; ATen's linear-interpolation binning without local search). Same
+    running range, merge and L2 range search, so the same ranges (``tests/test_executorch.py``).
+    Non-finite inputs, an empty range and the first call go through the original."""
+    from torchao.quantization.pt2e import HistogramObserver
+
+    class BincountHistogramObserver(HistogramObserver):
+        def forward(self, x_orig: torch.Tensor) -> torch.Tensor:
+            if x_orig.numel() == 0 or self.min_val == float("inf") or self.max_val == float("-inf"):
+                return super().forward(x_orig)
+            x = x_orig.detach()
+            x_min, x_max = torch.aminmax(x)
+            if not (torch.isfinite(x_min) and torch.isfinite(x_max)):
+                return super().forward(x_orig)
+            current_min, current_max = self.min_val, self.max_val
+            new_min, new_max = torch.min(current_min, x_min), torch.max(current_max, x_max)
+            update = self._bincount(x, new_min, new_max)
+            if new_min == current_min and new_max == current_max:
+                self.histogram.add_(update)
+                return x_orig
+            combined = self._combine_histograms(self.histogram, current_min, current_max, update, new_min, new_max)
+            self.histogram.detach_().resize_(combined.shape).copy_(combined)
+            self.min_val.detach_().resize_(new_min.shape).copy_(new_min)
+            self.max_val.detach_().resize_(new_max.shape).copy_(new_max)
+            return x_orig
+
+        def _bincount(self, x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+            if not high > low:  # one value: histc widens the range itself
+                return torch.histc(x, self.bins, min=low, max=high)  # type: ignore[arg-type]
+            index = ((x.reshape(-1) - low) * self.bins / (high - low)).to(torch.int32).clamp_(0, self.bins - 1)
+            return torch.bincount(index, minlength=self.bins).to(self.histogram.dtype)
+
+    return BincountHistogramObserver
 
 
 def xnnpack_quantizer(keep_float: Sequence[str] = (), activation_observer: str = "histogram", int8_adds: bool = True):
@@ -191,10 +233,10 @@ def xnnpack_quantizer(keep_float: Sequence[str] = (), activation_observer: str =
     if activation_observer not in ACTIVATION_OBSERVERS:
         raise ValueError(f"activation_observer {activation_observer!r}: choose one of {', '.join(ACTIVATION_OBSERVERS)}")
     config = get_symmetric_quantization_config(is_per_channel=True)
-    if activation_observer == "minmax":
-        observer = MinMaxObserver.with_args(eps=2**-12)  # the eps XNNPACK's default config gives its observer
-        spec = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer)
-        config = dataclasses.replace(config, input_activation=spec, output_activation=spec)
+    observer_class = MinMaxObserver if activation_observer == "minmax" else bincount_histogram_observer()
+    observer = observer_class.with_args(eps=2**-12)  # the eps XNNPACK's default config gives its observer
+    spec = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer)
+    config = dataclasses.replace(config, input_activation=spec, output_activation=spec)
     quantizer = Quantizer().set_global(config)
     keep = keep_float_filter(keep_float)
     quantizer.set_filter_function(keep if int8_adds else (lambda node: node.target not in ADD_OPS and keep(node)))
