@@ -8,7 +8,7 @@ Targets (issue 20): X3D-S INT8 <= 120 s on onnx-cpu, intel-cpu, android and the 
 (jetson: stops after the Q/DQ ONNX without TensorRT); UniFormerV2-B/16 INT8 <= 600 s on each. Every
 build is the plain command a user types (random weights, --calib synthetic, default calibration
 size unless ``--calib-size``), run in its own process pinned with ``taskset`` to ``--core`` and
-with one BLAS/OpenMP thread. The machine is shared: the load average before/after each build and
+with one BLAS/OpenMP thread (``--core -1``: unpinned, default threads, as a user runs it). The machine is shared: the load average before/after each build and
 the busiest other processes are recorded with the figures. ``--cold`` gives each build a fresh
 EDGEVID_HOME (no ExecuTorch strategy cache; the SynthMotion clips are copied in so only the
 cache differs).
@@ -52,7 +52,9 @@ def run_case(model: str, target: str, args, home: Path | None) -> dict:
             cmd += ["--calib-size", str(args.calib_size)]
         for option in args.option:
             cmd += ["--option", option]
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(args.code))
+        env = dict(os.environ, PYTHONPATH=str(args.code))
+        if args.core is not None:  # pinned: one thread for the one core; unpinned: the threads a user's build gets
+            env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         if home is not None:
             env["EDGEVID_HOME"] = str(home)
         if args.core is not None:
@@ -102,8 +104,10 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [f"## `edgevid build` wall time: {result['label']}",
              "",
-             f"{m.get('cpu')} ({m.get('cores')} cores, {' '.join(m.get('isa', []))}); each build pinned to core"
-             f" {result['core']} with OMP_NUM_THREADS=1 (`taskset`); wall s is what the user waits, cpu s the build's own user+sys CPU time (the share of the machine it got is cpu/wall), code: `{result['code']}` ({result['commit']}),"
+             f"{m.get('cpu')} ({m.get('cores')} cores, {' '.join(m.get('isa', []))}); "
+             + (f"each build pinned to core {result['core']} with OMP_NUM_THREADS=1 (`taskset`)" if result["core"] is not None
+                else "each build unpinned, default threads (every core)")
+             + f"; wall s is what the user waits, cpu s the build's own user+sys CPU time (the share of the machine it got is cpu/wall), code: `{result['code']}` ({result['commit']}),"
              f" EDGEVID_HOME {'fresh per build (cold strategy cache)' if result['cold'] else 'the shared one'}."
              " The machine is shared: load average and the busiest other processes are listed per build.",
              "",
