@@ -175,7 +175,7 @@ class ModelSpec(BaseModel):
         False, description="the network is built of attention blocks (softmax(Q K^T) V, LayerNorm, GELU): the"
         " backends' INT8 recipes read it. The attention products are activation x activation (no weight to"
         " calibrate per channel, a wide range after the softmax), so they stay float where the backend can"
-        " (ONNX Runtime's float_activation_matmuls default, TensorRT's transformer Q/DQ policy); softmax /"
+        " (the float_activation_matmuls default of ONNX Runtime and OpenVINO, TensorRT's transformer Q/DQ policy); softmax /"
         " LayerNorm / GELU stay float (NNCF ModelType.TRANSFORMER on OpenVINO, TensorRT keeps LayerNorm fp32);"
         " calibration recipes may give these models their own clip count (clips_by_backend"
         " 'BACKEND/transformer'). Set where each variant is declared (models/*.py)",

@@ -249,7 +249,8 @@ def test_every_transformer_family_compiles_as_int8(name, tmp_path):
     # SmoothQuant is off (alpha -1) exactly for the specs that say it measurably costs accuracy
     assert (art.manifest.quantization["smooth_quant_alpha"] < 0) == (not spec.smooth_quant)
     # every MatMul of two activations stays float, also those outside NNCF's attention patterns
-    floats = art.manifest.quantization["float_activation_matmuls"]
+    assert art.manifest.quantization["activation_matmuls"] == "float"
+    floats = art.manifest.quantization["float_activation_matmul_layers"]
     _, float_layers = layer_precisions(ov.Core().read_model(str(art.file("model.xml"))))
     assert floats and set(floats) <= set(float_layers), (floats, float_layers)
     clip = np.random.default_rng(0).standard_normal(spec.input_shape()).astype(np.float32)
@@ -262,16 +263,16 @@ def test_every_transformer_family_compiles_as_int8(name, tmp_path):
 def test_tubevit_attention_pool_product_stays_float_unless_asked(tmp_path):
     """TubeViT's attention pool multiplies two activations outside NNCF's attention patterns: NNCF
     quantizes it (that cost tubevit_synth 0.7 points), so the transformer recipe keeps it float;
-    ``int8_activation_matmuls=true`` gives NNCF's own choice back."""
+    ``float_activation_matmuls=false`` gives NNCF's own choice back."""
     from edgevid.backends.openvino import activation_matmuls, convert
     from edgevid.build import build_artifact
     from edgevid.targets import ShapePolicy
 
     precisions = {}
-    for flag in (False, True):
+    for int8_products in (False, True):
         art = build_artifact("tubevit_synth", "intel-cpu", "int8", weights="random", calib="synthetic", calib_size=4,
-                             out=tmp_path / str(flag), options={"int8_activation_matmuls": flag})
-        precisions[flag] = layer_precisions(ov.Core().read_model(str(art.file("model.xml"))))
+                             out=tmp_path / str(int8_products), options={"float_activation_matmuls": not int8_products})
+        precisions[int8_products] = layer_precisions(ov.Core().read_model(str(art.file("model.xml"))))
     pool = [name for name in precisions[False][1] if name.startswith("pool/")]
     assert pool, precisions[False][1]
     assert set(pool) <= set(precisions[True][0])  # quantized when asked

@@ -146,7 +146,7 @@ def quantization_settings(spec: "ModelSpec", device: str, options: dict[str, Any
     99.3% / 18.9 dB; uniformerv2_synth 99.5% / 33.7 dB vs 99.0% / 24.6 dB; MEAN_QUANTILE cost x3d_synth
     3.6 points of agreement).
     Transformers also keep every MatMul of two activations float (``activation_matmuls``; option
-    ``int8_activation_matmuls``): NNCF's own attention patterns miss some (TubeViT's attention pool:
+    ``float_activation_matmuls``, as on ONNX Runtime): NNCF's own attention patterns miss some (TubeViT's attention pool:
     tubevit_synth agreement 96.8% -> 99.5%, logits SQNR 27.2 -> 35.0 dB on 1,000 val clips).
     Target options ``fast_bias_correction`` / ``preset`` / ``subset_size`` / ``smooth_quant_alpha`` /
     ``activation_range`` (NNCF's activation range estimator) override.
@@ -254,9 +254,11 @@ def quantize_int8(ov_model, calib: Sequence[np.ndarray], spec: "ModelSpec", devi
     advanced = kwargs.pop("advanced")
     keep_float = keep_float_names(ov_model, options.get("keep_float"))
     ignored = list(keep_float)
-    if spec.transformer and not options.get("int8_activation_matmuls"):
-        described["float_activation_matmuls"] = activation_matmuls(ov_model)
-        ignored += [name for name in described["float_activation_matmuls"] if name not in ignored]
+    float_products = options.get("float_activation_matmuls", spec.transformer)
+    described["activation_matmuls"] = "float" if float_products else "int8"
+    if float_products:
+        described["float_activation_matmul_layers"] = activation_matmuls(ov_model)
+        ignored += [name for name in described["float_activation_matmul_layers"] if name not in ignored]
     if ignored:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=ignored)
     kwargs["subset_size"] = min(kwargs["subset_size"], len(calib))

@@ -20,6 +20,6 @@ class OpenVINOOptions(CommonOptions):
                               "mean_quantile"] | None = Field(
         None, description="NNCF's range estimator for activations (RangeEstimatorParametersSet): histogram (edgevid's"
                           " default), default (NNCF's own choice) or another set")
-    int8_activation_matmuls: bool | None = Field(
-        None, description="transformers: also quantize MatMuls of two activations (attention products, an attention"
-                          " pool); default false: they stay float")
+    float_activation_matmuls: bool | None = Field(
+        None, description="keep MatMuls of two activations (attention products, an attention pool) float; default:"
+                          " on for transformers, as ONNX Runtime's option of the same name")
