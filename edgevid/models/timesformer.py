@@ -385,5 +385,5 @@ def timesformer_l(num_classes: int = 400, **overrides) -> TimeSformer:
     )
 )
 def timesformer_synth(num_classes: int = 8, **overrides) -> TimeSformer:
-    """Tiny divided space-time TimeSformer for the synthetic motion set (8x112, trains on a CPU)."""
+    """Tiny divided space-time TimeSformer for the synthetic motion set (8x64, trains on a CPU)."""
     return _build(SYNTH_CONFIG, num_classes, overrides)

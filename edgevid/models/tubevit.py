@@ -465,5 +465,5 @@ def tubevit_l(num_classes: int = 400, **overrides) -> TubeViT:
     )
 )
 def tubevit_synth(num_classes: int = 8, **overrides) -> TubeViT:
-    """Tiny TubeViT for the synthetic motion set: the same four tubes fitted to 8x112 (131 tokens)."""
+    """Tiny TubeViT for the synthetic motion set: the same four tubes fitted to 8x64 (418 tokens)."""
     return _build(SYNTH_CONFIG, num_classes, overrides)

@@ -107,19 +107,21 @@ class OpenVINORunner(Runner):
         return [clip[i:i + b] for i in range(0, padded, b)]
 
     def __call__(self, clip: np.ndarray) -> np.ndarray:
+        # share_inputs: the request reads the caller's buffer instead of copying it first (each call waits for its
+        # requests, so the buffer outlives them): x3d_synth INT8 in the streaming benchmark 2-6% faster per window
         clip = np.ascontiguousarray(clip, dtype=np.float32)
         chunks = self._chunks(clip)
         outs = []
         if len(self._requests) == 1 or len(chunks) == 1:
             request = self._requests[0]
             for chunk in chunks:
-                request.infer({0: chunk})
+                request.infer({0: chunk}, share_inputs=True)
                 outs.append(request.get_output_tensor(0).data.copy())
         else:
             for start in range(0, len(chunks), len(self._requests)):
                 busy = list(zip(self._requests, chunks[start:start + len(self._requests)]))
                 for request, chunk in busy:
-                    request.start_async({0: chunk})
+                    request.start_async({0: chunk}, share_inputs=True)
                 for request, _ in busy:
                     request.wait()
                     outs.append(request.get_output_tensor(0).data.copy())
