@@ -67,7 +67,6 @@ def build_artifact(
     options = validate_options(target_obj.backend, dict(options or {}))
     backend = get_backend(target_obj.backend)
     backend.check(for_build=True)
-    backend.check_request(target_obj, options)  # before export and calibration, not after
     custom_labels = None
     if labels_file is not None:
         from .labels import read_label_file
@@ -78,6 +77,7 @@ def build_artifact(
                             f" {num_classes}; drop --num-classes (the labels set it)")
     name = canonical_name(model)
     protocol = protocol_name(with_protocol(get_spec(name), protocol))  # a bad --protocol fails here, before any work
+    backend.check_request(target_obj, options, get_spec(name))  # before export and calibration, not after
     final = Path(out) / artifact_name(name, target_obj.name, precision, protocol)
     check_output_folder(final, "artifact", overwrite)  # before any work: never after a long calibration
     prepared = prepare_model(model, weights, num_classes, labels=custom_labels,

@@ -118,7 +118,7 @@ class Ticking:
         return len(self._items)
 
     def __iter__(self):
-        for item in self._items:
-            yield item
+        for item in self._items:  # counted as handed out: a tool that takes exactly N items never asks for item N+1
             if self._stage.total is None or self._stage.done < self._stage.total:
                 self._stage.advance()
+            yield item

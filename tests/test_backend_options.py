@@ -28,8 +28,8 @@ def test_every_backend_declares_its_options_model_in_its_own_package(name):
 
 def test_validation_uses_the_backends_own_model():
     assert validate_options("openvino", {"smooth_quant_alpha": 0.5}) == {"smooth_quant_alpha": 0.5}
-    with pytest.raises(EdgevidError, match="--option smooth_quant_alpha: unknown option for the onnxruntime backend"):
-        validate_options("onnxruntime", {"smooth_quant_alpha": 0.5})  # another backend's option
+    with pytest.raises(EdgevidError, match="--option subset_size: unknown option for the onnxruntime backend"):
+        validate_options("onnxruntime", {"subset_size": 8})  # another backend's option
     with pytest.raises(EdgevidError, match="Did you mean calibrate_method"):
         validate_options("tensorrt", {"calibrate_methd": "max"})
     with pytest.raises(EdgevidError, match=r"calibrate_method='minmax'"):
@@ -95,10 +95,37 @@ def test_options_validate_without_torch_or_any_runtime():
 
 
 def test_a_calibrator_setting_the_chosen_method_ignores_is_a_one_line_error():
-    assert validate_options("onnxruntime", {"percentile": 99.9}) == {"percentile": 99.9}  # the default method reads it
+    ort = {"quantizer": "ort"}
+    assert validate_options("onnxruntime", {**ort, "percentile": 99.9}) == {**ort, "percentile": 99.9}  # its default method
     with pytest.raises(EdgevidError, match=r"^--option: percentile is read by calibrate_method=percentile only \(this is"
                                            r" minmax\)$"):
-        validate_options("onnxruntime", {"calibrate_method": "minmax", "percentile": 99.9})
+        validate_options("onnxruntime", {**ort, "calibrate_method": "minmax", "percentile": 99.9})
     with pytest.raises(EdgevidError, match="histogram_bins is read by the histogram calibrators"):
-        validate_options("onnxruntime", {"calibrate_method": "minmax", "histogram_bins": 2048})
-    assert validate_options("onnxruntime", {"calibrate_method": "entropy", "histogram_bins": 2048})
+        validate_options("onnxruntime", {**ort, "calibrate_method": "minmax", "histogram_bins": 2048})
+    assert validate_options("onnxruntime", {**ort, "calibrate_method": "entropy", "histogram_bins": 2048})
+
+
+def test_a_setting_the_chosen_quantizer_does_not_read_is_a_one_line_error():
+    """ONNX Runtime's quantizer settings need quantizer=ort; NNCF's recipe settings need quantizer=nncf; without
+    the option the family decides (convolutional nets NNCF, transformers ORT), checked before any export."""
+    from edgevid.backends import get_backend
+    from edgevid.models import get_spec
+    from edgevid.targets import get_target
+
+    assert validate_options("onnxruntime", {"preset": "performance"}) == {"preset": "performance"}
+    with pytest.raises(EdgevidError, match=r"^--option: calibrate_method, per_channel are read by quantizer=ort only"
+                                           r" \(this is quantizer=nncf\): add quantizer=ort$"):
+        validate_options("onnxruntime", {"quantizer": "nncf", "calibrate_method": "minmax", "per_channel": False})
+    with pytest.raises(EdgevidError, match=r"activation_range is read by quantizer=nncf only \(this is quantizer=ort\):"
+                                           r" set quantizer=nncf$"):
+        validate_options("onnxruntime", {"quantizer": "ort", "activation_range": "minmax"})
+    with pytest.raises(EdgevidError, match=r"percentile \(quantizer=ort\) and preset \(quantizer=nncf\) belong to"):
+        validate_options("onnxruntime", {"percentile": 99.9, "preset": "mixed"})
+    with pytest.raises(EdgevidError, match=r"quantizer='tflite'"):
+        validate_options("onnxruntime", {"quantizer": "tflite"})
+    backend, target = get_backend("onnxruntime"), get_target("onnx-cpu")
+    backend.check_request(target, {"calibrate_method": "minmax"}, get_spec("uniformerv2_synth"))  # a transformer: ORT
+    backend.check_request(target, {"preset": "performance"}, get_spec("x3d_synth"))  # a convolutional net: NNCF
+    with pytest.raises(EdgevidError, match=r"^--option: calibrate_method is read by quantizer=ort only \(this is"
+                                           r" quantizer=nncf\): add quantizer=ort \(x3d_synth defaults to quantizer=nncf\)$"):
+        backend.check_request(target, {"calibrate_method": "minmax"}, get_spec("x3d_synth"))

@@ -135,8 +135,8 @@ def test_regress_compares_a_new_build_with_the_last_good_one(val, tmp_path):
     from edgevid.harness.regress import regress
 
     good = hm.copy(hm.artifact(hm.TINY, "int8"), tmp_path / "good")
-    new = hm.copy(hm.artifact(hm.TINY, "int8", options={"calibrate_method": "minmax", "op_types_to_quantize": None}),
-                  tmp_path / "new")
+    naive = {"quantizer": "ort", "calibrate_method": "minmax", "op_types_to_quantize": None}
+    new = hm.copy(hm.artifact(hm.TINY, "int8", options=naive), tmp_path / "new")
     base = evaluate(good.path, val, threads=1)
     (tmp_path / "baseline.json").write_text((good.path / "report.json").read_text())
     loose = tmp_path / "loose.yaml"

@@ -17,7 +17,7 @@ from edgevid.models import create_model, get_spec  # noqa: E402
 from edgevid.targets import get_target  # noqa: E402
 from helpers import reference_weights, run_cli  # noqa: E402
 
-NAIVE = {"op_types_to_quantize": None, "calibrate_method": "minmax",  # every op ORT can quantize, min/max ranges
+NAIVE = {"quantizer": "ort", "op_types_to_quantize": None, "calibrate_method": "minmax",  # every op ORT can quantize, min/max
          "float_activation_matmuls": False}  # attention products too
 # The budget of the demonstration on each trained reference model. x3d_synth takes INT8 well: the naive
 # recipe costs it 1.0 point (per-tensor weights, quantize_static's defaults, only 0.5), so its budget
@@ -30,11 +30,11 @@ def test_ort_lists_quantizable_layers_and_keeps_chosen_ones_float(tmp_path):
     spec = get_spec(hm.TINY)
     clips = [np.random.default_rng(i).standard_normal(spec.input_shape(1)).astype(np.float32) for i in range(4)]
     request = BuildRequest(model=create_model(hm.TINY), spec=spec, target=get_target("onnx-cpu"), precision="int8",
-                           out_dir=tmp_path, calib=clips)
+                           out_dir=tmp_path, calib=clips, options={"quantizer": "ort"})
     plan = get_backend("onnxruntime").int8_plan(request)
     try:
         fp32 = onnx.load(str(plan.prepared))
-        weighted = [n.name for n in fp32.graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]  # onnx-cpu's op types
+        weighted = [n.name for n in fp32.graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]  # quantizer=ort's op types
         assert [layer.name for layer in plan.layers] == weighted and len(weighted) >= 8
         assert {layer.scope for layer in plan.layers} >= {"temporal", "res", "qkv", "head"}  # the PyTorch modules
         keep = [weighted[0], weighted[-1]]
@@ -46,6 +46,35 @@ def test_ort_lists_quantizable_layers_and_keeps_chosen_ones_float(tmp_path):
             if node.name in weighted:
                 fed_quantized = made_by.get(node.input[0]) == "DequantizeLinear"
                 assert fed_quantized == (node.name not in keep), node.name
+    finally:
+        plan.close()
+
+
+def test_nncf_quantizer_keeps_chosen_layers_float_and_refuses_unknown_ones(tmp_path):
+    """NNCF, the ONNX Runtime backend's default for a non-transformer: kept layers read float activations, the manifest says so,
+    and a layer name the graph does not have is a one-line error (NNCF's own check would be a traceback)."""
+    from edgevid.backends._onnx import qdq_layer_precisions
+    from edgevid.errors import EdgevidError
+
+    spec = get_spec(hm.TINY)
+    clips = [np.random.default_rng(i).standard_normal(spec.input_shape(1)).astype(np.float32) for i in range(4)]
+    request = BuildRequest(model=create_model(hm.TINY), spec=spec, target=get_target("onnx-cpu"), precision="int8",
+                           out_dir=tmp_path, calib=clips)
+    plan = get_backend("onnxruntime").int8_plan(request)
+    try:
+        convs = [layer.name for layer in plan.layers if layer.op == "Conv"]
+        assert len(convs) >= 2
+        for folder in ("full", "kept", "typo"):
+            (tmp_path / folder).mkdir()
+        plan.build([], tmp_path / "full")
+        int8_full, _ = qdq_layer_precisions(onnx.load(str(tmp_path / "full" / "model.onnx")), ("Conv",))
+        assert set(convs) <= set(int8_full)  # NNCF makes every Conv of this net INT8 ...
+        result = plan.build(convs[:1], tmp_path / "kept")
+        int8, float_ = qdq_layer_precisions(onnx.load(str(tmp_path / "kept" / "model.onnx")), ("Conv",))
+        assert convs[0] in float_ and set(convs[1:]) <= set(int8)  # ... but the kept one
+        assert result.quantization["kept_float"] == convs[:1] and convs[0] in result.quantization["layers_float"]
+        with pytest.raises(EdgevidError, match=r"^--keep-float no_such_conv: no such layer in the exported ONNX graph"):
+            plan.build(["no_such_conv"], tmp_path / "typo")
     finally:
         plan.close()
 

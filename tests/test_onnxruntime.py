@@ -29,6 +29,32 @@ def int8(tmp_path_factory):
                           out=tmp_path_factory.mktemp("ort8"))
 
 
+@pytest.fixture(scope="module")
+def int8_ort(tmp_path_factory):
+    """The same model through ONNX Runtime's own quantizer (``quantizer: ort``)."""
+    return build_artifact("x3d_synth", "onnx-cpu", "int8", weights="random", calib="synthetic", calib_size=8,
+                          options={"quantizer": "ort"}, out=tmp_path_factory.mktemp("ort8-ort"))
+
+
+def _qdq(artifact):
+    graph = onnx.load(artifact.file("model.onnx")).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    dq = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    return graph, inits, dq
+
+
+def _assert_per_channel_symmetric_weights(convs, inits, dq):
+    for conv in convs:
+        weight_dq = dq[conv.input[1]]
+        scale = inits[weight_dq.input[1]]
+        out_channels = inits[weight_dq.input[0]].shape[0]
+        assert scale.shape == (out_channels,), "weights are quantized per output channel"
+        axis = next((a.i for a in weight_dq.attribute if a.name == "axis"), 1)
+        assert axis == 0
+        if len(weight_dq.input) > 2:
+            assert (inits[weight_dq.input[2]] == 0).all(), "weights are symmetric"
+
+
 def test_fp32_matches_eager(fp32):
     clip = np.random.default_rng(0).standard_normal(fp32.manifest.input_shape).astype(np.float32)
     with open_runner(fp32.path) as runner:
@@ -38,21 +64,30 @@ def test_fp32_matches_eager(fp32):
     np.testing.assert_allclose(ours, reference, atol=1e-4)
 
 
-def test_int8_is_symmetric_per_channel_qdq(int8):
+def test_int8_default_is_nncf_qdq_with_per_channel_weights(int8):
+    """The default quantizer: NNCF's ONNX backend with the OpenVINO recipe, recorded in the manifest."""
     m = int8.manifest
     assert m.calibration is not None and m.calibration.clips == 8 and len(m.calibration.digest) == 64
-    graph = onnx.load(int8.file("model.onnx")).graph
-    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    q = m.quantization
+    assert "ONNX backend" in q["tool"] and q["preset"] == "mixed" and q["activation_range"] == "histogram"
+    assert q["bias_correction"] == "fast" and q["layers_int8"] > 0  # fast on ONNX (ONNX_BIAS_CORRECTION)
+    graph, inits, dq = _qdq(int8)
+    convs = [n for n in graph.node if n.op_type == "Conv" and n.name not in q["layers_float"]]
+    assert len(convs) == q["layers_int8"]
+    assert convs and all(n.input[0] in dq and n.input[1] in dq for n in convs), "every INT8 Conv reads Q/DQ input and weight"
+    _assert_per_channel_symmetric_weights(convs, inits, dq)
+    activation_zero_points = [inits[n.input[2]] for n in graph.node
+                              if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[0] not in inits]
+    assert any((z != 0).any() for z in activation_zero_points), "mixed preset: asymmetric activations (SiLU outputs)"
+
+
+def test_int8_ort_quantizer_is_symmetric_per_channel_qdq(int8_ort):
+    q = int8_ort.manifest.quantization
+    assert q["calibrate_method"] == "percentile" and q["op_types"] == ["Conv", "MatMul", "Gemm"]
+    graph, inits, dq = _qdq(int8_ort)
     convs = [n for n in graph.node if n.op_type == "Conv"]
-    dq = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
     assert convs and all(n.input[0] in dq and n.input[1] in dq for n in convs), "every Conv reads Q/DQ input and weight"
-    for conv in convs:
-        weight_dq = dq[conv.input[1]]
-        scale = inits[weight_dq.input[1]]
-        out_channels = inits[weight_dq.input[0]].shape[0]
-        assert scale.shape == (out_channels,), "weights are quantized per output channel"
-        axis = next((a.i for a in weight_dq.attribute if a.name == "axis"), 1)
-        assert axis == 0
+    _assert_per_channel_symmetric_weights(convs, inits, dq)
     zero_points = [inits[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
     assert zero_points and all((z == 0).all() for z in zero_points), "activations are symmetric (TensorRT needs it)"
 
@@ -158,11 +193,14 @@ def test_calibration_chunk_fits_free_memory_and_refuses_a_clip_that_cannot(tmp_p
     assert "\n" not in str(info.value)
 
 
-def test_int8_manifest_records_stage_seconds(int8):
-    stages = int8.manifest.stage_seconds
-    assert list(stages) == ["calibration data", "export", "calibration", "quantize"]
+@pytest.mark.parametrize("quantizer", ["nncf", "ort"])
+def test_int8_manifest_records_stage_seconds(quantizer, int8, int8_ort):
+    artifact = {"nncf": int8, "ort": int8_ort}[quantizer]
+    stages = artifact.manifest.stage_seconds
+    # NNCF collects statistics and inserts the Q/DQ nodes in one call: one stage
+    assert list(stages) == ["calibration data", "export", "calibration"] + (["quantize"] if quantizer == "ort" else [])
     assert all(v > 0 for v in stages.values())
-    assert sum(stages.values()) <= int8.manifest.build_seconds + 0.05
+    assert sum(stages.values()) <= artifact.manifest.build_seconds + 0.05
 
 
 def test_attention_products_stay_float_when_asked(tmp_path):

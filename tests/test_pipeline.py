@@ -20,6 +20,20 @@ from edgevid.data.synthmotion import ensure_split  # noqa: E402
 PRELUDE = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import harness_models"
 
 
+def _layer(scope: str) -> str:
+    """The first ONNX layer of the tiny model's PyTorch module ``scope``, named as `edgevid sensitivity` lists it."""
+    import tempfile
+
+    from edgevid.backends import BuildRequest, get_backend
+    from edgevid.models import create_model, get_spec
+    from edgevid.targets import get_target
+
+    with tempfile.TemporaryDirectory() as tmp:
+        request = BuildRequest(model=create_model(hm.TINY), spec=get_spec(hm.TINY), target=get_target("onnx-cpu"),
+                               precision="int8", out_dir=Path(tmp), calib=[])
+        return next(layer.name for layer in get_backend("onnxruntime").quantizable_layers(request) if layer.scope == scope)
+
+
 def _checkpoint(path: Path) -> Path:
     import torch
 
@@ -31,9 +45,10 @@ def _checkpoint(path: Path) -> Path:
 def test_the_rebuild_hint_rebuilds_the_same_artifact(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ckpt = _checkpoint(tmp_path / "tiny.pt")
+    res = _layer("res")
     first = run_cli("build", "--model", hm.TINY, "--target", "onnx-cpu", "--precision", "int8", "--weights", "tiny.pt",
-                    "--calib", "synthetic", "--calib-size", "6", "--option", "calibrate_method=minmax",
-                    "--option", "op_types_to_quantize=[Conv, MatMul]", "--keep-float", "/res/Conv",
+                    "--calib", "synthetic", "--calib-size", "6", "--option", "quantizer=ort", "--option", "calibrate_method=minmax",
+                    "--option", "op_types_to_quantize=[Conv, MatMul]", "--keep-float", res,
                     "--out", "arts", prelude=PRELUDE)
     assert first.returncode == 0, first.stderr
     built = Artifact(tmp_path / "arts" / f"{hm.TINY}-onnx-cpu-int8")
@@ -51,7 +66,7 @@ def test_the_rebuild_hint_rebuilds_the_same_artifact(tmp_path, monkeypatch):
     for field in ("calibration", "quantization", "build", "input_shape", "labels"):
         assert getattr(again.manifest, field) == getattr(built.manifest, field), field
     assert (again.manifest.weights.path, again.manifest.weights.sha256) == (str(ckpt), built.manifest.weights.sha256)
-    assert "/res/Conv" in again.manifest.quantization["kept_float"]
+    assert res in again.manifest.quantization["kept_float"]
 
 
 def test_reference_weights_are_absolute_and_verified(tmp_path, monkeypatch):
@@ -80,12 +95,13 @@ def test_keep_float_survives_max_drop(tmp_path):
     from edgevid.harness.mixed import build_with_budget
 
     val = ensure_split("val", 6)
+    res = _layer("res")
     artifact = build_with_budget(hm.TINY, "onnx-cpu", 99.0, weights="random", calib="synthetic", calib_size=6,
-                                 out=tmp_path, options={"keep_float": ["/res/Conv"]}, val_data=str(val), val_size=6,
+                                 out=tmp_path, options={"keep_float": [res]}, val_data=str(val), val_size=6,
                                  threads=1)
     quant = artifact.manifest.quantization
-    assert "/res/Conv" in quant["kept_float"]  # the user's layer stayed float
-    assert "/res/Conv" not in [k["layer"] for k in quant["mixed_precision"]["kept_float"]]  # not a search result
+    assert res in quant["kept_float"] and res in quant["layers_float"]  # the user's layer stayed float
+    assert res not in [k["layer"] for k in quant["mixed_precision"]["kept_float"]]  # not a search result
     Artifact(artifact.path).verify()  # the search record was sealed with the artifact, not written after it
 
 

@@ -232,6 +232,19 @@ def activation_matmuls(model) -> list[str]:
             if n.op_type == "MatMul" and len(n.input) == 2 and not (set(n.input) & const)]
 
 
+def qdq_layer_precisions(model, op_types: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(INT8, float) nodes of ``op_types`` in a Q/DQ graph: a node runs INT8 when an activation input comes
+    through a DequantizeLinear (a weight's DequantizeLinear in front of a float activation does not)."""
+    const = _constant_sources(model)
+    dequantized = {n.output[0] for n in model.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] not in const}
+    int8, float_ = [], []
+    for node in model.graph.node:
+        if node.op_type in op_types:
+            (int8 if set(node.input) & dequantized else float_).append(node.name)
+    return int8, float_
+
+
 def activation_bytes(path: Path) -> int:
     """Bytes of every float32 intermediate tensor of one inference (shapes from shape inference)."""
     import onnx

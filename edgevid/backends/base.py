@@ -176,8 +176,9 @@ class Backend(ABC):
     def open(self, artifact: "Artifact", threads: int | None = None, mode: str = "latency") -> Runner:
         """Open a verified artifact for inference; ``mode`` is 'latency' or 'throughput'."""
 
-    def check_request(self, target: "Target", options: dict[str, Any]) -> None:
-        """Refuse build options this target cannot honour, before any export or calibration."""
+    def check_request(self, target: "Target", options: dict[str, Any], spec: "ModelSpec | None" = None) -> None:
+        """Refuse build options this target cannot honour (for the model of ``spec``), before any export or
+        calibration."""
 
     # --- finishing a host-built artifact on the device (TensorRT: Q/DQ ONNX -> engine) -----------
     #: True when ``edgevid build --from-onnx ARTIFACT`` can finish this backend's artifacts here

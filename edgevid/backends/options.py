@@ -10,7 +10,7 @@ read. Torch-free, and free of every backend's runtime.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,6 +27,21 @@ class CommonOptions(BaseModel):
     val_data: str | None = None
     val_size: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)
+
+
+class NncfOptions(CommonOptions):
+    """The NNCF recipe's overrides, for every backend that quantizes with NNCF (``backends/_nncf.py``)."""
+
+    preset: Literal["mixed", "performance"] | None = None
+    fast_bias_correction: bool | None = None
+    smooth_quant_alpha: float | None = None
+    activation_range: Literal["histogram", "default", "minmax", "mean_minmax", "median_minmax", "mean_no_outliers_minmax",
+                              "mean_quantile"] | None = Field(
+        None, description="NNCF's range estimator for activations (RangeEstimatorParametersSet): histogram (edgevid's"
+                          " default), default (NNCF's own choice) or another set")
+    float_activation_matmuls: bool | None = Field(
+        None, description="keep MatMuls of two activations (attention products, an attention pool) float; default:"
+                          " on for transformers")
 
 
 def options_model(backend: str) -> type[CommonOptions]:

@@ -21,6 +21,7 @@ import numpy as np
 from ...errors import ArtifactError, DataError, EdgevidError
 from ...stages import BuildStages, Ticking
 from ..base import Backend, BuildRequest, BuildResult, QuantLayer, Runner
+from .._nncf import RangeRollbacks, quantization_settings
 from .options import OpenVINOOptions
 
 from .runner import (  # noqa: F401  (the run side, re-exported for the build and for callers)
@@ -125,73 +126,6 @@ def name_layers(ov_model, names: dict[str, str]) -> None:
             op.set_friendly_name(name)
 
 
-def nncf_target_device(device: str):
-    import nncf
-
-    kind = device.split(".")[0].upper()
-    return {"CPU": nncf.TargetDevice.CPU, "GPU": nncf.TargetDevice.GPU, "NPU": nncf.TargetDevice.NPU}.get(
-        kind, nncf.TargetDevice.ANY)
-
-
-def quantization_settings(spec: "ModelSpec", device: str, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """NNCF keyword arguments for the model of ``spec`` on ``device``, and a description for the manifest.
-
-    Transformers (``spec.transformer``: UniFormerV2, TimeSformer, TubeViT): ``ModelType.TRANSFORMER``
-    (SmoothQuant; LayerNorm / softmax / GELU / elementwise stay float), MIXED preset; SmoothQuant off
-    where the spec says so (``spec.smooth_quant``: UniFormerV2, where it measurably costs accuracy).
-    Convolutional nets (X3D and the rest): MIXED preset (symmetric per-channel weights, asymmetric activations, for SiLU
-    outputs), full bias correction, which matters for the many small depthwise convolutions.
-    Every family: NNCF's HISTOGRAM range estimator for activations (1,000 val clips, 32 calibration
-    clips, agreement / logits SQNR against NNCF's default ranges: x3d_synth 99.7% / 26.0 dB vs
-    99.3% / 18.9 dB; uniformerv2_synth 99.5% / 33.7 dB vs 99.0% / 24.6 dB; MEAN_QUANTILE cost x3d_synth
-    3.6 points of agreement).
-    Transformers also keep every MatMul of two activations float (``activation_matmuls``; option
-    ``float_activation_matmuls``, as on ONNX Runtime): NNCF's own attention patterns miss some (TubeViT's attention pool:
-    tubevit_synth agreement 96.8% -> 99.5%, logits SQNR 27.2 -> 35.0 dB on 1,000 val clips).
-    Target options ``fast_bias_correction`` / ``preset`` / ``subset_size`` / ``smooth_quant_alpha`` /
-    ``activation_range`` (NNCF's activation range estimator) override.
-    """
-    import nncf
-    from nncf.quantization.advanced_parameters import (
-        AdvancedQuantizationParameters, AdvancedSmoothQuantParameters, QuantizationParameters)
-
-    transformer = spec.transformer
-    preset = getattr(nncf.QuantizationPreset, str(options.get("preset", "mixed")).upper())
-    fast_bias = bool(options.get("fast_bias_correction", transformer))
-    advanced = AdvancedQuantizationParameters(weights_quantization_params=QuantizationParameters(per_channel=True))
-    alpha = options.get("smooth_quant_alpha", None if spec.smooth_quant else -1)
-    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
-        raise EdgevidError(f"option smooth_quant_alpha={alpha!r}: give a number in [0, 1], or -1 to switch SmoothQuant off")
-    if alpha is not None:  # -1 switches SmoothQuant off
-        advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(matmul=float(alpha))
-    activation_range = options.get("activation_range", "histogram")
-    if activation_range != "default":
-        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-
-        advanced.activations_range_estimator_params = getattr(RangeEstimatorParametersSet, activation_range.upper())
-    kwargs = dict(
-        preset=preset,
-        target_device=nncf_target_device(device),
-        subset_size=int(options.get("subset_size", 300)),
-        fast_bias_correction=fast_bias,
-        model_type=nncf.ModelType.TRANSFORMER if transformer else None,
-        advanced=advanced,
-    )
-    described = {
-        "tool": "nncf.quantize (post-training, OpenVINO backend)",
-        "family": spec.family,
-        "model_type": "TRANSFORMER (LayerNorm/softmax/GELU/elementwise float)" if transformer else "default",
-        "preset": preset.value,
-        "target_device": kwargs["target_device"].value,
-        "weights": "int8 symmetric per-channel",
-        "bias_correction": "fast" if fast_bias else "full",
-        "activation_range": "NNCF default" if activation_range == "default" else activation_range,
-    }
-    if transformer:
-        described["smooth_quant_alpha"] = advanced.smooth_quant_alphas.matmul
-    return kwargs, described
-
-
 def _reads_quantized_activation(op) -> bool:
     """True when an input comes through a FakeQuantize of an activation (not of a weight constant):
     what makes an op execute in INT8. Weight-only quantization in front of a float activation
@@ -224,21 +158,6 @@ def top1_validator(compiled, items) -> tuple[float, list[float]]:
     return (float(np.mean(correct)) if correct else 0.0), correct
 
 
-class _RangeRollbacks(logging.Filter):
-    """Counts (and keeps off the console) NNCF's one warning per quantizer that the histogram range
-    estimator falls back to min-max for a per-channel activation quantizer."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "Rollback to RangeEstimatorParametersSet.MINMAX" in record.getMessage():
-            self.count += 1
-            return False
-        return True
-
-
 def quantize_int8(ov_model, calib: Sequence[np.ndarray], spec: "ModelSpec", device: str, options: dict[str, Any],
                   validation: Sequence[tuple[np.ndarray, int]] | None = None, max_drop: float | None = None,
                   stages: BuildStages | None = None):
@@ -250,7 +169,7 @@ def quantize_int8(ov_model, calib: Sequence[np.ndarray], spec: "ModelSpec", devi
     """
     import nncf
 
-    kwargs, described = quantization_settings(spec, device, options)
+    kwargs, described = quantization_settings(spec, device, options, "nncf.quantize (post-training, OpenVINO backend)")
     advanced = kwargs.pop("advanced")
     keep_float = keep_float_names(ov_model, options.get("keep_float"))
     ignored = list(keep_float)
@@ -263,17 +182,9 @@ def quantize_int8(ov_model, calib: Sequence[np.ndarray], spec: "ModelSpec", devi
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=ignored)
     kwargs["subset_size"] = min(kwargs["subset_size"], len(calib))
     stages = stages or BuildStages()
-    rollbacks = _RangeRollbacks()
-    nncf_log = logging.getLogger("nncf")
-    nncf_log.addFilter(rollbacks)
-    try:
+    with RangeRollbacks():
         quantized, reverted, accuracy_control = _nncf_quantize(ov_model, calib, kwargs, advanced, validation, max_drop,
                                                                stages)
-    finally:
-        nncf_log.removeFilter(rollbacks)
-    if rollbacks.count:
-        log.info("NNCF: %d per-channel activation quantizers use min-max ranges (its histogram estimator is"
-                 " per-tensor only)", rollbacks.count)
     if accuracy_control is not None:
         described["accuracy_control"] = accuracy_control
     int8_layers, float_layers = layer_precisions(quantized)

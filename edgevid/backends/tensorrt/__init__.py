@@ -557,7 +557,7 @@ class TensorRTBackend(Backend):
     precisions = ("fp16", "int8")
     finishes_on_device = True
 
-    def check_request(self, target, options) -> None:
+    def check_request(self, target, options, spec=None) -> None:
         if options.get("dla_core") is not None:
             check_dla_request(target, options["dla_core"])
 
