@@ -341,6 +341,10 @@ def test_runner_modes_threads_and_precision(int8):
         together = throughput(batch)  # 3 clips over the request queue (last chunk padded)
     assert together.shape == (3, CLASSES)
     np.testing.assert_allclose(together, one_by_one, rtol=1e-5, atol=1e-6)
+    with open_runner(int8.path, threads=1, mode="stream") as stream:  # latency beside a decoder: not pinned
+        assert stream.config["PERFORMANCE_HINT"] == "LATENCY" and stream.config["ENABLE_CPU_PINNING"] == "NO"
+        assert stream.compiled.get_property("ENABLE_CPU_PINNING") is False
+        np.testing.assert_allclose(np.concatenate([stream(c[None]) for c in batch]), one_by_one, rtol=1e-6, atol=1e-7)
 
 
 def test_runner_path_imports_no_torch(int8):

@@ -174,7 +174,8 @@ class Backend(ABC):
 
     @abstractmethod
     def open(self, artifact: "Artifact", threads: int | None = None, mode: str = "latency") -> Runner:
-        """Open a verified artifact for inference; ``mode`` is 'latency' or 'throughput'."""
+        """Open a verified artifact for inference; ``mode`` is 'latency', 'throughput' or 'stream' (latency
+        with other threads of this process working beside the runner, e.g. a decoder: no core pinning)."""
 
     def check_request(self, target: "Target", options: dict[str, Any], spec: "ModelSpec | None" = None) -> None:
         """Refuse build options this target cannot honour (for the model of ``spec``), before any export or
