@@ -99,15 +99,16 @@ def quantize_int8(exported: Path, prepared: Path | None, out: Path, request: Bui
     )
 
 
-def _check_layer_names(prepared: Path, names: list[str]) -> None:
-    """``keep_float`` / ``nodes_to_exclude`` name nodes of the exported graph: a typo is an error, not a no-op."""
+def _check_layer_names(graph: Path, names: list[str]) -> None:
+    """``keep_float`` / ``nodes_to_exclude`` name nodes of the graph the quantizer reads: a typo is an error,
+    not a no-op."""
     if not names:
         return
     import onnx
 
     from ...errors import suggest
 
-    known = {node.name for node in onnx.load(str(prepared), load_external_data=False).graph.node}
+    known = {node.name for node in onnx.load(str(graph), load_external_data=False).graph.node}
     unknown = [name for name in names if name not in known]
     if unknown:
         raise EdgevidError(f"--keep-float {unknown[0]}: no such layer in the exported ONNX graph (`edgevid sensitivity`"
@@ -220,7 +221,8 @@ class OnnxRuntimeBackend(Backend):
                 fp32 = Path(tmp) / "fp32.onnx"
                 with request.stages.stage("export"):
                     export_onnx(request.model, example, fp32, dynamic_batch=dynamic)
-                prepared = pre_process(fp32, Path(tmp) / "prepared.onnx") if _quantizer(options, request.spec) == "ort" else None
+                ort_quantizer = _quantizer(options, request.spec) == "ort"
+                prepared = pre_process(fp32, Path(tmp) / "prepared.onnx") if ort_quantizer else None
                 quant = quantize_int8(fp32, prepared, out, request, options)
         import onnx
 
