@@ -20,9 +20,9 @@ from helpers import reference_weights, run_cli  # noqa: E402
 NAIVE = {"quantizer": "ort", "op_types_to_quantize": None, "calibrate_method": "minmax",  # every op ORT can quantize, min/max
          "float_activation_matmuls": False}  # attention products too
 # The budget of the demonstration on each trained reference model. x3d_synth takes INT8 well: the naive
-# recipe costs it 1.0 point (per-tensor weights, quantize_static's defaults, only 0.5), so its budget
-# is 0.5 points, which the naive recipe misses and the search must meet.
-BUDGETS = {"x3d_synth": 0.5}
+# recipe costs it 0.5 points on the 200 val clips (one clip; 1.0 with earlier weights), so its budget is
+# 0.25 points, which the naive recipe misses and the search must meet (it kept 6 layers float, drop 0.0).
+BUDGETS = {"x3d_synth": 0.25}
 
 
 def test_ort_lists_quantizable_layers_and_keeps_chosen_ones_float(tmp_path):
