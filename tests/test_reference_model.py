@@ -18,8 +18,6 @@ TARGETS = {"x3d_synth": 95.0, "uniformerv2_synth": 90.0, "timesformer_synth": 90
 BELOW_TARGET: dict[str, str] = {
     "timesformer_synth": "training in phases on one shared CPU core (distilled from x3d_synth); the shipped"
                          " phase is below 90% top-1 (edgevid/models/weights/timesformer_synth.json)",
-    "tubevit_synth": "training in phases on one shared CPU core (distilled from x3d_synth); the shipped phase is"
-                     " below 90% top-1 (edgevid/models/weights/tubevit_synth.json)",
 }
 
 
