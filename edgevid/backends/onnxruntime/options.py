@@ -27,7 +27,7 @@ class OnnxRuntimeOptions(NncfOptions):
     @model_validator(mode="after")
     def _settings_of_the_chosen_quantizer(self):
         """A setting the chosen quantizer (or calibrator) would not read is a mistake, not a no-op. Without
-        ``quantizer`` the model's family decides (``check_quantizer_settings`` at build time); settings of both
+        ``quantizer`` the model's family decides (the backend's ``check_request``, before export); settings of both
         quantizers at once are wrong for either."""
         unread = unread_settings(self.model_fields_set, self.quantizer)
         if unread:

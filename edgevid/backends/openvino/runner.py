@@ -54,11 +54,11 @@ def runtime_config(device: str, mode: str, threads: int | None, inference_precis
     if mode not in HINTS:
         raise EdgevidError(f"mode {mode!r}: choose latency, throughput or stream")
     config = {"PERFORMANCE_HINT": HINTS[mode]}
-    if mode == "stream" and device.split(".")[0].upper() == "CPU":
+    kind = device.split(".")[0].upper()
+    if mode == "stream" and kind == "CPU":
         config["ENABLE_CPU_PINNING"] = "NO"
     if inference_precision:
         config["INFERENCE_PRECISION_HINT"] = inference_precision
-    kind = device.split(".")[0].upper()
     if kind == "CPU" and threads:
         config["INFERENCE_NUM_THREADS"] = str(threads)
     if kind in ("GPU", "NPU"):  # their compiles are slow: reuse OpenVINO's own model cache
@@ -114,7 +114,7 @@ class OpenVINORunner(Runner):
 
     def __call__(self, clip: np.ndarray) -> np.ndarray:
         # share_inputs: the request reads the caller's buffer instead of copying it first (each call waits for its
-        # requests, so the buffer outlives them): x3d_synth INT8 in the streaming benchmark 2-6% faster per window
+        # requests, so the buffer outlives them): x3d_synth INT8 alone 1.5-6% faster in two streaming-benchmark pairs
         clip = np.ascontiguousarray(clip, dtype=np.float32)
         chunks = self._chunks(clip)
         outs = []
