@@ -290,12 +290,12 @@ def main(argv: list[str] | None = None) -> dict:
               f" warm-up {1e3 * run_['warmup_seconds']:.1f} ms ({run_['warmup_frames']} frames to the first window);"
               f" steady-state end-to-end {run_['end_to_end_fps']:.1f} windows/s; model-only, the runner alone side by side"
               f" ({alone['runs']} runs in blocks every {SEGMENT_FRAMES} frames, p50 {alone['p50_ms']:.3f} ms):"
-              f" {run_['model_only_standalone_fps']:.1f} windows/s -> end-to-end {run_['e2e_over_standalone']:.2f}x"
+              f" {run_['model_only_standalone_fps']:.1f} windows/s -> end-to-end {run_['e2e_over_standalone']:.3f}x"
               f" ({'meets' if ratio_ok else 'misses'} >= {E2E_GOAL}); inference inside the stream"
               f" {run_['model_only_in_stream_fps']:.1f} windows/s; as the demo computes end-to-end"
               f" {run_['demo_e2e_fps']:.1f} windows/s; {run_['video_frames_per_s']:.0f} video frames/s")
         print(f"    the runner as `edgevid bench` opens it (mode latency), same blocks:"
-              f" {run_['model_only_bench_runner_fps']:.1f} windows/s -> end-to-end {run_['e2e_over_bench_runner']:.2f}x of it")
+              f" {run_['model_only_bench_runner_fps']:.1f} windows/s -> end-to-end {run_['e2e_over_bench_runner']:.3f}x of it")
         if run_["model_only_all_cores_fps"]:
             print(f"    the runner on all {result['machine'].get('usable_cores')} cores alone, same blocks:"
                   f" {run_['model_only_all_cores_fps']:.1f} windows/s -> end-to-end {run_['e2e_over_all_cores_model']:.2f}x of it")
