@@ -68,7 +68,7 @@ def _float_activation_matmuls(options: dict, spec: "ModelSpec") -> bool:
     return value
 
 
-def _layers(prepared: Path, exported: Path, options: dict, spec: "ModelSpec") -> list[QuantLayer]:
+def _layers(prepared: Path | None, exported: Path, options: dict, spec: "ModelSpec") -> list[QuantLayer]:
     """The layers the target's quantizer makes INT8 (what ``keep_float`` can name): nodes of the graph it
     quantizes (NNCF: the export; ORT: the export after ORT's pre-processing)."""
     float_products = _float_activation_matmuls(options, spec)
@@ -165,8 +165,8 @@ def quantize_nncf(exported: Path, out: Path, clips, spec: "ModelSpec", options: 
 
 
 class OrtInt8Plan(Int8Plan):
-    """Exports and pre-processes once; then each variant is one quantization with other layers kept float
-    (``quantizer: ort`` calibrates once, into ORT's calibration cache; NNCF collects statistics per variant,
+    """Exports once (and pre-processes for ORT's quantizer); then each variant is one quantization with other
+    layers kept float (``quantizer: ort`` calibrates once, into ORT's calibration cache; NNCF collects statistics per variant,
     seconds on the reference models)."""
 
     def __init__(self, backend: "OnnxRuntimeBackend", request: BuildRequest):
@@ -174,7 +174,9 @@ class OrtInt8Plan(Int8Plan):
         self._tmp = tempfile.TemporaryDirectory(prefix="edgevid-ort-plan-")
         self.options = {**request.target.options, **request.options}
         self.exported = backend.export_fp32(request, Path(self._tmp.name) / "fp32.onnx")
-        self.prepared = pre_process(self.exported, Path(self._tmp.name) / "prepared.onnx")
+        # ORT's pre-processing is what its own quantizer reads; NNCF quantizes the export itself
+        self.prepared = (pre_process(self.exported, Path(self._tmp.name) / "prepared.onnx")
+                         if _quantizer(self.options, request.spec) == "ort" else None)
         self.cache = Path(self._tmp.name) / "calibration.json"
 
     @property
@@ -252,8 +254,10 @@ class OnnxRuntimeBackend(Backend):
     def quantizable_layers(self, request: BuildRequest) -> list[QuantLayer]:
         with tempfile.TemporaryDirectory() as tmp:
             exported = self.export_fp32(request, Path(tmp) / "fp32.onnx")
-            prepared = pre_process(exported, Path(tmp) / "prepared.onnx")
-            return _layers(prepared, exported, {**request.target.options, **request.options}, request.spec)
+            options = {**request.target.options, **request.options}
+            ort_quantizer = _quantizer(options, request.spec) == "ort"
+            prepared = pre_process(exported, Path(tmp) / "prepared.onnx") if ort_quantizer else None
+            return _layers(prepared, exported, options, request.spec)
 
     def check_request(self, target, options, spec=None) -> None:
         if spec is not None:
