@@ -30,7 +30,7 @@ from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -338,6 +338,16 @@ def _softmax(logits: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
+class Inferred(NamedTuple):
+    """A window's model output, not yet smoothed (``StreamClassifier.infer``; ``finish`` completes it)."""
+
+    snapshot: tuple  # the clip buffer's (frame index, timestamp, intake ms, decode ms, frames, taken)
+    logits: np.ndarray  # [classes]
+    started: float  # perf_counter: the window's inference work began (after any wait for a shared runner)
+    acquired: float  # the runner was ours
+    ended: float  # the runner returned
+
+
 class StreamClassifier:
     """Classifies a stream of frames with sliding windows over a ring of preprocessed frames.
 
@@ -448,29 +458,43 @@ class StreamClassifier:
         self._pending_ms = self._pending_decode_ms = 0.0
         self._pending_frames = 0
 
-    def classify(self, buffer: int = 0) -> WindowResult:
-        """Run the model on the snapshot in clip buffer ``buffer`` and smooth; the window's result."""
+    def infer(self, buffer: int = 0) -> "Inferred":
+        """Run the model on the snapshot in clip buffer ``buffer`` (the first half of ``classify``)."""
         started = time.perf_counter()
-        frame_index, timestamp, intake_ms, decode_ms, frames_fed, taken = self._snapshots[buffer]
+        snapshot = self._snapshots[buffer]
         asked = time.perf_counter()
         with self.lock:
             acquired = time.perf_counter()
             logits = self.runner(self._clips[buffer])
-            model_ms = (time.perf_counter() - acquired) * 1e3
+            ended = time.perf_counter()
         started += acquired - asked  # time spent waiting for another stream's inference is not ours
-        probs = _softmax(np.asarray(logits, np.float32)[0], self._probs)
+        # the runner may reuse its output buffer for the next call: keep a copy (8-400 floats)
+        return Inferred(snapshot, np.array(logits, np.float32, copy=True)[0], started, acquired, ended)
+
+    def finish(self, inferred: "Inferred") -> WindowResult:
+        """Smooth an ``infer`` result and count it (the second half of ``classify``). Windows must be
+        finished in the order they were inferred, by one thread at a time."""
+        began = time.perf_counter()
+        frame_index, timestamp, intake_ms, decode_ms, frames_fed, taken = inferred.snapshot
+        model_ms = (inferred.ended - inferred.acquired) * 1e3
+        probs = _softmax(inferred.logits, self._probs)
         raw_top1 = self.labels[int(probs.argmax())]
         smoothed = self.smoother.update(probs)
         best = np.argsort(smoothed)[::-1][: self.top_k]
         top_k = [(self.labels[i], float(smoothed[i])) for i in best]
-        pipeline_ms = intake_ms + (time.perf_counter() - started) * 1e3
-        wait_ms = (acquired - (taken or asked)) * 1e3  # since the snapshot: the worker's queue and the shared runner's lock
+        # the window's own work: intake, inference, smoothing (not a wait between inference and finishing)
+        pipeline_ms = intake_ms + (inferred.ended - inferred.started + time.perf_counter() - began) * 1e3
+        wait_ms = (inferred.acquired - (taken or inferred.started)) * 1e3  # since the snapshot: queue and shared lock
         stats = self.stats
         result = WindowResult(stats.windows, frame_index, timestamp, top_k, raw_top1, model_ms, pipeline_ms,
                               decode_ms=decode_ms, preprocess_ms=max(pipeline_ms - decode_ms - model_ms, 0.0),
                               wait_ms=max(wait_ms, 0.0), frames_fed=frames_fed)
         stats.add(result)
         return result
+
+    def classify(self, buffer: int = 0) -> WindowResult:
+        """Run the model on the snapshot in clip buffer ``buffer`` and smooth; the window's result."""
+        return self.finish(self.infer(buffer))
 
     def push(self, frame, timestamp: float | None = None, decode_ms: float = 0.0) -> WindowResult | None:
         """Feed one frame and, when it completes a window, classify that window."""
@@ -501,8 +525,13 @@ class BackgroundClassifier:
     benchmarks) classifies every window: one more window may wait for the worker in the second
     clip buffer, so the worker goes from one window straight to the next (no hand-off back to
     the intake thread in between), and the intake waits only when it is a further window ahead.
-    ``on_result`` is called on the worker thread with each ``WindowResult``; an exception in the
-    model is kept in ``error`` (and re-raised by ``drain``).
+
+    Smoothing and counting a window (``StreamClassifier.finish``) goes to whichever thread is free:
+    the worker does it when no window waits for it (always, under ``"drop"``: a live result is
+    never held back), else it hands it to the intake, which finishes it at its next ``push`` (or
+    in ``drain``), so a model-bound stream's worker runs the model back to back.
+    ``on_result`` is called with each ``WindowResult``, in order, on the thread that finished it;
+    an exception in the model or in ``on_result`` is kept in ``error`` (and re-raised by ``drain``).
     """
 
     POLICIES = ("drop", "wait")
@@ -519,11 +548,15 @@ class BackgroundClassifier:
         self._queued: int | None = None  # clip buffer of the window waiting for the worker
         self._running: int | None = None  # clip buffer being classified
         self._closed = False
+        self._unfinished: deque[Inferred] = deque()  # inferred windows handed over for finishing, oldest first
+        self._finishing = threading.Lock()  # one thread finishes at a time, so windows finish in order
         self._worker = threading.Thread(target=self._work, name=name, daemon=True)
         self._worker.start()
 
     def push(self, frame, timestamp: float | None = None, decode_ms: float = 0.0) -> bool:
         """Feed one frame; True when it queued the classification of a window."""
+        if self._unfinished:
+            self._finish_handed()
         if not self.classifier.feed(frame, timestamp, decode_ms):
             return False
         with self._ready:
@@ -541,6 +574,22 @@ class BackgroundClassifier:
             self._ready.notify_all()
         return True
 
+    def _finish_handed(self) -> None:
+        """Finish the handed-over windows, oldest first."""
+        with self._finishing:
+            while True:
+                try:
+                    inferred = self._unfinished.popleft()
+                except IndexError:
+                    return
+                try:
+                    result = self.classifier.finish(inferred)
+                    on_result = self.on_result  # None once closed
+                    if on_result is not None:
+                        on_result(result)
+                except BaseException as exc:  # kept for drain; the stream goes on
+                    self.error = exc
+
     def _work(self) -> None:
         ready = self._ready
         while True:
@@ -552,23 +601,26 @@ class BackgroundClassifier:
                 self._running, self._queued = self._queued, None
                 ready.notify_all()  # an intake waiting for the queue slot
                 buffer = self._running
+            inferred = None
             try:
-                result = self.classifier.classify(buffer)
+                inferred = self.classifier.infer(buffer)
             except BaseException as exc:  # kept for drain; the stream goes on
                 self.error = exc
-            else:
-                on_result = self.on_result  # None once closed
-                if on_result is not None:
-                    on_result(result)
             with ready:
+                if inferred is not None:
+                    self._unfinished.append(inferred)
                 self._running = None
+                backlog = self._queued is not None
                 ready.notify_all()
+            if not backlog:  # nothing waits for the model: finish here rather than hold the result back
+                self._finish_handed()
 
     def drain(self) -> None:
-        """Wait until the queued windows are classified; raise the model's error if one failed."""
+        """Wait until the queued windows are classified and finished; raise the model's error if one failed."""
         with self._ready:
             while (self._queued is not None or self._running is not None) and not self._closed:
                 self._ready.wait()
+        self._finish_handed()
         if self.error is not None:
             raise self.error
 
