@@ -16,6 +16,8 @@ Training-only aids (none of them is part of the model or its inference path):
   there; it is dropped after training.
 * ``--teacher``: distillation from a shipped reference model (KL at ``--distill-temp``), the
   teacher seeing the same clip resized to its own crop.
+* ``--mirror``: left-right flips of a fraction of the clips, with left/right and cw/ccw labels
+  swapped (a mirrored clockwise spin is an anticlockwise one), pairing each direction with its opposite.
 * ``--warmup``, ``--clip-grad``, ``--label-smoothing``.
 
 Each run appends its figures to the ``phases`` of ``<model>.json`` (continuing ``--init``'s).
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 
 from edgevid.data.manifest import load_dataset
 from edgevid.data.sampling import protocol_train_indices
-from edgevid.data.synthmotion import HEIGHT, WIDTH, clip_poses, ensure_split
+from edgevid.data.synthmotion import CLASSES, HEIGHT, WIDTH, clip_poses, ensure_split
 from edgevid.data.views import resampled_frames, test_views
 from edgevid.models import create_model, get_spec
 from edgevid.models.weights import SHIPPED
@@ -67,6 +69,10 @@ def decode_all(manifest: Path, spec, cache: bool = False) -> tuple[np.ndarray, n
         del out
         temp.rename(target)
     return np.load(target, mmap_mode="r"), labels, seeds
+
+
+_MIRROR_SWAPS = {"move_left": "move_right", "move_right": "move_left", "rotate_cw": "rotate_ccw", "rotate_ccw": "rotate_cw"}
+MIRRORED = np.array([CLASSES.index(_MIRROR_SWAPS.get(name, name)) for name in CLASSES])  # labels of mirrored clips
 
 
 # --- auxiliary per-token motion targets (training only) --------------------------------------
@@ -177,10 +183,12 @@ def forward_with_tokens(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return model(x), None
 
 
-def batch_clips(frames: np.ndarray, spec, rng: np.random.Generator, where: list | None = None) -> torch.Tensor:
+def batch_clips(frames: np.ndarray, spec, rng: np.random.Generator, where: list | None = None,
+                mirror: np.ndarray | None = None) -> torch.Tensor:
     """Random temporal offset (the spec's sampling mode) and random crop; otherwise as at inference.
 
-    ``where``, when given, receives ``(indices [n, T], tops [n], lefts [n])`` of the cut clips."""
+    ``where``, when given, receives ``(indices [n, T], tops [n], lefts [n])`` of the cut clips;
+    ``mirror`` (bool ``[n]``) flips those clips left-right (their labels are the caller's to swap)."""
     n, total, height, width, _ = frames.shape
     t, stride, crop = spec.clip.frames, spec.clip.stride, spec.clip.crop
     if spec.clip.sampling == "dense":  # drawn in one call, as the shipped weights were trained
@@ -196,6 +204,8 @@ def batch_clips(frames: np.ndarray, spec, rng: np.random.Generator, where: list 
     if where is not None:
         where.extend((np.stack(indices), tops, lefts))
     x = torch.from_numpy(out).permute(0, 4, 1, 2, 3).float().div_(255)
+    if mirror is not None:
+        x[torch.from_numpy(mirror)] = x[torch.from_numpy(mirror)].flip(-1)
     mean = torch.tensor(spec.norm.mean).view(1, 3, 1, 1, 1)
     std = torch.tensor(spec.norm.std).view(1, 3, 1, 1, 1)
     return (x - mean) / std
@@ -225,6 +235,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0: off)")
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--aux-weight", type=float, default=0.0, help="weight of the per-token motion targets")
+    parser.add_argument("--mirror", type=float, default=0.0,
+                        help="flip this fraction of the training clips left-right, swapping left/right and cw/ccw labels")
     parser.add_argument("--teacher", help="distil from this shipped reference model, e.g. x3d_synth")
     parser.add_argument("--distill-weight", type=float, default=0.7, help="KL weight (CE gets 1 - this)")
     parser.add_argument("--distill-temp", type=float, default=2.0)
@@ -260,6 +272,8 @@ def main(argv=None) -> int:
         sincos_init(model)
     params = list(model.parameters())
     aux_head = points = poses = None
+    if args.aux_weight and args.mirror:
+        raise SystemExit("--mirror: the per-token motion targets (--aux-weight) are not mirrored; use one of them")
     if args.aux_weight:
         points = token_points(model, spec)
         poses = [np.stack(part) for part in zip(*(clip_poses(int(seed))[1:] for seed in seeds))]
@@ -308,8 +322,10 @@ def main(argv=None) -> int:
         for step in range(steps_per_epoch):
             idx = np.sort(order[step * args.batch:(step + 1) * args.batch])
             where: list = []
-            x = batch_clips(frames[idx], spec, rng, where).to(args.device)
-            y = torch.from_numpy(labels[idx]).to(args.device)
+            mirror = rng.random(len(idx)) < args.mirror if args.mirror else None
+            x = batch_clips(frames[idx], spec, rng, where, mirror).to(args.device)
+            y = torch.from_numpy(np.where(mirror, MIRRORED[labels[idx]], labels[idx]) if args.mirror
+                                 else labels[idx]).to(args.device)
             logits, tokens = forward_with_tokens(model, x)
             loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
             if teacher is not None:
@@ -360,7 +376,7 @@ def main(argv=None) -> int:
     previous = json.loads(args.init.with_suffix(".json").read_text()) if args.init and args.init.with_suffix(".json").is_file() else None
     seconds = round(time.time() - started)
     phase = {"epochs": args.epochs, "lr": args.lr, "train_clips": args.train_clips, "seed": args.seed,
-             "aux_weight": args.aux_weight, "embed_init": args.embed_init, "teacher": args.teacher,
+             "aux_weight": args.aux_weight, "mirror": args.mirror, "embed_init": args.embed_init, "teacher": args.teacher,
              "distill_weight": args.distill_weight if args.teacher else None,
              "feature_distill": args.feature_distill, "keep_heads": args.keep_heads, "val_top1": round(val_top1, 2),
              "val_history": history, "train_seconds": seconds}
