@@ -60,3 +60,27 @@ def test_motion_targets_follow_the_rendered_object():
             assert flow[0] > 0 and abs(flow[1]) < 1e-6
         elif name == "move_up":
             assert flow[1] < 0 and abs(flow[0]) < 1e-6
+
+
+def _motion_signature(center, radius, angle):
+    """Signs of the object's x and y velocity, spin and growth over the clip."""
+    return tuple(int(np.sign(round(float(v), 6))) for v in
+                 (*(center[-1] - center[0]), angle[-1] - angle[0], np.log(radius[-1] / radius[0])))
+
+
+def test_mirrored_labels_match_the_mirrored_motion():
+    from edgevid.data.synthmotion import WIDTH
+
+    for label in range(len(CLASSES)):
+        _, center, radius, angle = clip_poses(label + 8 * 5)
+        mirrored = _motion_signature(np.stack((WIDTH - center[:, 0], center[:, 1]), 1), radius, -angle)
+        _, *other = clip_poses(int(tr.MIRRORED[label]) + 8 * 7)  # a clip of the label the mirror swaps to
+        assert mirrored == _motion_signature(*other), CLASSES[label]
+
+
+def test_batch_clips_mirrors_only_the_chosen_clips():
+    spec = get_spec("timesformer_synth")
+    frames = np.random.default_rng(0).integers(0, 255, (2, 32, 73, 91, 3), np.uint8)
+    plain = tr.batch_clips(frames, spec, np.random.default_rng(1))
+    mirrored = tr.batch_clips(frames, spec, np.random.default_rng(1), mirror=np.array([True, False]))
+    assert torch.equal(mirrored[0], plain[0].flip(-1)) and torch.equal(mirrored[1], plain[1])
