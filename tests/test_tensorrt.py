@@ -293,6 +293,32 @@ def test_onnxruntime_fallback_follows_the_same_rules(tiny, tmp_path):
     assert linear >= 4 * TinyViT.blocks_count
 
 
+def test_percentile_calibration_with_the_onnxruntime_tool_clips_the_input_range(tiny, tmp_path):
+    from edgevid.backends.tensorrt.options import TensorRTOptions
+
+    def input_scale(path):
+        model = onnx.load(str(path))
+        first = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == model.graph.input[0].name)
+        return float(numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == first.input[1])))
+
+    scales = {}
+    for method, percentile in (("max", None), ("percentile", 99.0)):
+        out = tmp_path / f"{method}.onnx"
+        quant = quantize_int8_qdq(tiny["TinyConv"]["fp32"], out, _clips(4, 1), transformer=False, tool="ort",
+                                  calibrate_method=method, percentile=percentile)
+        scales[method] = input_scale(out)
+        assert quant["calibration"].startswith(method + (" 99.0" if percentile else ""))
+    # standard normal input: min-max reaches ~4.5 sigma over 4 clips, the 99th percentile of |x| ~2.6
+    assert 0.4 < scales["percentile"] / scales["max"] < 0.75, scales
+    with pytest.raises(EdgevidError, match="qdq_tool: ort"):
+        quantize_int8_qdq(tiny["TinyConv"]["fp32"], tmp_path / "m.onnx", _clips(2, 1), transformer=False,
+                          calibrate_method="percentile")
+    with pytest.raises(ValueError, match="qdq_tool: ort"):
+        TensorRTOptions(calibrate_method="percentile")
+    with pytest.raises(ValueError, match="calibrate_method=percentile only"):
+        TensorRTOptions(qdq_tool="ort", percentile=99.9)
+
+
 def test_quant_policy_follows_the_specs_transformer_field(tiny):
     conv, vit = (onnx.load(str(tiny[name]["fp32"])) for name in ("TinyConv", "TinyViT"))
     assert quant_policy(False, conv).kind == "cnn"

@@ -269,6 +269,7 @@ def quantize_int8_qdq(
     transformer: bool,
     input_name: str = "input",
     calibrate_method: str = "max",
+    percentile: float | None = None,
     high_precision: str = "fp16",
     tool: str = "modelopt",
     placement: str = "weighted",
@@ -290,16 +291,19 @@ def quantize_int8_qdq(
 
     if not clips:
         raise EdgevidError("INT8 needs calibration clips; pass --calib (a folder, a manifest or 'synthetic')")
-    if calibrate_method not in ("entropy", "max"):
-        raise EdgevidError(f"target option calibrate_method: {calibrate_method!r} is not entropy or max")
+    if calibrate_method not in ("entropy", "max", "percentile"):
+        raise EdgevidError(f"target option calibrate_method: {calibrate_method!r} is not entropy, max or percentile")
     if tool not in ("modelopt", "ort"):
         raise EdgevidError(f"target option qdq_tool: {tool!r} is not modelopt or ort")
+    if calibrate_method == "percentile" and tool != "ort":
+        raise EdgevidError("target option calibrate_method: percentile needs qdq_tool: ort (ModelOpt has max and entropy)")
     policy = quant_policy(transformer, onnx.load(str(fp32_path), load_external_data=False), placement)
     policy.nodes_to_exclude += [name for name in keep_float if name not in policy.nodes_to_exclude]
     quant: dict[str, Any] = {
         "scheme": "explicit INT8 Q/DQ for TensorRT: symmetric, per-channel weights, per-tensor activations",
         "policy": policy.describe(),
-        "calibration": f"{calibrate_method}, {len(clips)} clips, ONNX Runtime CPU execution provider",
+        "calibration": f"{calibrate_method}{f' {percentile}' if percentile else ''}, {len(clips)} clips,"
+                       " ONNX Runtime CPU execution provider",
         "kept_float": list(policy.nodes_to_exclude),
     }
     if keep_high_precision:
@@ -319,9 +323,10 @@ def quantize_int8_qdq(
 
         from .._onnx import quantize_qdq
 
-        method = {"entropy": "entropy", "max": "minmax"}[calibrate_method]
+        method = {"entropy": "entropy", "max": "minmax", "percentile": "percentile"}[calibrate_method]
         quantize_qdq(fp32_path, out_path, clips, input_name, op_types=list(WEIGHTED_OPS),
-                     calibrate_method=method, nodes_to_exclude=policy.nodes_to_exclude, stages=stages)
+                     calibrate_method=method, nodes_to_exclude=policy.nodes_to_exclude, stages=stages,
+                     percentile=percentile)
         quant.update(tool=f"onnxruntime {onnxruntime.__version__} quantize_static (symmetric Q/DQ)", high_precision="fp32")
         if error:
             quant["modelopt_error"] = error
@@ -635,6 +640,7 @@ class TensorRTBackend(Backend):
                 quant = quantize_int8_qdq(
                     fp32, out, request.calib or [], transformer=spec.transformer, input_name=INPUT_NAME,
                     calibrate_method=options.get("calibrate_method", "max"),
+                    percentile=options.get("percentile"),
                     high_precision=options.get("high_precision", "fp16"),
                     tool=options.get("qdq_tool", "modelopt"),
                     placement=options.get("qdq_placement", "weighted"),
