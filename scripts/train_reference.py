@@ -16,6 +16,8 @@ Training-only aids (none of them is part of the model or its inference path):
   there; it is dropped after training.
 * ``--teacher``: distillation from a shipped reference model (KL at ``--distill-temp``), the
   teacher seeing the same clip resized to its own crop.
+* ``--aux-spin``: a second per-token head predicting the object's coverage signed by its spin
+  direction, the one motion a patch-level model confuses (rotate_cw vs rotate_ccw).
 * ``--mirror``: left-right flips of a fraction of the clips, with left/right and cw/ccw labels
   swapped (a mirrored clockwise spin is an anticlockwise one), pairing each direction with its opposite.
 * ``--warmup``, ``--clip-grad``, ``--label-smoothing``.
@@ -130,6 +132,13 @@ def motion_targets(poses, where, points: np.ndarray, frame_size: tuple[int, int]
     return torch.from_numpy(target.astype(np.float32))
 
 
+def spin_targets(motion: torch.Tensor, angles: np.ndarray) -> torch.Tensor:
+    """Per token ``[n, L, 1]``: the object's coverage of the token (``motion_targets``' first channel)
+    signed by its spin: +1 clockwise, -1 anticlockwise, 0 for the clips that do not rotate."""
+    sign = np.sign(angles[:, 1] - angles[:, 0]).astype(np.float32)
+    return motion[..., :1] * torch.from_numpy(sign).view(-1, 1, 1)
+
+
 def token_grid(points: np.ndarray, frames: int, crop: int) -> torch.Tensor:
     """Each token's receptive-field centre as a ``grid_sample`` grid ``[1, L, 1, 1, 3]`` (x, y, t in [-1, 1])."""
     centre = points.mean(1)
@@ -235,6 +244,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0: off)")
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--aux-weight", type=float, default=0.0, help="weight of the per-token motion targets")
+    parser.add_argument("--aux-spin", type=float, default=0.0,
+                        help="weight of the per-token spin direction (the object's coverage x the sign of its spin)")
     parser.add_argument("--mirror", type=float, default=0.0,
                         help="flip this fraction of the training clips left-right, swapping left/right and cw/ccw labels")
     parser.add_argument("--teacher", help="distil from this shipped reference model, e.g. x3d_synth")
@@ -271,18 +282,22 @@ def main(argv=None) -> int:
     if args.embed_init == "sincos" and not args.init:
         sincos_init(model)
     params = list(model.parameters())
-    aux_head = points = poses = None
-    if args.aux_weight and args.mirror:
-        raise SystemExit("--mirror: the per-token motion targets (--aux-weight) are not mirrored; use one of them")
-    if args.aux_weight:
+    aux_head = spin_head = points = poses = None
+    if (args.aux_weight or args.aux_spin) and args.mirror:
+        raise SystemExit("--mirror: the per-token targets (--aux-weight, --aux-spin) are not mirrored; use one of them")
+    if args.aux_weight or args.aux_spin:
         points = token_points(model, spec)
         poses = [np.stack(part) for part in zip(*(clip_poses(int(seed))[1:] for seed in seeds))]
         with torch.no_grad():
             _, tokens = forward_with_tokens(model, torch.zeros(1, 3, spec.clip.frames, spec.clip.crop, spec.clip.crop))
         if tokens is None or tokens.shape[1] != len(points):
             raise SystemExit(f"--aux-weight: {args.model} has no per-token output of {len(points)} tokens")
-        aux_head = torch.nn.Linear(tokens.shape[-1], 3).to(args.device)
-        params += list(aux_head.parameters())
+        if args.aux_weight:
+            aux_head = torch.nn.Linear(tokens.shape[-1], 3).to(args.device)
+            params += list(aux_head.parameters())
+        if args.aux_spin:
+            spin_head = torch.nn.Linear(tokens.shape[-1], 1).to(args.device)
+            params += list(spin_head.parameters())
     teacher = teacher_spec = None
     if args.teacher:
         teacher_spec = get_spec(args.teacher)
@@ -304,7 +319,7 @@ def main(argv=None) -> int:
         adapter = torch.nn.Linear(tokens.shape[-1], channels).to(args.device)
         params += list(adapter.parameters())
 
-    heads = {"adapter": adapter, "aux_head": aux_head}
+    heads = {"adapter": adapter, "aux_head": aux_head, "spin_head": spin_head}
     if args.keep_heads and args.init and args.init.with_suffix(".heads.pt").is_file():
         for key, state in torch.load(args.init.with_suffix(".heads.pt"), map_location=args.device).items():
             if heads.get(key) is not None:
@@ -318,7 +333,7 @@ def main(argv=None) -> int:
     for epoch in range(args.epochs):
         model.train()
         order = rng.permutation(len(labels))
-        seen, correct, loss_sum, aux_sum, hint_sum = 0, 0, 0.0, 0.0, 0.0
+        seen, correct, loss_sum, aux_sum, hint_sum, spin_sum = 0, 0, 0.0, 0.0, 0.0, 0.0
         for step in range(steps_per_epoch):
             idx = np.sort(order[step * args.batch:(step + 1) * args.batch])
             where: list = []
@@ -340,11 +355,17 @@ def main(argv=None) -> int:
                     hint = F.mse_loss(adapter(tokens), teacher_features(taken.pop(), grid))
                     loss = loss + args.feature_distill * hint
                     hint_sum += hint.item() * len(idx)
-            if aux_head is not None:
+            if poses is not None:
                 target = motion_targets([p[idx] for p in poses], where, points, frames.shape[2:4]).to(args.device)
+            if aux_head is not None:
                 aux = F.mse_loss(aux_head(tokens), target) / target.var().clamp_min(1e-6)
                 loss = loss + args.aux_weight * aux
                 aux_sum += aux.item() * len(idx)
+            if spin_head is not None:
+                spun = spin_targets(target, poses[2][idx]).to(args.device)
+                spin = F.mse_loss(spin_head(tokens), spun) / spun.var().clamp_min(1e-6)
+                loss = loss + args.aux_spin * spin
+                spin_sum += spin.item() * len(idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if args.clip_grad:
@@ -357,6 +378,8 @@ def main(argv=None) -> int:
         line = f"epoch {epoch + 1}/{args.epochs}: loss {loss_sum / seen:.3f} train top-1 {100 * correct / seen:.1f}%"
         if aux_head is not None:
             line += f" aux {aux_sum / seen:.3f}"
+        if spin_head is not None:
+            line += f" spin {spin_sum / seen:.3f}"
         if adapter is not None:
             line += f" features {hint_sum / seen:.3f}"
         print(line + f" ({time.time() - started:.0f} s)", flush=True)
@@ -376,7 +399,7 @@ def main(argv=None) -> int:
     previous = json.loads(args.init.with_suffix(".json").read_text()) if args.init and args.init.with_suffix(".json").is_file() else None
     seconds = round(time.time() - started)
     phase = {"epochs": args.epochs, "lr": args.lr, "train_clips": args.train_clips, "seed": args.seed,
-             "aux_weight": args.aux_weight, "mirror": args.mirror, "embed_init": args.embed_init, "teacher": args.teacher,
+             "aux_weight": args.aux_weight, "aux_spin": args.aux_spin, "mirror": args.mirror, "embed_init": args.embed_init, "teacher": args.teacher,
              "distill_weight": args.distill_weight if args.teacher else None,
              "feature_distill": args.feature_distill, "keep_heads": args.keep_heads, "val_top1": round(val_top1, 2),
              "val_history": history, "train_seconds": seconds}

@@ -84,3 +84,15 @@ def test_batch_clips_mirrors_only_the_chosen_clips():
     plain = tr.batch_clips(frames, spec, np.random.default_rng(1))
     mirrored = tr.batch_clips(frames, spec, np.random.default_rng(1), mirror=np.array([True, False]))
     assert torch.equal(mirrored[0], plain[0].flip(-1)) and torch.equal(mirrored[1], plain[1])
+
+
+def test_spin_targets_sign_the_coverage_by_the_spin_direction():
+    motion = torch.rand(3, 5, 3)
+    angles = np.array([[0.0, 0.1], [0.0, -0.1], [0.3, 0.3]])  # rotate_cw, rotate_ccw, no spin
+    spun = tr.spin_targets(motion, angles)
+    assert spun.shape == (3, 5, 1)
+    assert torch.equal(spun[0, :, 0], motion[0, :, 0]) and torch.equal(spun[1, :, 0], -motion[1, :, 0])
+    assert not spun[2].any()
+    for seed, sign in ((4, 1), (5, -1)):  # the generator's rotate_cw turns clockwise (angle grows)
+        assert CLASSES[seed % 8] == ("rotate_cw" if sign > 0 else "rotate_ccw")
+        assert np.sign(clip_poses(seed)[3][1] - clip_poses(seed)[3][0]) == sign
