@@ -458,7 +458,7 @@ class StreamClassifier:
         self._pending_ms = self._pending_decode_ms = 0.0
         self._pending_frames = 0
 
-    def infer(self, buffer: int = 0) -> "Inferred":
+    def infer(self, buffer: int = 0) -> Inferred:
         """Run the model on the snapshot in clip buffer ``buffer`` (the first half of ``classify``)."""
         started = time.perf_counter()
         snapshot = self._snapshots[buffer]
@@ -471,7 +471,7 @@ class StreamClassifier:
         # the runner may reuse its output buffer for the next call: keep a copy (8-400 floats)
         return Inferred(snapshot, np.array(logits, np.float32, copy=True)[0], started, acquired, ended)
 
-    def finish(self, inferred: "Inferred") -> WindowResult:
+    def finish(self, inferred: Inferred) -> WindowResult:
         """Smooth an ``infer`` result and count it (the second half of ``classify``). Windows must be
         finished in the order they were inferred, by one thread at a time."""
         began = time.perf_counter()

@@ -291,7 +291,7 @@ def main(argv=None) -> int:
         with torch.no_grad():
             _, tokens = forward_with_tokens(model, torch.zeros(1, 3, spec.clip.frames, spec.clip.crop, spec.clip.crop))
         if tokens is None or tokens.shape[1] != len(points):
-            raise SystemExit(f"--aux-weight: {args.model} has no per-token output of {len(points)} tokens")
+            raise SystemExit(f"--aux-weight / --aux-spin: {args.model} has no per-token output of {len(points)} tokens")
         if args.aux_weight:
             aux_head = torch.nn.Linear(tokens.shape[-1], 3).to(args.device)
             params += list(aux_head.parameters())
@@ -399,7 +399,8 @@ def main(argv=None) -> int:
     previous = json.loads(args.init.with_suffix(".json").read_text()) if args.init and args.init.with_suffix(".json").is_file() else None
     seconds = round(time.time() - started)
     phase = {"epochs": args.epochs, "lr": args.lr, "train_clips": args.train_clips, "seed": args.seed,
-             "aux_weight": args.aux_weight, "aux_spin": args.aux_spin, "mirror": args.mirror, "embed_init": args.embed_init, "teacher": args.teacher,
+             "aux_weight": args.aux_weight, "aux_spin": args.aux_spin, "mirror": args.mirror,
+             "embed_init": args.embed_init, "teacher": args.teacher,
              "distill_weight": args.distill_weight if args.teacher else None,
              "feature_distill": args.feature_distill, "keep_heads": args.keep_heads, "val_top1": round(val_top1, 2),
              "val_history": history, "train_seconds": seconds}
