@@ -363,7 +363,8 @@ def main(argv=None) -> int:
                 aux_sum += aux.item() * len(idx)
             if spin_head is not None:
                 spun = spin_targets(target, poses[2][idx]).to(args.device)
-                spin = F.mse_loss(spin_head(tokens), spun) / spun.var().clamp_min(1e-6)
+                # scaled by the coverage's variance: a batch without a rotating clip has spin targets all 0
+                spin = F.mse_loss(spin_head(tokens), spun) / target[..., :1].var().clamp_min(1e-6)
                 loss = loss + args.aux_spin * spin
                 spin_sum += spin.item() * len(idx)
             optimizer.zero_grad(set_to_none=True)
