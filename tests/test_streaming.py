@@ -201,7 +201,7 @@ def test_background_wait_classifies_every_window_as_the_serial_stream_does():
     from edgevid.streaming import BackgroundClassifier
 
     frames, _ = generate_clip(1_000_006)
-    serial, slow = ClipDependent(0.0), ClipDependent(0.05)
+    serial, slow = ClipDependent(0.0), ClipDependent(0.1)  # the intake is far ahead: a backlog
     serial_stream = StreamClassifier(serial, SPEC, LABELS)
     expected, results, finished_on = [], [], []
 
@@ -234,9 +234,9 @@ def test_a_window_finished_later_counts_only_its_own_work():
             break
     stream.snapshot()
     inferred = stream.infer()
-    time.sleep(0.2)  # handed over: finished at the intake's next push, not straight after inference
+    time.sleep(0.5)  # handed over: finished at the intake's next push, not straight after inference
     result = stream.finish(inferred)
-    assert 20 <= result.model_ms < result.pipeline_ms < 150, (result.model_ms, result.pipeline_ms)
+    assert 20 <= result.model_ms < result.pipeline_ms < 400, (result.model_ms, result.pipeline_ms)
 
 
 def test_background_drop_skips_windows_while_the_model_is_busy_and_keeps_errors():
