@@ -59,6 +59,12 @@ def _excluded(options: dict) -> list[str]:
     return list(dict.fromkeys([*options.get("nodes_to_exclude", ()), *options.get("keep_float", ())]))
 
 
+def _prepared(exported: Path, folder: Path, options: dict, spec: "ModelSpec") -> Path | None:
+    """ORT's pre-processing of the export (into ``folder``), which its own quantizer reads; None when NNCF
+    quantizes (it reads the export itself)."""
+    return pre_process(exported, folder / "prepared.onnx") if _quantizer(options, spec) == "ort" else None
+
+
 def _float_activation_matmuls(options: dict, spec: "ModelSpec") -> bool:
     """Target option ``float_activation_matmuls``; by default on for transformers (``spec.transformer``: on the
     trained uniformerv2_synth, INT8 attention products cost agreement: 96.0% with them, vs 97% required)."""
@@ -165,18 +171,16 @@ def quantize_nncf(exported: Path, out: Path, clips, spec: "ModelSpec", options: 
 
 
 class OrtInt8Plan(Int8Plan):
-    """Exports once (and pre-processes for ORT's quantizer); then each variant is one quantization with other
-    layers kept float (``quantizer: ort`` calibrates once, into ORT's calibration cache; NNCF collects statistics per variant,
-    seconds on the reference models)."""
+    """Exports once (and pre-processes for ORT's quantizer); then each variant is one quantization with
+    other layers kept float (``quantizer: ort`` calibrates once, into ORT's calibration cache; NNCF
+    collects statistics per variant, seconds on the reference models)."""
 
     def __init__(self, backend: "OnnxRuntimeBackend", request: BuildRequest):
         super().__init__(backend, request)
         self._tmp = tempfile.TemporaryDirectory(prefix="edgevid-ort-plan-")
         self.options = {**request.target.options, **request.options}
         self.exported = backend.export_fp32(request, Path(self._tmp.name) / "fp32.onnx")
-        # ORT's pre-processing is what its own quantizer reads; NNCF quantizes the export itself
-        self.prepared = (pre_process(self.exported, Path(self._tmp.name) / "prepared.onnx")
-                         if _quantizer(self.options, request.spec) == "ort" else None)
+        self.prepared = _prepared(self.exported, Path(self._tmp.name), self.options, request.spec)
         self.cache = Path(self._tmp.name) / "calibration.json"
 
     @property
@@ -223,9 +227,7 @@ class OnnxRuntimeBackend(Backend):
                 fp32 = Path(tmp) / "fp32.onnx"
                 with request.stages.stage("export"):
                     export_onnx(request.model, example, fp32, dynamic_batch=dynamic)
-                ort_quantizer = _quantizer(options, request.spec) == "ort"
-                prepared = pre_process(fp32, Path(tmp) / "prepared.onnx") if ort_quantizer else None
-                quant = quantize_int8(fp32, prepared, out, request, options)
+                quant = quantize_int8(fp32, _prepared(fp32, Path(tmp), options, request.spec), out, request, options)
         import onnx
 
         return BuildResult(
@@ -255,9 +257,7 @@ class OnnxRuntimeBackend(Backend):
         with tempfile.TemporaryDirectory() as tmp:
             exported = self.export_fp32(request, Path(tmp) / "fp32.onnx")
             options = {**request.target.options, **request.options}
-            ort_quantizer = _quantizer(options, request.spec) == "ort"
-            prepared = pre_process(exported, Path(tmp) / "prepared.onnx") if ort_quantizer else None
-            return _layers(prepared, exported, options, request.spec)
+            return _layers(_prepared(exported, Path(tmp), options, request.spec), exported, options, request.spec)
 
     def check_request(self, target, options, spec=None) -> None:
         if spec is not None:
